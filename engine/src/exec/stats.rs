@@ -1,0 +1,143 @@
+//! Per-node counters, updated lock-free by the node's threads and read by the progress
+//! reporter while the run goes on; frozen into a [`NodeReport`] at the end.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+/// How many skipped items are named in the summary (the count is always exact).
+const NAMED_SKIPS: usize = 20;
+
+#[derive(Debug)]
+pub struct NodeStats {
+    pub items_in: AtomicU64,
+    pub items_out: AtomicU64,
+    pub batches: AtomicU64,
+    pub batch_items: AtomicU64,
+    pub max_batch: AtomicU64,
+    pub busy_ns: AtomicU64,
+    pub wait_in_ns: AtomicU64,
+    pub wait_out_ns: AtomicU64,
+    pub retries: AtomicU64,
+    pub skipped: AtomicU64,
+    /// Items dropped from this node's `when_full: drop_oldest` inputs.
+    pub dropped: AtomicU64,
+    /// Items that arrived after the run began stopping and were not processed.
+    pub discarded: AtomicU64,
+    /// Expected number of output items, when the node knows it (`u64::MAX`: unknown).
+    pub total: AtomicU64,
+    pub done: std::sync::atomic::AtomicBool,
+    pub skipped_items: Mutex<Vec<String>>,
+}
+
+impl Default for NodeStats {
+    fn default() -> Self {
+        NodeStats {
+            items_in: AtomicU64::new(0),
+            items_out: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            batch_items: AtomicU64::new(0),
+            max_batch: AtomicU64::new(0),
+            busy_ns: AtomicU64::new(0),
+            wait_in_ns: AtomicU64::new(0),
+            wait_out_ns: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            discarded: AtomicU64::new(0),
+            total: AtomicU64::new(u64::MAX),
+            done: std::sync::atomic::AtomicBool::new(false),
+            skipped_items: Mutex::new(vec![]),
+        }
+    }
+}
+
+pub(crate) fn add(counter: &AtomicU64, d: Duration) {
+    counter.fetch_add(d.as_nanos() as u64, Relaxed);
+}
+
+impl NodeStats {
+    pub(crate) fn record_batch(&self, n: usize) {
+        self.batches.fetch_add(1, Relaxed);
+        self.batch_items.fetch_add(n as u64, Relaxed);
+        self.max_batch.fetch_max(n as u64, Relaxed);
+    }
+    pub(crate) fn record_skip(&self, what: Vec<String>) {
+        self.skipped.fetch_add(what.len() as u64, Relaxed);
+        let mut named = self.skipped_items.lock().unwrap_or_else(|e| e.into_inner());
+        for w in what {
+            if named.len() < NAMED_SKIPS {
+                named.push(w);
+            }
+        }
+    }
+    pub fn total(&self) -> Option<u64> {
+        match self.total.load(Relaxed) {
+            u64::MAX => None,
+            n => Some(n),
+        }
+    }
+    pub fn snapshot(&self, id: &str, kind: &str, workers: usize) -> NodeReport {
+        let ns = |c: &AtomicU64| Duration::from_nanos(c.load(Relaxed));
+        NodeReport {
+            id: id.to_string(),
+            kind: kind.to_string(),
+            workers,
+            items_in: self.items_in.load(Relaxed),
+            items_out: self.items_out.load(Relaxed),
+            batches: self.batches.load(Relaxed),
+            batch_items: self.batch_items.load(Relaxed),
+            max_batch: self.max_batch.load(Relaxed),
+            busy: ns(&self.busy_ns),
+            wait_in: ns(&self.wait_in_ns),
+            wait_out: ns(&self.wait_out_ns),
+            retries: self.retries.load(Relaxed),
+            skipped: self.skipped.load(Relaxed),
+            skipped_items: self
+                .skipped_items
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
+            dropped: self.dropped.load(Relaxed),
+            discarded: self.discarded.load(Relaxed),
+            total: self.total(),
+            done: self.done.load(Relaxed),
+        }
+    }
+}
+
+/// What one node did in a run. Times are summed over replicas.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct NodeReport {
+    pub id: String,
+    pub kind: String,
+    pub workers: usize,
+    pub items_in: u64,
+    pub items_out: u64,
+    pub batches: u64,
+    pub batch_items: u64,
+    pub max_batch: u64,
+    #[serde(serialize_with = "secs")]
+    pub busy: Duration,
+    #[serde(serialize_with = "secs")]
+    pub wait_in: Duration,
+    #[serde(serialize_with = "secs")]
+    pub wait_out: Duration,
+    pub retries: u64,
+    pub skipped: u64,
+    pub skipped_items: Vec<String>,
+    pub dropped: u64,
+    pub discarded: u64,
+    pub total: Option<u64>,
+    pub done: bool,
+}
+
+fn secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64((d.as_secs_f64() * 1e6).round() / 1e6)
+}
+
+impl NodeReport {
+    pub fn mean_batch(&self) -> Option<f64> {
+        (self.batches > 0).then(|| self.batch_items as f64 / self.batches as f64)
+    }
+}

@@ -1,0 +1,176 @@
+//! What flows along edges. Heavy data (pixels, samples) sits behind `Arc`, so fan-out to several
+//! consumers and retries clone pointers, never buffers.
+
+use std::any::Any;
+use std::fmt;
+use std::sync::Arc;
+
+/// A frame rate or time base as a rational number (30000/1001 for NTSC).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rate {
+    pub num: u32,
+    pub den: u32,
+}
+
+impl Rate {
+    pub fn new(num: u32, den: u32) -> Rate {
+        Rate {
+            num,
+            den: den.max(1),
+        }
+    }
+    pub fn fps(self) -> f64 {
+        self.num as f64 / self.den as f64
+    }
+    /// The closest rational with a small denominator (25.0 → 25/1, 29.97 → 30000/1001).
+    pub fn from_fps(fps: f64) -> Rate {
+        let rounded = fps.round();
+        if (fps - rounded).abs() < 1e-6 {
+            return Rate::new(rounded as u32, 1);
+        }
+        let ntsc = (fps * 1.001).round();
+        if (fps - ntsc / 1.001).abs() < 1e-4 {
+            return Rate::new(ntsc as u32 * 1000, 1001);
+        }
+        Rate::new((fps * 1000.0).round() as u32, 1000)
+    }
+}
+
+impl fmt::Display for Rate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.den == 1 {
+            write!(f, "{}", self.num)
+        } else {
+            write!(f, "{}/{}", self.num, self.den)
+        }
+    }
+}
+
+/// One video frame: packed RGB, 8 bits per channel, rows top to bottom, no padding.
+#[derive(Clone, Debug)]
+pub struct Frame {
+    /// Position in the stream the frame belongs to (after sampling: the source index).
+    pub index: u64,
+    /// Presentation time in seconds.
+    pub pts: f64,
+    /// The stream's nominal rate.
+    pub rate: Rate,
+    pub width: u32,
+    pub height: u32,
+    pub data: Arc<Vec<u8>>,
+    /// Optional per-frame annotations from upstream nodes (segment index, mask value…).
+    pub meta: Option<Arc<serde_json::Value>>,
+}
+
+impl Frame {
+    pub fn new(index: u64, pts: f64, rate: Rate, width: u32, height: u32, data: Vec<u8>) -> Frame {
+        debug_assert_eq!(data.len(), width as usize * height as usize * 3);
+        Frame {
+            index,
+            pts,
+            rate,
+            width,
+            height,
+            data: Arc::new(data),
+            meta: None,
+        }
+    }
+    pub fn byte_len(width: u32, height: u32) -> usize {
+        width as usize * height as usize * 3
+    }
+}
+
+/// A run of decoded audio samples, interleaved f32.
+#[derive(Clone, Debug)]
+pub struct AudioChunk {
+    pub pts: f64,
+    pub sample_rate: u32,
+    pub channels: u16,
+    pub samples: Arc<Vec<f32>>,
+}
+
+impl AudioChunk {
+    pub fn duration(&self) -> f64 {
+        self.samples.len() as f64 / (self.sample_rate as f64 * self.channels.max(1) as f64)
+    }
+}
+
+/// Payload types defined outside the engine (compressed packets, plans, tensors) implement
+/// this to travel on edges.
+pub trait CustomPayload: Any + Send + Sync + fmt::Debug {
+    /// Short human description for messages ("audio packet at 1.20 s").
+    fn describe(&self) -> String;
+    fn as_any(&self) -> &dyn Any;
+}
+
+/// The item type of every edge.
+#[derive(Clone, Debug)]
+pub enum Payload {
+    Frame(Frame),
+    Audio(AudioChunk),
+    Record(Arc<serde_json::Value>),
+    Custom(Arc<dyn CustomPayload>),
+}
+
+impl Payload {
+    pub fn record(v: serde_json::Value) -> Payload {
+        Payload::Record(Arc::new(v))
+    }
+    pub fn as_frame(&self) -> Option<&Frame> {
+        match self {
+            Payload::Frame(f) => Some(f),
+            _ => None,
+        }
+    }
+    pub fn as_audio(&self) -> Option<&AudioChunk> {
+        match self {
+            Payload::Audio(a) => Some(a),
+            _ => None,
+        }
+    }
+    pub fn as_record(&self) -> Option<&serde_json::Value> {
+        match self {
+            Payload::Record(r) => Some(r),
+            _ => None,
+        }
+    }
+    pub fn downcast<T: CustomPayload>(&self) -> Option<&T> {
+        match self {
+            Payload::Custom(c) => c.as_any().downcast_ref::<T>(),
+            _ => None,
+        }
+    }
+    /// How the item is named in error messages and the run summary.
+    pub fn describe(&self) -> String {
+        match self {
+            Payload::Frame(f) => format!("frame {} (t={:.3}s)", f.index, f.pts),
+            Payload::Audio(a) => format!("audio chunk at {:.3}s", a.pts),
+            Payload::Record(r) => match r.get("index").or_else(|| r.get("frame")) {
+                Some(i) => format!("record {i}"),
+                None => "record".to_string(),
+            },
+            Payload::Custom(c) => c.describe(),
+        }
+    }
+}
+
+/// The type of a port, checked when two ports are wired together. `any` matches every type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct PortType(pub &'static str);
+
+impl PortType {
+    pub const FRAMES: PortType = PortType("frames");
+    pub const AUDIO: PortType = PortType("audio");
+    pub const RECORDS: PortType = PortType("records");
+    pub const ANY: PortType = PortType("any");
+
+    pub fn accepts(self, other: PortType) -> bool {
+        self == other || self == PortType::ANY || other == PortType::ANY
+    }
+}
+
+impl fmt::Display for PortType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+}
