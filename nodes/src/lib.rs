@@ -1,1 +1,23 @@
-pub fn x() {}
+//! vidflow-nodes: the node kinds vidflow ships, one module per kind. [`registry`] returns all
+//! of them; an embedding program can start from it and register its own kinds.
+//!
+//! Descriptors are always compiled, so `vidflow check` knows every kind; the heavy parts
+//! (FFmpeg, Burn) sit behind cargo features and their factories say so when left out.
+
+pub mod exec;
+pub mod jsonl;
+pub mod null;
+pub mod output;
+pub mod testsrc;
+
+use vidflow_engine::Registry;
+
+/// Every built-in node kind.
+pub fn registry() -> Registry {
+    let mut r = Registry::new();
+    r.register(testsrc::kind());
+    r.register(null::kind());
+    r.register(jsonl::kind());
+    r.register(exec::kind());
+    r
+}

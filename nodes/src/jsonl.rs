@@ -1,0 +1,67 @@
+//! `jsonl`: a sink that writes one JSON object per line. Records are written as they are;
+//! frames and audio chunks as a line of their metadata. The file is written under a temporary
+//! name and renamed when the stream ends, so an interrupted run leaves no finished-looking file.
+//! `path: "-"` writes to standard output.
+
+use crate::output::AtomicPath;
+use serde_json::json;
+use std::io::{BufWriter, Write};
+use vidflow_engine::{End, Input, NodeError, NodeKind, ParamSpec, ParamType, Payload, PortType, Process, Runtime, exec::Emitter};
+
+pub fn kind() -> NodeKind {
+    NodeKind::new("jsonl", "Writes one JSON object per item to a JSON-lines file (records as they are; frames and audio as metadata).", |ctx| {
+        let node = ctx.node_id.to_string();
+        let path = ctx.params.str("path")?;
+        let (writer, file): (Box<dyn Write + Send>, Option<AtomicPath>) = if path == "-" {
+            (Box::new(std::io::stdout()), None)
+        } else {
+            let file = AtomicPath::new(&node, path)?;
+            let f = std::fs::File::create(&file.temp)
+                .map_err(|e| NodeError::input(format!("node `{node}`: cannot create `{}`: {e}", file.temp.display())))?;
+            (Box::new(f), Some(file))
+        };
+        Ok(Runtime::Process(Box::new(Jsonl { node, out: BufWriter::new(writer), file })))
+    })
+    .input("items", PortType::ANY, "records (or frames/audio, written as metadata)")
+    .param(ParamSpec::required("path", ParamType::Path, "output file (`-` for standard output)"))
+    .example("- id: out\n  kind: jsonl\n  params: { path: results.jsonl }\n  inputs: { items: analyze.records }\n")
+}
+
+struct Jsonl {
+    node: String,
+    out: BufWriter<Box<dyn Write + Send>>,
+    file: Option<AtomicPath>,
+}
+
+/// The JSON line written for an item.
+pub fn line_for(item: &Payload) -> serde_json::Value {
+    match item {
+        Payload::Record(r) => (**r).clone(),
+        Payload::Frame(f) => json!({"type": "frame", "index": f.index, "pts": f.pts, "width": f.width, "height": f.height, "rate": f.rate.to_string()}),
+        Payload::Audio(a) => json!({"type": "audio", "pts": a.pts, "sample_rate": a.sample_rate, "channels": a.channels, "samples": a.samples.len()}),
+        Payload::Custom(c) => json!({"type": "custom", "description": c.describe()}),
+    }
+}
+
+impl Process for Jsonl {
+    fn process(&mut self, input: Input, _out: &mut Emitter<'_>) -> Result<(), NodeError> {
+        for item in &input.items {
+            let mut line = serde_json::to_vec(&line_for(item)).expect("JSON value serialises");
+            line.push(b'\n');
+            self.out
+                .write_all(&line)
+                .map_err(|e| NodeError::runtime(format!("node `{}`: write failed: {e}", self.node)))?;
+        }
+        Ok(())
+    }
+    fn finish(&mut self, _out: &mut Emitter<'_>, end: End) -> Result<(), NodeError> {
+        let flushed = self.out.flush();
+        let Some(file) = &self.file else { return Ok(()) };
+        if end == End::Stopped {
+            file.abandon();
+            return Ok(());
+        }
+        flushed.map_err(|e| NodeError::runtime(format!("node `{}`: cannot write `{}`: {e}", self.node, file.temp.display())))?;
+        file.commit(&self.node)
+    }
+}

@@ -1,0 +1,45 @@
+//! Writing outputs safely: a file is written under a temporary name beside its destination and
+//! renamed into place only when complete, so a failed or interrupted run never leaves a file
+//! that looks finished.
+
+use std::path::{Path, PathBuf};
+
+/// A destination path and its temporary sibling (`out.mp4` → `.out.mp4.partial`).
+#[derive(Debug, Clone)]
+pub struct AtomicPath {
+    pub target: PathBuf,
+    pub temp: PathBuf,
+}
+
+impl AtomicPath {
+    /// Checks that the destination folder exists and is writable, before any work is done.
+    pub fn new(node: &str, target: impl AsRef<Path>) -> Result<AtomicPath, vidflow_engine::NodeError> {
+        let target = target.as_ref().to_path_buf();
+        let name = target
+            .file_name()
+            .ok_or_else(|| vidflow_engine::NodeError::input(format!("node `{node}`: output path `{}` names no file", target.display())))?;
+        let dir = match target.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        if !dir.is_dir() {
+            return Err(vidflow_engine::NodeError::input(format!(
+                "node `{node}`: cannot write `{}`: folder `{}` does not exist; create it or choose another output path",
+                target.display(),
+                dir.display()
+            )));
+        }
+        let temp = dir.join(format!(".{}.partial", name.to_string_lossy()));
+        Ok(AtomicPath { target, temp })
+    }
+    /// Moves the finished temporary file into place.
+    pub fn commit(&self, node: &str) -> Result<(), vidflow_engine::NodeError> {
+        std::fs::rename(&self.temp, &self.target).map_err(|e| {
+            vidflow_engine::NodeError::runtime(format!("node `{node}`: cannot move the finished output to `{}`: {e}", self.target.display()))
+        })
+    }
+    /// Removes the temporary file of a failed run.
+    pub fn abandon(&self) {
+        let _ = std::fs::remove_file(&self.temp);
+    }
+}
