@@ -5,6 +5,10 @@
 //! (FFmpeg, Burn) sit behind cargo features and their factories say so when left out.
 
 pub mod exec;
+pub mod llm;
+pub mod media;
+pub mod neural;
+pub mod travel;
 pub mod jsonl;
 pub mod null;
 pub mod output;
@@ -19,5 +23,9 @@ pub fn registry() -> Registry {
     r.register(null::kind());
     r.register(jsonl::kind());
     r.register(exec::kind());
+    media::register(&mut r);
+    neural::register(&mut r);
+    travel::register(&mut r);
+    llm::register(&mut r);
     r
 }
