@@ -2,12 +2,25 @@
 //! Exit codes: 0 ok, 1 invalid graph or input, 2 runtime failure (or interrupted).
 
 use anyhow::Context as _;
+use clap::builder::{PossibleValuesParser, TypedValueParser as _};
 use clap::{Parser, Subcommand, ValueEnum};
+use std::io::IsTerminal as _;
 use std::process::ExitCode;
 use vidflow_engine::{Mode, NodeError, Registry, exec, progress};
 
+const EXIT_CODES: &str =
+    "Exit codes: 0 ok, 1 invalid graph or input, 2 runtime failure or interrupted.";
+const SET_HELP: &str =
+    "Override a graph param; the value is YAML (`--set count=7`, `--set sizes=[1,2]`). Repeatable.";
+
 #[derive(Parser)]
-#[command(name = "vidflow", version, about = "Declarative dataflow engine for video and AI pipelines")]
+#[command(
+    name = "vidflow",
+    version,
+    about = "Declarative dataflow engine for video and AI pipelines",
+    long_about = "Declarative dataflow engine for video and AI pipelines.\n\nA graph is a YAML file of nodes and their connections: `vidflow check` finds every problem in it, `vidflow run` runs it with progress and a per-node summary, `vidflow nodes` lists the node kinds that can be used.",
+    after_help = EXIT_CODES
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -15,40 +28,58 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Check a graph and run it.
+    /// Check a graph and run it; Ctrl-C stops it cleanly (twice: at once).
+    #[command(after_help = EXIT_CODES)]
     Run {
+        /// The graph file (YAML).
         file: String,
-        /// Override a graph param: `--set name=value` (the value is YAML: `--set sizes=[1,2]`).
-        #[arg(long = "set", value_name = "NAME=VALUE")]
+        #[arg(long = "set", value_name = "NAME=VALUE", help = SET_HELP)]
         set: Vec<String>,
-        /// Progress display: bars on a terminal, plain lines otherwise, JSON events, or none.
-        #[arg(long, default_value = "auto")]
+        /// Progress display on stderr: `auto` (bars on a terminal, plain lines otherwise),
+        /// `bars`, `plain`, `json` (one event per line, for programs) or `none` (no progress
+        /// and no summary).
+        #[arg(
+            long,
+            value_name = "MODE",
+            default_value = "auto",
+            value_parser = PossibleValuesParser::new(["auto", "bars", "plain", "json", "none"])
+                .map(|s| s.parse::<progress::Mode>().expect("a listed mode"))
+        )]
         progress: progress::Mode,
     },
-    /// Check graphs and print every problem found, like a compiler.
+    /// Check graphs and print every problem found, like a compiler (file:line:col).
+    #[command(after_help = EXIT_CODES)]
     Check {
-        #[arg(required = true)]
+        /// Graph files (YAML).
+        #[arg(required = true, value_name = "FILE")]
         files: Vec<String>,
-        #[arg(long = "set", value_name = "NAME=VALUE")]
+        #[arg(long = "set", value_name = "NAME=VALUE", help = SET_HELP)]
         set: Vec<String>,
     },
-    /// Print a graph as Graphviz DOT or Mermaid.
+    /// Print a checked graph as Graphviz DOT or a Mermaid flowchart.
     Graph {
+        /// The graph file (YAML).
         file: String,
+        /// Output format.
         #[arg(long, value_enum, default_value = "dot")]
         format: GraphFormat,
-        #[arg(long = "set", value_name = "NAME=VALUE")]
+        #[arg(long = "set", value_name = "NAME=VALUE", help = SET_HELP)]
         set: Vec<String>,
     },
-    /// List node kinds, or describe one: ports, params, an example.
-    Nodes { kind: Option<String> },
+    /// List node kinds, or describe one: ports, params (types, defaults), an example.
+    Nodes {
+        /// A node kind to describe, e.g. `testsrc`.
+        kind: Option<String>,
+    },
     /// Print the JSON Schema of graph files (for editor completion and checking).
     Schema,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
 enum GraphFormat {
+    /// Graphviz DOT (`vidflow graph g.yaml | dot -Tsvg > g.svg`).
     Dot,
+    /// A Mermaid flowchart (renders in Markdown on GitHub and elsewhere).
     Mermaid,
 }
 
@@ -85,7 +116,12 @@ fn dispatch(command: Command, registry: &Registry) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(if ok { 0 } else { 1 }))
         }
         Command::Graph { file, format, set } => {
-            let graph = match vidflow_engine::load_and_check(&file, registry, &overrides(&set)?, Mode::Check) {
+            let graph = match vidflow_engine::load_and_check(
+                &file,
+                registry,
+                &overrides(&set)?,
+                Mode::Check,
+            ) {
                 Ok(g) => g,
                 Err(e) => {
                     eprint!("{}", e.render());
@@ -111,19 +147,31 @@ fn dispatch(command: Command, registry: &Registry) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             None => {
-                let hint = vidflow_engine::diag::suggest(&k, registry.names(), "kinds");
-                anyhow::bail!("no node kind `{k}`; {hint}")
+                let hint = vidflow_engine::diag::suggest(&k, registry.names(), "known kinds");
+                anyhow::bail!("unknown node kind `{k}`; {hint}")
             }
         },
         Command::Schema => {
-            println!("{}", serde_json::to_string_pretty(&vidflow_engine::schema::json_schema(registry))?);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&vidflow_engine::schema::json_schema(registry))?
+            );
             Ok(ExitCode::SUCCESS)
         }
-        Command::Run { file, set, progress } => run(&file, &set, progress, registry),
+        Command::Run {
+            file,
+            set,
+            progress,
+        } => run(&file, &set, progress, registry),
     }
 }
 
-fn run(file: &str, set: &[String], progress: progress::Mode, registry: &Registry) -> anyhow::Result<ExitCode> {
+fn run(
+    file: &str,
+    set: &[String],
+    mode: progress::Mode,
+    registry: &Registry,
+) -> anyhow::Result<ExitCode> {
     let graph = match vidflow_engine::load_and_check(file, registry, &overrides(set)?, Mode::Run) {
         Ok(g) => g,
         Err(e) => {
@@ -131,32 +179,58 @@ fn run(file: &str, set: &[String], progress: progress::Mode, registry: &Registry
             return Ok(ExitCode::from(1));
         }
     };
+    let bars = mode == progress::Mode::Bars
+        || (mode == progress::Mode::Auto && std::io::stderr().is_terminal());
     let stop = exec::StopFlag::new();
     let handler_stop = stop.clone();
     ctrlc::set_handler(move || {
         if handler_stop.is_set() {
-            eprintln!("\nvidflow: aborted");
-            std::process::exit(130);
+            eprintln!("\nvidflow: aborted; outputs were left unfinished");
+            std::process::exit(2);
         }
-        eprintln!("\nvidflow: stopping (press Ctrl-C again to abort at once)…");
         handler_stop.stop();
+        // Progress bars would draw over a line printed now, and JSON mode keeps stderr to
+        // events; both say "interrupted" at the end.
+        if !bars && mode != progress::Mode::Json {
+            eprintln!("vidflow: stopping (press Ctrl-C again to abort at once)");
+        }
     })
     .context("cannot install the Ctrl-C handler")?;
-    let opts = exec::RunOptions { stop, progress: progress::sink(progress), ..Default::default() };
+
+    let opts = exec::RunOptions {
+        stop,
+        progress: progress::sink(mode),
+        ..Default::default()
+    };
     let report = exec::run(&graph, opts);
-    if progress != progress::Mode::Json && progress != progress::Mode::None {
+    // A failure before any item moved (a missing folder, program or weight file) needs no table.
+    let moved = report.nodes.iter().any(|n| n.items_in + n.items_out > 0);
+    if mode != progress::Mode::Json
+        && mode != progress::Mode::None
+        && (moved || report.failure.is_none())
+    {
+        if bars {
+            // The bars leave the cursor at the end of the last one.
+            eprintln!();
+        }
         eprint!("{}", progress::summary(&report));
     }
     if let Some(f) = &report.failure {
-        eprintln!("error: {f}");
+        eprintln!("error: {}", failure_text(f));
         return Ok(ExitCode::from(match f.error {
             NodeError::Input(_) if !f.panicked => 1,
             _ => 2,
         }));
     }
     if report.interrupted {
-        eprintln!("error: interrupted; outputs were not finished");
+        eprintln!("vidflow: interrupted; the outputs were not finished");
         return Ok(ExitCode::from(2));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// "node `x` failed: …", without the node named a second time by the node's own message.
+fn failure_text(f: &exec::Failure) -> String {
+    f.to_string()
+        .replacen(&format!(": node `{}`: ", f.node), ": ", 1)
 }

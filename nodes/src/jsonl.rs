@@ -6,7 +6,10 @@
 use crate::output::AtomicPath;
 use serde_json::json;
 use std::io::{BufWriter, Write};
-use vidflow_engine::{End, Input, NodeError, NodeKind, ParamSpec, ParamType, Payload, PortType, Process, Runtime, exec::Emitter};
+use vidflow_engine::{
+    End, Input, NodeError, NodeKind, ParamSpec, ParamType, Payload, PortType, Process, Runtime,
+    exec::Emitter,
+};
 
 pub fn kind() -> NodeKind {
     NodeKind::new("jsonl", "Writes one JSON object per item to a JSON-lines file (records as they are; frames and audio as metadata).", |ctx| {
@@ -16,11 +19,13 @@ pub fn kind() -> NodeKind {
             (Box::new(std::io::stdout()), None)
         } else {
             let file = AtomicPath::new(&node, path)?;
-            let f = std::fs::File::create(&file.temp)
-                .map_err(|e| NodeError::input(format!("node `{node}`: cannot create `{}`: {e}", file.temp.display())))?;
+            let f = std::fs::File::create(&file.temp).map_err(|e| {
+                NodeError::input(format!("node `{node}`: cannot write `{}` (temporary file `{}`): {e}", file.target.display(), file.temp.display()))
+            })?;
             (Box::new(f), Some(file))
         };
-        Ok(Runtime::Process(Box::new(Jsonl { node, out: BufWriter::new(writer), file })))
+        let shown = file.as_ref().map_or_else(|| "standard output".to_string(), |f| format!("`{}`", f.target.display()));
+        Ok(Runtime::Process(Box::new(Jsonl { node, out: BufWriter::new(writer), file, shown })))
     })
     .input("items", PortType::ANY, "records (or frames/audio, written as metadata)")
     .param(ParamSpec::required("path", ParamType::Path, "output file (`-` for standard output)"))
@@ -31,14 +36,20 @@ struct Jsonl {
     node: String,
     out: BufWriter<Box<dyn Write + Send>>,
     file: Option<AtomicPath>,
+    /// The destination as messages name it.
+    shown: String,
 }
 
 /// The JSON line written for an item.
 pub fn line_for(item: &Payload) -> serde_json::Value {
     match item {
         Payload::Record(r) => (**r).clone(),
-        Payload::Frame(f) => json!({"type": "frame", "index": f.index, "pts": f.pts, "width": f.width, "height": f.height, "rate": f.rate.to_string()}),
-        Payload::Audio(a) => json!({"type": "audio", "pts": a.pts, "sample_rate": a.sample_rate, "channels": a.channels, "samples": a.samples.len()}),
+        Payload::Frame(f) => {
+            json!({"type": "frame", "index": f.index, "pts": f.pts, "width": f.width, "height": f.height, "rate": f.rate.to_string()})
+        }
+        Payload::Audio(a) => {
+            json!({"type": "audio", "pts": a.pts, "sample_rate": a.sample_rate, "channels": a.channels, "samples": a.samples.len()})
+        }
         Payload::Custom(c) => json!({"type": "custom", "description": c.describe()}),
     }
 }
@@ -48,20 +59,40 @@ impl Process for Jsonl {
         for item in &input.items {
             let mut line = serde_json::to_vec(&line_for(item)).expect("JSON value serialises");
             line.push(b'\n');
-            self.out
-                .write_all(&line)
-                .map_err(|e| NodeError::runtime(format!("node `{}`: write failed: {e}", self.node)))?;
+            self.out.write_all(&line).map_err(|e| {
+                NodeError::runtime(format!(
+                    "node `{}`: cannot write {}: {e}",
+                    self.node, self.shown
+                ))
+            })?;
         }
         Ok(())
     }
     fn finish(&mut self, _out: &mut Emitter<'_>, end: End) -> Result<(), NodeError> {
         let flushed = self.out.flush();
-        let Some(file) = &self.file else { return Ok(()) };
+        let Some(file) = self.file.take() else {
+            return Ok(());
+        };
         if end == End::Stopped {
             file.abandon();
             return Ok(());
         }
-        flushed.map_err(|e| NodeError::runtime(format!("node `{}`: cannot write `{}`: {e}", self.node, file.temp.display())))?;
-        file.commit(&self.node)
+        if let Err(e) = flushed {
+            file.abandon();
+            return Err(NodeError::runtime(format!(
+                "node `{}`: cannot write {}: {e}",
+                self.node, self.shown
+            )));
+        }
+        file.commit(&self.node).inspect_err(|_| file.abandon())
+    }
+}
+
+impl Drop for Jsonl {
+    /// A sink dropped without a complete `finish` leaves no temporary file behind.
+    fn drop(&mut self) {
+        if let Some(file) = self.file.take() {
+            file.abandon();
+        }
     }
 }

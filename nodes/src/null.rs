@@ -4,9 +4,13 @@
 use vidflow_engine::{Input, NodeError, NodeKind, PortType, Process, Runtime, exec::Emitter};
 
 pub fn kind() -> NodeKind {
-    NodeKind::new("null", "Discards every item it receives (a sink for benchmarks and unused branches).", |_| Ok(Runtime::Process(Box::new(Null))))
-        .input("items", PortType::ANY, "items of any type")
-        .example("- id: sink\n  kind: null\n  inputs: { items: src.frames }\n")
+    NodeKind::new(
+        "null",
+        "Discards every item it receives (a sink for benchmarks and unused branches).",
+        |_| Ok(Runtime::Process(Box::new(Null))),
+    )
+    .input("items", PortType::ANY, "items of any type")
+    .example("- id: sink\n  kind: null\n  inputs: { items: src.frames }\n")
 }
 
 struct Null;

@@ -13,11 +13,17 @@ pub struct AtomicPath {
 
 impl AtomicPath {
     /// Checks that the destination folder exists and is writable, before any work is done.
-    pub fn new(node: &str, target: impl AsRef<Path>) -> Result<AtomicPath, vidflow_engine::NodeError> {
+    pub fn new(
+        node: &str,
+        target: impl AsRef<Path>,
+    ) -> Result<AtomicPath, vidflow_engine::NodeError> {
         let target = target.as_ref().to_path_buf();
-        let name = target
-            .file_name()
-            .ok_or_else(|| vidflow_engine::NodeError::input(format!("node `{node}`: output path `{}` names no file", target.display())))?;
+        let name = target.file_name().ok_or_else(|| {
+            vidflow_engine::NodeError::input(format!(
+                "node `{node}`: output path `{}` names no file",
+                target.display()
+            ))
+        })?;
         let dir = match target.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
@@ -29,13 +35,22 @@ impl AtomicPath {
                 dir.display()
             )));
         }
+        if target.is_dir() {
+            return Err(vidflow_engine::NodeError::input(format!(
+                "node `{node}`: cannot write `{}`: it is a folder; give a file name",
+                target.display()
+            )));
+        }
         let temp = dir.join(format!(".{}.partial", name.to_string_lossy()));
         Ok(AtomicPath { target, temp })
     }
     /// Moves the finished temporary file into place.
     pub fn commit(&self, node: &str) -> Result<(), vidflow_engine::NodeError> {
         std::fs::rename(&self.temp, &self.target).map_err(|e| {
-            vidflow_engine::NodeError::runtime(format!("node `{node}`: cannot move the finished output to `{}`: {e}", self.target.display()))
+            vidflow_engine::NodeError::runtime(format!(
+                "node `{node}`: cannot move the finished output to `{}`: {e}",
+                self.target.display()
+            ))
         })
     }
     /// Removes the temporary file of a failed run.

@@ -1,7 +1,10 @@
 //! `testsrc`: a synthetic frame source (moving colour bars and a gradient), so graphs, tests
 //! and benchmarks can run without media files. Deterministic: frame `i` is always the same.
 
-use vidflow_engine::{Frame, NodeError, NodeKind, ParamSpec, ParamType, Payload, PortType, Rate, Runtime, Source, exec::Emitter};
+use vidflow_engine::{
+    Frame, NodeError, NodeKind, ParamSpec, ParamType, Payload, PortType, Rate, Runtime, Source,
+    exec::Emitter,
+};
 
 pub fn kind() -> NodeKind {
     NodeKind::new(
@@ -35,7 +38,16 @@ struct TestSrc {
 /// Draws frame `index`: eight vertical bars that scroll one bar width per second, with a
 /// brightness ramp from top to bottom.
 pub fn pattern(width: u32, height: u32, index: u64, fps: f64) -> Vec<u8> {
-    const BARS: [[u8; 3]; 8] = [[235, 235, 235], [235, 235, 16], [16, 235, 235], [16, 235, 16], [235, 16, 235], [235, 16, 16], [16, 16, 235], [16, 16, 16]];
+    const BARS: [[u8; 3]; 8] = [
+        [235, 235, 235],
+        [235, 235, 16],
+        [16, 235, 235],
+        [16, 235, 16],
+        [235, 16, 235],
+        [235, 16, 16],
+        [16, 16, 235],
+        [16, 16, 16],
+    ];
     let (w, h) = (width as usize, height as usize);
     let shift = ((index as f64 / fps) * w as f64 / 8.0) as usize;
     let mut data = vec![0u8; w * h * 3];
@@ -58,7 +70,17 @@ impl Source for TestSrc {
         let fps = self.rate.fps();
         for i in 0..self.count {
             let data = pattern(self.width, self.height, i, fps);
-            out.emit(0, Payload::Frame(Frame::new(i, i as f64 / fps, self.rate, self.width, self.height, data)))?;
+            out.emit(
+                0,
+                Payload::Frame(Frame::new(
+                    i,
+                    i as f64 / fps,
+                    self.rate,
+                    self.width,
+                    self.height,
+                    data,
+                )),
+            )?;
         }
         Ok(())
     }
