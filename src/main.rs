@@ -71,6 +71,22 @@ enum Command {
         /// A node kind to describe, e.g. `testsrc`.
         kind: Option<String>,
     },
+    /// Print what each batch-planner will do: segments, batches, model calls before and after,
+    /// why each group was or was not consolidated, and the masks. Never opens the keyframes
+    /// (except to draw `--png`).
+    Plan {
+        /// The graph file (YAML).
+        file: String,
+        #[arg(long = "set", value_name = "NAME=VALUE", help = SET_HELP)]
+        set: Vec<String>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Also draw the plan into this PNG file: a strip per batch with each frame's mask
+        /// value and the keyframe thumbnails at their anchors.
+        #[arg(long, value_name = "FILE")]
+        png: Option<std::path::PathBuf>,
+    },
     /// Print the JSON Schema of graph files (for editor completion and checking).
     Schema,
 }
@@ -151,6 +167,35 @@ fn dispatch(command: Command, registry: &Registry) -> anyhow::Result<ExitCode> {
                 anyhow::bail!("unknown node kind `{k}`; {hint}")
             }
         },
+        Command::Plan {
+            file,
+            set,
+            json,
+            png,
+        } => {
+            let graph = match vidflow_engine::load_and_check(
+                &file,
+                registry,
+                &overrides(&set)?,
+                Mode::Check,
+            ) {
+                Ok(g) => g,
+                Err(e) => {
+                    eprint!("{}", e.render());
+                    return Ok(ExitCode::from(1));
+                }
+            };
+            match vidflow_nodes::travel::plan_report(&graph, json, png.as_deref()) {
+                Ok(out) => {
+                    print!("{out}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    Ok(ExitCode::from(1))
+                }
+            }
+        }
         Command::Schema => {
             println!(
                 "{}",

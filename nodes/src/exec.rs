@@ -307,6 +307,12 @@ impl Exec {
 
     fn kill(&mut self) {
         if let Ok(None) = self.child.try_wait() {
+            // The whole process group: a shell's children (`sh -c "a | b"`) must not outlive it.
+            #[cfg(unix)]
+            // SAFETY: kill(2) with a negative pid signals the group we created at spawn.
+            unsafe {
+                libc::kill(-(self.child.id() as i32), libc::SIGKILL);
+            }
             let _ = self.child.kill();
         }
         let _ = self.child.wait();
