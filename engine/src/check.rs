@@ -5,10 +5,10 @@
 //! (ports, types, required inputs), engine settings, and cycles.
 
 use crate::diag::{Diagnostic, Span, suggest};
-use crate::node::{BatchConfig, NodeKind, Params};
+use crate::node::{BatchConfig, NodeKind, ParamType, Params};
 use crate::registry::Registry;
-use crate::spec::{DEFAULT_QUEUE, GraphSpec, NodeSpec, OnError, WhenFull};
-use crate::yaml::{Yv, YvKind};
+use crate::spec::{DEFAULT_QUEUE, GraphSpec, InputSpec, NodeSpec, OnError, WhenFull};
+use crate::yaml::{self, Yv, YvKind};
 use petgraph::graph::{DiGraph, NodeIndex};
 use std::collections::{BTreeMap, HashMap};
 
@@ -71,7 +71,9 @@ pub enum Mode {
 }
 
 /// Checks a graph. `overrides` are `--set name=value` pairs (values parsed as YAML).
-/// Returns the graph and any warnings, or every diagnostic sorted by position.
+/// Returns the graph, or every diagnostic sorted by position. The spec should come from
+/// [`crate::spec::load`] with its diagnostics; a node that the loader found no usable `kind` for
+/// makes this an `Err` even when this pass adds no diagnostic of its own.
 pub fn check(
     spec: &GraphSpec,
     registry: &Registry,
@@ -88,17 +90,18 @@ pub fn check(
     cx.graph_params(overrides);
     cx.ids();
     let nodes: Vec<Option<CheckedNode>> = spec.nodes.iter().map(|n| cx.node(n)).collect();
-    let edges = cx.wiring(&nodes);
+    let edges = cx.wiring();
     cx.cycles(&edges);
     let mut diags = cx.diags;
     diags.sort_by_key(|d| (d.span, d.code));
     if diags.iter().any(Diagnostic::is_error) {
         return Err(diags);
     }
-    let nodes: Vec<CheckedNode> = nodes
-        .into_iter()
-        .map(|n| n.expect("no errors, so every node is checked"))
-        .collect();
+    // A node without a usable `kind` (the loader reported why) cannot be checked: the graph is
+    // invalid even though this pass found nothing more to say.
+    let Some(nodes) = nodes.into_iter().collect::<Option<Vec<CheckedNode>>>() else {
+        return Err(diags);
+    };
     Ok(CheckedGraph {
         name: spec.name.clone().unwrap_or_else(|| "graph".into()),
         nodes,
@@ -224,9 +227,31 @@ impl Checker<'_> {
             };
             match self.substitute(value) {
                 Subst::Value(v) => {
-                    if let Err(msg) = pspec.ty.check(&v) {
+                    if let Some(bad) = non_finite(&v) {
+                        self.diags.push(
+                            Diagnostic::error(
+                                "param-type",
+                                format!(
+                                    "param `{name}` of node `{}`: `{}` is not a finite number",
+                                    n.id, bad
+                                ),
+                            )
+                            .at(bad.span, "not a finite number")
+                            .help(format!("{}: {} ({})", pspec.name, pspec.doc, pspec.ty)),
+                        );
+                    } else if let Err(msg) = pspec.ty.check(&v) {
+                        // In a list, point at the first item that is wrong.
+                        let (at, expected) = failing_item(&pspec.ty, &v).unwrap_or((&v, &pspec.ty));
                         let from = match value.as_str() {
                             Some(s) if s.contains("${") => format!(" (from `{s}`)"),
+                            _ => String::new(),
+                        };
+                        let hint = match (&pspec.ty, v.as_str()) {
+                            (ParamType::Enum(options), Some(s)) => {
+                                crate::diag::did_you_mean(s, options.iter().copied())
+                                    .map(|best| format!("; did you mean `{best}`?"))
+                                    .unwrap_or_default()
+                            }
                             _ => String::new(),
                         };
                         self.diags.push(
@@ -234,8 +259,8 @@ impl Checker<'_> {
                                 "param-type",
                                 format!("param `{name}` of node `{}`: {msg}{from}", n.id),
                             )
-                            .at(value.span, format!("expected {}", pspec.ty))
-                            .help(format!("{}: {}", pspec.name, pspec.doc)),
+                            .at(at.span, format!("expected {expected}"))
+                            .help(format!("{}: {}{hint}", pspec.name, pspec.doc)),
                         );
                     }
                     params.values.insert(name, v.to_json());
@@ -256,10 +281,10 @@ impl Checker<'_> {
                         "missing-param",
                         format!("node `{}` ({}) needs param `{}`", n.id, kind.name, p.name),
                     )
-                    .at(n.id_span, "declared here")
+                    .at(n.id_span, format!("no `{}` given", p.name))
                     .help(format!(
-                        "add `{}: …` under `params:` — {} ({})",
-                        p.name, p.doc, p.ty
+                        "add `{}: <{}>` under the node's `params:`; {}: {}",
+                        p.name, p.ty, p.name, p.doc
                     )),
                 );
             } else if let Some(d) = &p.default {
@@ -279,11 +304,25 @@ impl Checker<'_> {
                         .iter()
                         .find(|(k, _)| k.as_str() == Some(problem.param.as_str()))
                         .map(|(_, v)| match problem.at {
-                            // A position inside a block scalar: its text starts on the next line.
-                            Some((line, col)) if v.span.line > 0 => {
-                                Span::new(v.span.line + line, col, 1)
+                            // A position inside the value's text (a string, often a block
+                            // scalar); the whole value when it cannot be mapped exactly.
+                            Some((line, col)) => {
+                                // Not when `${…}` changed the text the validator saw.
+                                v.as_str()
+                                    .filter(|s| !s.contains("${"))
+                                    .and_then(|s| {
+                                        yaml::position_in_str(
+                                            &self.spec.file.text,
+                                            v.span,
+                                            s,
+                                            line,
+                                            col,
+                                            1,
+                                        )
+                                    })
+                                    .unwrap_or(v.span)
                             }
-                            _ => v.span,
+                            None => v.span,
                         })
                         .unwrap_or(n.id_span);
                     let mut d = Diagnostic::error(
@@ -349,7 +388,7 @@ impl Checker<'_> {
     /// `$${` writes a literal `${`.
     fn substitute(&mut self, v: &Yv) -> Subst {
         match &v.v {
-            YvKind::Str(s) if s.contains("${") => self.substitute_str(s, v.span),
+            YvKind::Str(s) if s.contains("${") => self.substitute_str(s, v),
             YvKind::Seq(items) => {
                 let mut out = vec![];
                 for item in items {
@@ -374,45 +413,76 @@ impl Checker<'_> {
         }
     }
 
-    fn substitute_str(&mut self, s: &str, span: Span) -> Subst {
-        // The column of the string's first character: a quoted scalar's span starts at the quote.
-        let quote = u32::from(span.len as usize > s.chars().count());
+    /// The span of the `${` at byte `at` of string value `v`'s text `s`, up to the closing `}`
+    /// when `closed`; found in the source, so that quotes, escapes and block scalars do not
+    /// shift it. The whole value when it cannot be found.
+    fn reference_span(&self, v: &Yv, s: &str, at: usize, closed: bool) -> Span {
+        let n = s[..at].matches("${").count();
+        match yaml::locate_nth(&self.spec.file.text, v.span, "${", n) {
+            Some((line, col, text)) => {
+                let len = if closed {
+                    text.chars()
+                        .skip(col as usize - 1)
+                        .position(|c| c == '}')
+                        .map_or(2, |p| p + 1)
+                } else {
+                    2
+                };
+                Span::new(line, col, len as u32)
+            }
+            None => v.span,
+        }
+    }
+
+    fn substitute_str(&mut self, s: &str, v: &Yv) -> Subst {
         let mut out = String::new();
-        let mut rest = s;
-        let mut offset = 0u32;
+        // Byte offset in `s` of the text not yet copied.
+        let mut pos = 0;
         let mut whole: Option<Yv> = None;
-        while let Some(start) = rest.find("${") {
-            if rest[..start].ends_with('$') {
-                out.push_str(&rest[..start - 1]);
+        while let Some(found) = s[pos..].find("${") {
+            let start = pos + found;
+            if s[pos..start].ends_with('$') {
+                // `$${`: a literal `${`.
+                out.push_str(&s[pos..start - 1]);
                 out.push_str("${");
-                offset += (start + 2) as u32;
-                rest = &rest[start + 2..];
+                pos = start + 2;
                 continue;
             }
-            out.push_str(&rest[..start]);
-            let Some(end) = rest[start..].find('}') else {
+            out.push_str(&s[pos..start]);
+            let Some(end) = s[start..].find('}').map(|e| start + e) else {
                 self.diags.push(
                     Diagnostic::error("bad-reference", "unclosed `${` in a param value")
-                        .at(span.sub(quote + offset + start as u32, 2), "no closing `}`")
+                        .at(self.reference_span(v, s, start, false), "no closing `}`")
                         .help("write `${name}`, or `$${` for a literal `${`"),
                 );
                 return Subst::Error;
             };
-            let name = &rest[start + 2..start + end];
-            let ref_span = span.sub(quote + offset + start as u32, end as u32 + 1);
+            let name = &s[start + 2..end];
+            let ref_span = self.reference_span(v, s, start, true);
             let value = match self.values.get(name) {
                 None => {
-                    let names: Vec<String> = self.values.keys().cloned().collect();
+                    let names: Vec<&str> = self.values.keys().map(String::as_str).collect();
+                    let help = match crate::diag::did_you_mean(name, names.iter().copied()) {
+                        Some(best) => format!("did you mean `${{{best}}}`?"),
+                        None if names.is_empty() => format!(
+                            "the graph declares no params; add `{name}: <default>` under a top-level `params:`"
+                        ),
+                        None => format!(
+                            "declare `{name}` under the graph's `params:` (declared: {})",
+                            names
+                                .iter()
+                                .map(|n| format!("`{n}`"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    };
                     self.diags.push(
                         Diagnostic::error(
                             "unknown-reference",
                             format!("`${{{name}}}` refers to no graph param"),
                         )
                         .at(ref_span, "unknown param")
-                        .help(format!(
-                            "{}; declare it under the graph's `params:`",
-                            suggest(name, names.iter().map(String::as_str), "declared params")
-                        )),
+                        .help(help),
                     );
                     return Subst::Error;
                 }
@@ -430,9 +500,9 @@ impl Checker<'_> {
                     );
                     return Subst::Error;
                 }
-                Some(Some(v)) => v.clone(),
+                Some(Some(value)) => value.clone(),
             };
-            if start == 0 && end + 1 == rest.len() && out.is_empty() && offset == 0 {
+            if start == 0 && end + 1 == s.len() {
                 whole = Some(Yv::new(ref_span, value.v));
             } else if matches!(value.v, YvKind::Seq(_) | YvKind::Map(_)) {
                 self.diags.push(
@@ -449,14 +519,30 @@ impl Checker<'_> {
             } else {
                 out.push_str(&value.to_string());
             }
-            offset += (start + end + 1) as u32;
-            rest = &rest[start + end + 1..];
+            pos = end + 1;
         }
-        out.push_str(rest);
-        Subst::Value(whole.unwrap_or_else(|| Yv::new(span, YvKind::Str(out))))
+        out.push_str(&s[pos..]);
+        Subst::Value(whole.unwrap_or_else(|| Yv::new(v.span, YvKind::Str(out))))
     }
 
-    fn wiring(&mut self, nodes: &[Option<CheckedNode>]) -> Vec<Edge> {
+    /// The span of part of an input's `node.port` reference (`len` characters at `offset`).
+    fn reference_part(&self, input: &InputSpec, offset: usize, len: usize) -> Span {
+        let written = match &input.from_port {
+            Some(p) => format!("{}.{p}", input.from_node),
+            None => input.from_node.clone(),
+        };
+        yaml::position_in_str(
+            &self.spec.file.text,
+            input.from_span,
+            &written,
+            1,
+            offset as u32 + 1,
+            len as u32,
+        )
+        .unwrap_or(input.from_span)
+    }
+
+    fn wiring(&mut self) -> Vec<Edge> {
         let spec = self.spec;
         let index: HashMap<&str, usize> = spec
             .nodes
@@ -500,7 +586,10 @@ impl Checker<'_> {
                                 input.port, n.id, input.from_node
                             ),
                         )
-                        .at(input.from_span, "no such node")
+                        .at(
+                            self.reference_part(input, 0, input.from_node.chars().count()),
+                            "no such node",
+                        )
                         .help(suggest(
                             &input.from_node,
                             spec.nodes.iter().map(|n| n.id.as_str()),
@@ -529,7 +618,14 @@ impl Checker<'_> {
                                         input.from_node, from_kind.name
                                     ),
                                 )
-                                .at(input.from_span, "unknown output")
+                                .at(
+                                    self.reference_part(
+                                        input,
+                                        input.from_node.chars().count() + 1,
+                                        p.chars().count(),
+                                    ),
+                                    "unknown output",
+                                )
                                 .help(help),
                             );
                             continue;
@@ -590,18 +686,26 @@ impl Checker<'_> {
                     );
                     continue;
                 }
-                if nodes[ti].is_some() && nodes[fi].is_some() {
-                    edges.push(Edge {
-                        from: (fi, from_port),
-                        to: (ti, to_port),
-                        queue: input.queue.unwrap_or(DEFAULT_QUEUE),
-                        when_full: input.when_full,
-                    });
-                }
+                // Also between nodes with param errors, so that cycles through them are found in
+                // the same round; the edges are only used when there is no error at all.
+                edges.push(Edge {
+                    from: (fi, from_port),
+                    to: (ti, to_port),
+                    queue: input.queue.unwrap_or(DEFAULT_QUEUE),
+                    when_full: input.when_full,
+                });
             }
-            if let Some(k) = &kind {
+            if let Some(k) = &kind
+                && !n.inputs_invalid
+            {
                 for p in k.inputs.iter().filter(|p| p.required) {
-                    if !n.inputs.iter().any(|i| i.port == p.name) {
+                    // A misspelt port (reported above) is not also reported as unconnected.
+                    let misspelt = n.inputs.iter().any(|i| {
+                        k.input_index(&i.port).is_none()
+                            && crate::diag::did_you_mean(&i.port, k.inputs.iter().map(|p| p.name))
+                                == Some(p.name)
+                    });
+                    if !misspelt && !n.inputs.iter().any(|i| i.port == p.name) {
                         self.diags.push(
                             Diagnostic::error(
                                 "unconnected-input",
@@ -610,11 +714,15 @@ impl Checker<'_> {
                                     p.name, n.id, k.name
                                 ),
                             )
-                            .at(n.id_span, "declared here")
-                            .help(format!(
-                                "add `inputs: {{ {}: <node>.<port> }}` with a {} output",
-                                p.name, p.ty
-                            )),
+                            .at(n.id_span, format!("`{}` not connected", p.name))
+                            .help(if p.ty == crate::payload::PortType::ANY {
+                                format!("add `inputs: {{ {}: <node>.<port> }}`", p.name)
+                            } else {
+                                format!(
+                                    "add `inputs: {{ {}: <node>.<port> }}` naming an output of type {}",
+                                    p.name, p.ty
+                                )
+                            }),
                         );
                     }
                 }
@@ -636,22 +744,39 @@ impl Checker<'_> {
             if scc.len() < 2 && !self_loop {
                 continue;
             }
-            // Walk the cycle from the member declared first, always to a member of the SCC.
+            // The shortest way from the member declared first back to itself (breadth first,
+            // visiting successors in declaration order, so the path is deterministic).
             let start = *scc.iter().min_by_key(|i| i.index()).expect("non-empty");
+            let mut came_from: HashMap<NodeIndex, NodeIndex> = HashMap::new();
+            let mut queue = std::collections::VecDeque::from([start]);
+            'search: while let Some(cur) = queue.pop_front() {
+                let mut next: Vec<NodeIndex> =
+                    g.neighbors(cur).filter(|n| scc.contains(n)).collect();
+                next.sort();
+                next.dedup();
+                for n in next {
+                    if n == start {
+                        came_from.insert(start, cur);
+                        break 'search;
+                    }
+                    if let std::collections::hash_map::Entry::Vacant(e) = came_from.entry(n) {
+                        e.insert(cur);
+                        queue.push_back(n);
+                    }
+                }
+            }
             let mut path = vec![start];
             let mut cur = start;
-            loop {
-                let next = g
-                    .neighbors(cur)
-                    .filter(|n| scc.contains(n))
-                    .min_by_key(|n| if *n == start { 0 } else { n.index() + 1 })
-                    .expect("an SCC member has a successor in the SCC");
-                if next == start || path.contains(&next) {
-                    path.push(next);
+            while let Some(&prev) = came_from.get(&cur) {
+                path.push(prev);
+                if prev == start || path.len() > scc.len() + 1 {
                     break;
                 }
-                path.push(next);
-                cur = next;
+                cur = prev;
+            }
+            path.reverse();
+            if path.len() < 2 {
+                continue;
             }
             let names: Vec<&str> = path
                 .iter()
@@ -673,5 +798,26 @@ impl Checker<'_> {
                 .help("data must flow one way; remove one of these connections"),
             );
         }
+    }
+}
+
+/// The first number in a value that JSON cannot carry (`.inf`, `.nan`), if any.
+fn non_finite(v: &Yv) -> Option<&Yv> {
+    match &v.v {
+        YvKind::Float(f) if !f.is_finite() => Some(v),
+        YvKind::Seq(items) => items.iter().find_map(non_finite),
+        YvKind::Map(entries) => entries.iter().find_map(|(_, x)| non_finite(x)),
+        _ => None,
+    }
+}
+
+/// The first item of a list value that its list type rejects, with the type it should have.
+fn failing_item<'v, 't>(ty: &'t ParamType, v: &'v Yv) -> Option<(&'v Yv, &'t ParamType)> {
+    match (ty, &v.v) {
+        (ParamType::List(of) | ParamType::OneOrList(of), YvKind::Seq(items)) => {
+            let item = items.iter().find(|i| of.check(i).is_err())?;
+            Some(failing_item(of, item).unwrap_or((item, of)))
+        }
+        _ => None,
     }
 }

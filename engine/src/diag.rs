@@ -21,7 +21,7 @@ impl Span {
     /// A span `offset` characters into this one (for a `${name}` inside a longer string), when
     /// the text is on one line; otherwise the span itself.
     pub fn sub(self, offset: u32, len: u32) -> Span {
-        if offset + len <= self.len {
+        if offset.checked_add(len).is_some_and(|end| end <= self.len) {
             Span::new(self.line, self.col + offset, len)
         } else {
             self
@@ -43,9 +43,36 @@ impl SourceFile {
             text: text.into(),
         }
     }
-    fn line(&self, line: u32) -> Option<&str> {
-        self.text.lines().nth(line.checked_sub(1)? as usize)
+    /// Line `line` (1-based) of the file, as YAML counts lines.
+    pub fn line(&self, line: u32) -> Option<&str> {
+        source_line(&self.text, line)
     }
+}
+
+/// The lines of a text as YAML counts them: `\n`, `\r\n` and a lone `\r` each end a line. A
+/// text that ends with a line break has an empty last line (where a parser reports "end of
+/// file").
+pub fn source_lines(text: &str) -> impl Iterator<Item = &str> + '_ {
+    let mut rest = Some(text);
+    std::iter::from_fn(move || {
+        let r = rest?;
+        match r.find(['\n', '\r']) {
+            Some(i) => {
+                let skip = if r[i..].starts_with("\r\n") { 2 } else { 1 };
+                rest = Some(&r[i + skip..]);
+                Some(&r[..i])
+            }
+            None => {
+                rest = None;
+                Some(r)
+            }
+        }
+    })
+}
+
+/// Line `line` (1-based) of a text, as YAML counts lines.
+pub fn source_line(text: &str, line: u32) -> Option<&str> {
+    source_lines(text).nth(line.checked_sub(1)? as usize)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

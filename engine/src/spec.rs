@@ -17,7 +17,7 @@
 //!       items: { from: src.frames, queue: 4, when_full: block }
 //! ```
 
-use crate::diag::{Diagnostic, SourceFile, Span, suggest};
+use crate::diag::{Diagnostic, SourceFile, Span, did_you_mean, source_line, suggest};
 use crate::node::BatchConfig;
 use crate::yaml::{self, Yv, YvKind};
 
@@ -51,6 +51,9 @@ pub struct NodeSpec {
     pub workers: Option<(usize, Span)>,
     pub batch: Option<(BatchConfig, Span)>,
     pub on_error: OnError,
+    /// The loader found a problem in the node's inputs (or a misspelt `inputs` field) and
+    /// reported it; the checker then does not also report its inputs as unconnected.
+    pub inputs_invalid: bool,
 }
 
 /// `port: node.port`, or the long form `port: {from: node.port, queue: N, when_full: …}`.
@@ -123,7 +126,7 @@ pub fn load(file: SourceFile) -> (GraphSpec, Vec<Diagnostic>) {
                     expect_str(value, "`description`", &mut diags).map(str::to_string)
             }
             "params" => spec.params = load_params(value, &mut diags),
-            "nodes" => spec.nodes = load_nodes(value, &mut diags),
+            "nodes" => spec.nodes = load_nodes(value, &file.text, &mut diags),
             other => diags.push(unknown_field(key, other, TOP_FIELDS, "the graph")),
         }
     }
@@ -134,6 +137,7 @@ pub fn load(file: SourceFile) -> (GraphSpec, Vec<Diagnostic>) {
                 .help("add a `nodes:` list; `vidflow nodes` shows the kinds you can use"),
         );
     }
+    diags.sort_by_key(|d| (d.span, d.code));
     (spec, diags)
 }
 
@@ -243,7 +247,7 @@ pub fn valid_ident(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
-fn load_nodes(v: &Yv, diags: &mut Vec<Diagnostic>) -> Vec<NodeSpec> {
+fn load_nodes(v: &Yv, text: &str, diags: &mut Vec<Diagnostic>) -> Vec<NodeSpec> {
     let YvKind::Seq(items) = &v.v else {
         diags.push(type_error(
             v,
@@ -254,11 +258,43 @@ fn load_nodes(v: &Yv, diags: &mut Vec<Diagnostic>) -> Vec<NodeSpec> {
     };
     items
         .iter()
-        .filter_map(|item| load_node(item, diags))
+        .filter_map(|item| load_node(item, text, diags))
         .collect()
 }
 
-fn load_node(v: &Yv, diags: &mut Vec<Diagnostic>) -> Option<NodeSpec> {
+/// A name (`id`, `kind`): a string, or a plain scalar that YAML reads as another type, taken as
+/// written (`kind: null` names the `null` kind, `id: 7` is the name `7`). An empty value
+/// (`kind:` with nothing after it) is `""`.
+fn name_of(v: &Yv, text: &str, what: &str, diags: &mut Vec<Diagnostic>) -> Option<String> {
+    match &v.v {
+        YvKind::Str(s) => Some(s.clone()),
+        YvKind::Null | YvKind::Bool(_) | YvKind::Int(_) | YvKind::Float(_) => {
+            let written: String = source_line(text, v.span.line)
+                .unwrap_or("")
+                .chars()
+                .skip(v.span.col.saturating_sub(1) as usize)
+                .take(v.span.len as usize)
+                .collect();
+            let plain = written
+                .chars()
+                .all(|c| c.is_alphanumeric() || matches!(c, '_' | '-' | '.' | '+' | '~'));
+            match &v.v {
+                YvKind::Null if !plain || written == "~" => Some(String::new()),
+                _ if plain && !written.is_empty() => Some(written),
+                _ => {
+                    diags.push(type_error(v, what, "a string"));
+                    None
+                }
+            }
+        }
+        YvKind::Seq(_) | YvKind::Map(_) => {
+            diags.push(type_error(v, what, "a string"));
+            None
+        }
+    }
+}
+
+fn load_node(v: &Yv, text: &str, diags: &mut Vec<Diagnostic>) -> Option<NodeSpec> {
     let entries = expect_map(v, "a node", diags)?;
     let field = |name: &str| {
         entries
@@ -280,7 +316,15 @@ fn load_node(v: &Yv, diags: &mut Vec<Diagnostic>) -> Option<NodeSpec> {
         );
         return None;
     };
-    let id = expect_str(id_v, "a node's `id`", diags)?.to_string();
+    let id = name_of(id_v, text, "a node's `id`", diags)?;
+    if id.is_empty() {
+        diags.push(
+            Diagnostic::error("missing-field", "a node has an empty `id`")
+                .at(id_v.span, "no id")
+                .help("give every node a unique `id: name`"),
+        );
+        return None;
+    }
     if !valid_ident(&id) {
         diags.push(
             Diagnostic::error("bad-name", format!("`{id}` is not a valid node id"))
@@ -291,10 +335,17 @@ fn load_node(v: &Yv, diags: &mut Vec<Diagnostic>) -> Option<NodeSpec> {
         );
     }
     let (kind, kind_span) = match field("kind") {
-        Some(k) => (
-            expect_str(k, "`kind`", diags).unwrap_or("").to_string(),
-            k.span,
-        ),
+        Some(k) => {
+            let kind = name_of(k, text, "`kind`", diags);
+            if kind.as_deref() == Some("") {
+                diags.push(
+                    Diagnostic::error("missing-field", format!("node `{id}` has an empty `kind`"))
+                        .at(k.span, "no kind")
+                        .help("write `kind: …`; `vidflow nodes` lists the kinds"),
+                );
+            }
+            (kind.unwrap_or_default(), k.span)
+        }
         None => {
             diags.push(
                 Diagnostic::error("missing-field", format!("node `{id}` has no `kind`"))
@@ -308,9 +359,16 @@ fn load_node(v: &Yv, diags: &mut Vec<Diagnostic>) -> Option<NodeSpec> {
         .and_then(|p| expect_map(p, &format!("`params` of node `{id}`"), diags))
         .map(<[_]>::to_vec)
         .unwrap_or_default();
+    let before = diags.len();
     let inputs = field("inputs")
         .map(|i| load_inputs(i, &id, diags))
         .unwrap_or_default();
+    let inputs_invalid = diags.len() > before
+        || entries.iter().any(|(k, _)| {
+            let name = k.key_text();
+            !NODE_FIELDS.contains(&name.as_str())
+                && did_you_mean(&name, NODE_FIELDS.iter().copied()) == Some("inputs")
+        });
     let workers = field("workers").and_then(|w| {
         Some((
             expect_int(w, "`workers`", 1, MAX_WORKERS, diags)? as usize,
@@ -331,6 +389,7 @@ fn load_node(v: &Yv, diags: &mut Vec<Diagnostic>) -> Option<NodeSpec> {
         workers,
         batch,
         on_error,
+        inputs_invalid,
     })
 }
 
@@ -422,12 +481,22 @@ fn load_inputs(v: &Yv, node: &str, diags: &mut Vec<Diagnostic>) -> Vec<InputSpec
 fn load_batch(v: &Yv, diags: &mut Vec<Diagnostic>) -> Option<(BatchConfig, Span)> {
     let entries = expect_map(v, "`batch`", diags)?;
     let mut cfg = BatchConfig { max: 0, wait_ms: 0 };
+    let mut ok = true;
     for (k, fv) in entries {
         match k.key_text().as_str() {
-            "max" => cfg.max = expect_int(fv, "`batch.max`", 1, 4096, diags)? as usize,
-            "wait_ms" => cfg.wait_ms = expect_int(fv, "`batch.wait_ms`", 0, 600_000, diags)? as u64,
+            "max" => match expect_int(fv, "`batch.max`", 1, 4096, diags) {
+                Some(m) => cfg.max = m as usize,
+                None => ok = false,
+            },
+            "wait_ms" => match expect_int(fv, "`batch.wait_ms`", 0, 600_000, diags) {
+                Some(w) => cfg.wait_ms = w as u64,
+                None => ok = false,
+            },
             other => diags.push(unknown_field(k, other, BATCH_FIELDS, "`batch`")),
         }
+    }
+    if !ok {
+        return None;
     }
     if cfg.max == 0 {
         diags.push(
