@@ -9,7 +9,7 @@ use crate::node::NodeError;
 use crate::payload::Payload;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::time::Instant;
 
 pub(crate) struct EdgeTx {
@@ -24,36 +24,60 @@ pub(crate) struct EdgeTx {
 pub(crate) struct Outputs {
     pub ports: Vec<Vec<EdgeTx>>,
     pub stats: Arc<NodeStats>,
+    /// How many edges still have a consumer (`usize::MAX`: the node has no edges at all, so
+    /// emitting is never pointless).
+    live: AtomicUsize,
 }
 
 impl Outputs {
-    /// Sends to every consumer of `port`. Returns false when no consumer of any port is left.
-    pub fn send(&self, port: usize, p: Payload) -> bool {
-        self.stats.items_out.fetch_add(1, Relaxed);
-        let edges = &self.ports[port];
-        if let Some((last, rest)) = edges.split_last() {
-            for e in rest {
-                self.send_one(e, p.clone());
-            }
-            self.send_one(last, p);
+    pub fn new(ports: Vec<Vec<EdgeTx>>, stats: Arc<NodeStats>) -> Outputs {
+        let n: usize = ports.iter().map(Vec::len).sum();
+        Outputs {
+            ports,
+            stats,
+            live: AtomicUsize::new(if n == 0 { usize::MAX } else { n }),
         }
-        self.any_alive()
     }
 
-    fn any_alive(&self) -> bool {
-        self.ports.iter().flatten().any(|e| e.alive.load(Relaxed))
-            || self.ports.iter().all(Vec::is_empty)
+    /// Sends to every consumer of `port`, then counts the item as out. Returns false when no
+    /// consumer of any port is left.
+    #[inline(always)]
+    pub fn send(&self, port: usize, p: Payload) -> bool {
+        match self.ports[port].as_slice() {
+            [] => {}
+            [one] => self.send_one(one, p),
+            [rest @ .., last] => {
+                for e in rest {
+                    self.send_one(e, p.clone());
+                }
+                self.send_one(last, p);
+            }
+        }
+        stats::bump(&self.stats.items_out);
+        self.live.load(Relaxed) > 0
     }
 
+    fn dead(&self, e: &EdgeTx) {
+        if e.alive.swap(false, Relaxed) {
+            self.live.fetch_sub(1, Relaxed);
+        }
+    }
+
+    #[inline(always)]
     fn send_one(&self, e: &EdgeTx, p: Payload) {
         if !e.alive.load(Relaxed) {
             return;
         }
-        let mut p = match e.tx.try_send(p) {
-            Ok(()) => return,
-            Err(TrySendError::Disconnected(_)) => return e.alive.store(false, Relaxed),
-            Err(TrySendError::Full(p)) => p,
-        };
+        match e.tx.try_send(p) {
+            Ok(()) => {}
+            Err(TrySendError::Disconnected(_)) => self.dead(e),
+            Err(TrySendError::Full(p)) => self.send_full(e, p),
+        }
+    }
+
+    /// The queue is full: evict its oldest item (`drop_oldest`) or wait for room.
+    #[inline(never)]
+    fn send_full(&self, e: &EdgeTx, mut p: Payload) {
         if let Some(evict) = &e.evict {
             loop {
                 if evict.try_recv().is_ok() {
@@ -61,14 +85,14 @@ impl Outputs {
                 }
                 p = match e.tx.try_send(p) {
                     Ok(()) => return,
-                    Err(TrySendError::Disconnected(_)) => return e.alive.store(false, Relaxed),
+                    Err(TrySendError::Disconnected(_)) => return self.dead(e),
                     Err(TrySendError::Full(p)) => p,
                 };
             }
         }
         let t = Instant::now();
         if e.tx.send(p).is_err() {
-            e.alive.store(false, Relaxed);
+            self.dead(e);
         }
         stats::add(&self.stats.wait_out_ns, t.elapsed());
     }
@@ -117,12 +141,22 @@ impl<'a> Emitter<'a> {
 
     /// Emits an item on output port `port` (the index in the kind's declared outputs).
     /// Returns `NodeError::Stopped` when the run is stopping or nobody consumes the output.
+    #[inline]
     pub fn emit(&mut self, port: usize, item: Payload) -> Result<(), NodeError> {
+        // Inside `process` (the hot path) the item is only buffered.
+        if let (Sink::Buffer(buf), true) = (&mut self.sink, port < self.outputs) {
+            buf.push((port, item));
+            return Ok(());
+        }
+        self.emit_direct(port, item)
+    }
+
+    /// [`Emitter::emit`] from a source or `finish` (sent at once, blocking while a queue is
+    /// full), or on an undeclared port.
+    #[inline(never)]
+    fn emit_direct(&mut self, port: usize, item: Payload) -> Result<(), NodeError> {
         if port >= self.outputs {
-            return Err(NodeError::runtime(format!(
-                "node `{}` emitted on output #{port}, which it does not declare",
-                self.node
-            )));
+            return Err(self.undeclared(port));
         }
         match &mut self.sink {
             Sink::Buffer(buf) => {
@@ -140,6 +174,14 @@ impl<'a> Emitter<'a> {
                 }
             }
         }
+    }
+
+    #[cold]
+    fn undeclared(&self, port: usize) -> NodeError {
+        NodeError::runtime(format!(
+            "node `{}` emitted on output #{port}, which it does not declare",
+            self.node
+        ))
     }
     /// True once the run is stopping; long-running sources and sinks should check it.
     pub fn stopping(&self) -> bool {

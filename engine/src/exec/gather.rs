@@ -5,10 +5,27 @@
 use super::stats::{self, NodeStats};
 use crate::node::{BatchConfig, Input};
 use crate::payload::Payload;
-use crossbeam_channel::{Receiver, Select};
+use crossbeam_channel::{Receiver, Select, TryRecvError};
 use std::sync::Arc;
-use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
+
+/// The next item of one input (counted in `items_in`), or `None` at its end. Time is measured
+/// only when the queue is empty and the node really waits.
+#[inline]
+pub(crate) fn recv_counted(rx: &Receiver<Payload>, stats: &NodeStats) -> Option<Payload> {
+    let item = match rx.try_recv() {
+        Ok(item) => item,
+        Err(TryRecvError::Disconnected) => return None,
+        Err(TryRecvError::Empty) => {
+            let t = Instant::now();
+            let r = rx.recv();
+            stats::add(&stats.wait_in_ns, t.elapsed());
+            r.ok()?
+        }
+    };
+    stats::bump(&stats.items_in);
+    Some(item)
+}
 
 pub(crate) struct Gather {
     /// (input port index, receiver) for each connected port still open.
@@ -35,32 +52,36 @@ impl Gather {
     }
 
     /// The next item or batch, or `None` when every input has ended.
+    #[inline]
     pub fn next(&mut self) -> Option<Input> {
         // The common case, one unbatched input, skips the Select machinery.
         if self.batch.is_none() && self.ports.len() == 1 {
-            let t = Instant::now();
-            let r = self.ports[0].1.recv();
-            stats::add(&self.stats.wait_in_ns, t.elapsed());
-            return match r {
-                Ok(item) => {
-                    self.stats.items_in.fetch_add(1, Relaxed);
-                    Some(Input {
-                        port: self.ports[0].0,
-                        items: vec![item],
-                    })
-                }
-                Err(_) => {
+            let port = self.ports[0].0;
+            return match recv_counted(&self.ports[0].1, &self.stats) {
+                Some(item) => Some(Input {
+                    port,
+                    items: vec![item],
+                }),
+                None => {
                     self.ports.clear();
                     None
                 }
             };
         }
         loop {
-            if let Some((port, cfg)) = self.batch {
-                let full = self.pending.len() >= cfg.max;
+            if let Some((port, cfg)) = self.batch
+                && !self.pending.is_empty()
+            {
+                let mut full = self.pending.len() >= cfg.max;
                 let timed_out = self.deadline.is_some_and(|d| Instant::now() >= d);
+                if timed_out && !full {
+                    // Items already queued arrived within the wait (they are only late to be
+                    // read, e.g. with `wait_ms: 0` or after a slow call): they join the batch.
+                    self.top_up(port, cfg.max);
+                    full = self.pending.len() >= cfg.max;
+                }
                 let ended = !self.ports.iter().any(|(p, _)| *p == port);
-                if !self.pending.is_empty() && (full || timed_out || ended) {
+                if full || timed_out || ended {
                     self.deadline = None;
                     let items = std::mem::take(&mut self.pending);
                     self.stats.record_batch(items.len());
@@ -91,7 +112,7 @@ impl Gather {
             let port = self.ports[i].0;
             match result {
                 Ok(item) => {
-                    self.stats.items_in.fetch_add(1, Relaxed);
+                    stats::bump(&self.stats.items_in);
                     match self.batch {
                         Some((bp, cfg)) if bp == port => {
                             if self.pending.is_empty() {
@@ -110,6 +131,26 @@ impl Gather {
                 }
                 Err(_) => {
                     self.ports.remove(i);
+                }
+            }
+        }
+    }
+
+    /// Moves items already waiting on batch port `port` into the pending batch, up to `max`.
+    fn top_up(&mut self, port: usize, max: usize) {
+        let Some(i) = self.ports.iter().position(|(p, _)| *p == port) else {
+            return;
+        };
+        while self.pending.len() < max {
+            match self.ports[i].1.try_recv() {
+                Ok(item) => {
+                    stats::bump(&self.stats.items_in);
+                    self.pending.push(item);
+                }
+                Err(TryRecvError::Empty) => break,
+                Err(TryRecvError::Disconnected) => {
+                    self.ports.remove(i);
+                    break;
                 }
             }
         }

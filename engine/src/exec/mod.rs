@@ -16,7 +16,7 @@ use crate::check::{CheckedGraph, CheckedNode};
 use crate::node::{BuildCtx, End, Input, NodeError, Process, Runtime, Shared};
 use crate::payload::Payload;
 use crate::spec::{OnError, WhenFull};
-use crossbeam_channel::{Receiver, Sender, bounded};
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 use edge::{EdgeTx, Outputs};
 use gather::Gather;
 use std::collections::BTreeMap;
@@ -167,20 +167,16 @@ pub fn run(graph: &CheckedGraph, mut opts: RunOptions) -> RunReport {
     };
 
     // One channel per edge.
-    let mut outputs: Vec<Outputs> = graph
+    let mut ports: Vec<Vec<Vec<EdgeTx>>> = graph
         .nodes
         .iter()
-        .zip(&stats)
-        .map(|(node, s)| Outputs {
-            ports: node.kind.outputs.iter().map(|_| vec![]).collect(),
-            stats: s.clone(),
-        })
+        .map(|node| node.kind.outputs.iter().map(|_| vec![]).collect())
         .collect();
     let mut inputs: Vec<Vec<(usize, Receiver<Payload>)>> = vec![vec![]; n];
     for e in &graph.edges {
         let (tx, rx) = bounded(e.queue);
         let evict = (e.when_full == WhenFull::DropOldest).then(|| rx.clone());
-        outputs[e.from.0].ports[e.from.1].push(EdgeTx {
+        ports[e.from.0][e.from.1].push(EdgeTx {
             tx,
             evict,
             consumer: stats[e.to.0].clone(),
@@ -188,34 +184,50 @@ pub fn run(graph: &CheckedGraph, mut opts: RunOptions) -> RunReport {
         });
         inputs[e.to.0].push((e.to.1, rx));
     }
+    let outputs: Vec<Outputs> = ports
+        .into_iter()
+        .zip(&stats)
+        .map(|(p, s)| Outputs::new(p, s.clone()))
+        .collect();
 
     opts.progress.start(graph);
+    // Every thread of the run holds a clone of `alive`; the progress loop below ends when the
+    // last one is dropped, even if a thread unwinds.
+    let (alive, all_ended) = bounded::<()>(0);
     std::thread::scope(|scope| {
         let state = &state;
         let shared = &*opts.shared;
         for (i, (out, ins)) in outputs.into_iter().zip(inputs).enumerate() {
             let node = &graph.nodes[i];
-            let node_stats = stats[i].clone();
             if node.workers > 1 {
-                spawn_replicated(scope, node, out, ins, state, shared);
+                spawn_replicated(scope, node, out, ins, state, shared, &alive);
             } else {
+                let alive = alive.clone();
                 std::thread::Builder::new()
                     .name(node.id.clone())
                     .spawn_scoped(scope, move || {
-                        run_single(node, out, ins, state, shared);
-                        node_stats.done.store(true, Relaxed);
+                        let stats = out.stats.clone();
+                        guarded(node, state, &stats, || {
+                            run_single(node, out, ins, state, shared)
+                        });
+                        drop(alive);
                     })
                     .expect("spawn node thread");
             }
         }
+        drop(alive);
         // This thread reports progress until every node thread has finished.
-        let mut last = Instant::now();
-        while !stats.iter().all(|s| s.done.load(Relaxed)) {
-            std::thread::sleep(Duration::from_millis(2).min(opts.tick));
-            if last.elapsed() >= opts.tick {
-                last = Instant::now();
-                opts.progress
-                    .tick(&snapshot(graph, &stats), started.elapsed());
+        let tick = opts.tick.max(Duration::from_millis(1));
+        let mut next = Instant::now() + tick;
+        loop {
+            match all_ended.recv_deadline(next) {
+                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => {
+                    opts.progress
+                        .tick(&snapshot(graph, &stats), started.elapsed());
+                    next = Instant::now() + tick;
+                }
+                Ok(()) => {}
             }
         }
     });
@@ -243,6 +255,25 @@ fn snapshot(graph: &CheckedGraph, stats: &[Arc<NodeStats>]) -> Vec<NodeReport> {
         .zip(stats)
         .map(|(n, s)| s.snapshot(&n.id, n.kind.name, n.workers))
         .collect()
+}
+
+/// Runs a node thread's body: a panic that escapes the node calls (a `Drop`, a payload's
+/// `describe`) fails the run instead of unwinding out of the thread.
+fn catch_failure(node: &CheckedNode, state: &RunState, body: impl FnOnce()) {
+    if let Err(p) = catch_unwind(AssertUnwindSafe(body)) {
+        state.fail(Failure {
+            node: node.id.clone(),
+            item: None,
+            error: NodeError::runtime(panic_message(&p)),
+            panicked: true,
+        });
+    }
+}
+
+/// [`catch_failure`], then marks the node done.
+fn guarded(node: &CheckedNode, state: &RunState, stats: &NodeStats, body: impl FnOnce()) {
+    catch_failure(node, state, body);
+    stats.done.store(true, Relaxed);
 }
 
 fn build(
@@ -299,20 +330,21 @@ fn batch_of(node: &CheckedNode) -> Option<(usize, crate::node::BatchConfig)> {
 fn run_single(
     node: &CheckedNode,
     out: Outputs,
-    ins: Vec<(usize, Receiver<Payload>)>,
+    mut ins: Vec<(usize, Receiver<Payload>)>,
     state: &RunState,
     shared: &Shared,
 ) {
     let consumers = out.ports.iter().map(Vec::len).collect();
     let built = build(node, &ins, consumers, 0, shared);
+    // A failed setup marks the run as failing *before* it counts as done, so no source that
+    // wakes up when the last setup is done can start emitting.
+    if let Err(f) = &built {
+        state.fail(f.clone());
+    }
     state.setup_done();
-    let rt = match built {
-        Ok(rt) => rt,
-        Err(f) => {
-            state.fail(f);
-            drain(ins, &out.stats);
-            return;
-        }
+    let Ok(rt) = built else {
+        drain(ins, &out.stats);
+        return;
     };
     match rt {
         Runtime::Source(mut src) => {
@@ -320,11 +352,11 @@ fn run_single(
             if state.stopping() {
                 return;
             }
-            let t = Instant::now();
-            let r = catch_unwind(AssertUnwindSafe(|| {
-                src.run(&mut Emitter::direct(&out, state, &node.id))
-            }));
-            stats::add(&out.stats.busy_ns, t.elapsed());
+            let r = direct_busy(&out.stats, || {
+                catch_unwind(AssertUnwindSafe(|| {
+                    src.run(&mut Emitter::direct(&out, state, &node.id))
+                }))
+            });
             match r {
                 Ok(Ok(())) | Ok(Err(NodeError::Stopped)) => {}
                 Ok(Err(error)) => state.fail(Failure {
@@ -342,29 +374,51 @@ fn run_single(
             }
         }
         Runtime::Process(mut proc) => {
-            let mut gather = Gather::new(ins, batch_of(node), out.stats.clone());
-            let n_out = out.ports.len();
-            let mut healthy = true;
-            while let Some(input) = gather.next() {
-                if state.stopping() || !healthy {
-                    out.stats
-                        .discarded
-                        .fetch_add(input.items.len() as u64, Relaxed);
-                    continue;
+            let stats = &*out.stats;
+            let mut caller = Caller::new(node, stats, state, out.ports.len(), false);
+            let mut inputs = match (batch_of(node), ins.len()) {
+                // The common case, one unbatched input: no `Select`, no `Gather`.
+                (None, 1) => {
+                    let (port, rx) = ins.pop().expect("one input");
+                    Inputs::One(port, rx)
                 }
-                match call(proc.as_mut(), input, node, n_out, &out.stats, state) {
-                    Ok(buf) => {
-                        for (port, item) in buf {
-                            out.send(port, item);
-                        }
+                (batch, _) => Inputs::Many(Gather::new(ins, batch, out.stats.clone())),
+            };
+            // Busy = the loop's time less the time blocked on inputs and outputs.
+            direct_busy(stats, || {
+                while let Some(input) = inputs.next(stats) {
+                    if state.stopping() {
+                        stats.discarded.fetch_add(input.items.len() as u64, Relaxed);
+                        continue;
                     }
-                    Err(f) => {
-                        healthy = false;
-                        state.fail(f);
+                    match caller.call(proc.as_mut(), input) {
+                        Ok(()) => caller.deliver(&out),
+                        Err(f) => state.fail(*f),
                     }
                 }
-            }
+            });
+            drop(inputs);
             finish(proc.as_mut(), node, &out, state);
+        }
+    }
+}
+
+/// A single-threaded node's inputs.
+enum Inputs {
+    /// One unbatched input (port index, receiver).
+    One(usize, Receiver<Payload>),
+    Many(Gather),
+}
+
+impl Inputs {
+    #[inline(always)]
+    fn next(&mut self, stats: &NodeStats) -> Option<Input> {
+        match self {
+            Inputs::One(port, rx) => gather::recv_counted(rx, stats).map(|item| Input {
+                port: *port,
+                items: vec![item],
+            }),
+            Inputs::Many(g) => g.next(),
         }
     }
 }
@@ -375,11 +429,11 @@ fn finish(proc: &mut dyn Process, node: &CheckedNode, out: &Outputs, state: &Run
     } else {
         End::Complete
     };
-    let t = Instant::now();
-    let r = catch_unwind(AssertUnwindSafe(|| {
-        proc.finish(&mut Emitter::direct(out, state, &node.id), end)
-    }));
-    stats::add(&out.stats.busy_ns, t.elapsed());
+    let r = direct_busy(&out.stats, || {
+        catch_unwind(AssertUnwindSafe(|| {
+            proc.finish(&mut Emitter::direct(out, state, &node.id), end)
+        }))
+    });
     match r {
         Ok(Ok(())) | Ok(Err(NodeError::Stopped)) => {}
         Ok(Err(error)) => state.fail(Failure {
@@ -397,6 +451,22 @@ fn finish(proc: &mut dyn Process, node: &CheckedNode, out: &Outputs, state: &Run
     }
 }
 
+/// Runs `f` on a node's only thread (a source, a node's loop, a `finish`) and counts its time
+/// as busy, except the time it spent blocked on empty inputs and full outputs (counted as
+/// `wait_in` and `wait_out`).
+fn direct_busy<T>(stats: &NodeStats, f: impl FnOnce() -> T) -> T {
+    let waited = || stats.wait_in_ns.load(Relaxed) + stats.wait_out_ns.load(Relaxed);
+    let before = waited();
+    let t = Instant::now();
+    let r = f();
+    let elapsed = t.elapsed().as_nanos() as u64;
+    let blocked = waited().saturating_sub(before);
+    stats
+        .busy_ns
+        .fetch_add(elapsed.saturating_sub(blocked), Relaxed);
+    r
+}
+
 /// Reads inputs to their end without processing, so producers never block on a dead node.
 fn drain(ins: Vec<(usize, Receiver<Payload>)>, stats: &Arc<NodeStats>) {
     let mut g = Gather::new(ins, None, stats.clone());
@@ -405,72 +475,236 @@ fn drain(ins: Vec<(usize, Receiver<Payload>)>, stats: &Arc<NodeStats>) {
     }
 }
 
-/// One `process` call under the node's `on_error` policy. Returns the outputs to deliver
-/// (empty for a skipped item), or the failure that must stop the run.
-fn call(
-    proc: &mut dyn Process,
-    input: Input,
-    node: &CheckedNode,
+/// Enough of an item to name it in an error, taken without touching shared buffers: frames
+/// and audio keep their position only (cloning them would bump the reference count of pixel
+/// or sample data that other threads use too); other payloads are `Arc` clones.
+enum Tag {
+    Frame(u64, f64),
+    Audio(f64),
+    Other(Payload),
+}
+
+impl Tag {
+    fn of(p: &Payload) -> Tag {
+        match p {
+            Payload::Frame(f) => Tag::Frame(f.index, f.pts),
+            Payload::Audio(a) => Tag::Audio(a.pts),
+            other => Tag::Other(other.clone()),
+        }
+    }
+    /// As [`Payload::describe`] words it (an empty stand-in with the same position).
+    fn describe(&self) -> String {
+        match self {
+            Tag::Frame(index, pts) => Payload::Frame(crate::payload::Frame {
+                index: *index,
+                pts: *pts,
+                rate: crate::payload::Rate::new(1, 1),
+                width: 0,
+                height: 0,
+                data: Arc::default(),
+                meta: None,
+            })
+            .describe(),
+            Tag::Audio(pts) => Payload::Audio(crate::payload::AudioChunk {
+                pts: *pts,
+                sample_rate: 1,
+                channels: 1,
+                samples: Arc::default(),
+            })
+            .describe(),
+            Tag::Other(p) => p.describe(),
+        }
+    }
+}
+
+/// How an input is named in a failure: by its first and last item's [`Tag`] and its size.
+fn describe_tags(first: Option<&Tag>, last: Option<&Tag>, count: usize) -> String {
+    match (first, last) {
+        (Some(one), _) if count == 1 => one.describe(),
+        (Some(first), Some(last)) => format!(
+            "a batch of {count} ({} … {})",
+            first.describe(),
+            last.describe()
+        ),
+        _ => "no items".into(),
+    }
+}
+
+/// Makes a node's `process` calls under its `on_error` policy. Outputs of a call are
+/// buffered and delivered only when it succeeds, so a retried call never duplicates output.
+struct Caller<'a> {
+    node: &'a CheckedNode,
+    stats: &'a NodeStats,
+    state: &'a RunState,
     n_out: usize,
-    stats: &NodeStats,
-    state: &RunState,
-) -> Result<Vec<(usize, Payload)>, Failure> {
-    let attempts = match node.on_error {
-        OnError::Retry(n) => n as usize + 1,
-        _ => 1,
-    };
-    let port = input.port;
-    let mut items = Some(input.items);
-    let mut last_error = None;
-    for attempt in 0..attempts {
-        // The items are kept (Arc clones) for a retry or to name them in an error.
-        let batch = items.clone().expect("items kept");
-        let mut buf = vec![];
-        let t = Instant::now();
+    /// Add each call's time to `busy` (replicas). A node on one thread measures its busy time
+    /// as a whole instead (see [`direct_busy`]), which saves two clock reads per item.
+    timed: bool,
+    /// The outputs of the last successful call (reused: no allocation per call).
+    buf: Vec<(usize, Payload)>,
+}
+
+impl<'a> Caller<'a> {
+    fn new(
+        node: &'a CheckedNode,
+        stats: &'a NodeStats,
+        state: &'a RunState,
+        n_out: usize,
+        timed: bool,
+    ) -> Caller<'a> {
+        Caller {
+            node,
+            stats,
+            state,
+            n_out,
+            timed,
+            buf: Vec::new(),
+        }
+    }
+
+    /// One `process` call. On success its outputs are in `buf` (none for a skipped item); the
+    /// error is the failure that must stop the run.
+    #[inline(always)]
+    fn call(&mut self, proc: &mut dyn Process, input: Input) -> Result<(), Box<Failure>> {
+        debug_assert!(self.buf.is_empty());
+        if self.node.on_error != OnError::Fail {
+            return self.call_with_policy(proc, input);
+        }
+        // `on_error: fail`, the hot path: one attempt, and only tags kept to name the input.
+        let count = input.items.len();
+        let first = input.items.first().map(Tag::of);
+        let last = (count > 1).then(|| Tag::of(&input.items[count - 1]));
+        let t = self.timed.then(Instant::now);
         let r = catch_unwind(AssertUnwindSafe(|| {
             proc.process(
-                Input { port, items: batch },
-                &mut Emitter::buffer(&mut buf, n_out, stats, state, &node.id),
+                input,
+                &mut Emitter::buffer(
+                    &mut self.buf,
+                    self.n_out,
+                    self.stats,
+                    self.state,
+                    &self.node.id,
+                ),
             )
         }));
-        stats::add(&stats.busy_ns, t.elapsed());
+        if let Some(t) = t {
+            stats::add(&self.stats.busy_ns, t.elapsed());
+        }
         match r {
-            Ok(Ok(())) => return Ok(buf),
-            Ok(Err(NodeError::Stopped)) => return Ok(vec![]),
-            Ok(Err(e)) => {
-                last_error = Some(e);
-                if attempt + 1 < attempts {
-                    stats.retries.fetch_add(1, Relaxed);
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => self.failed(error, false, count, || {
+                describe_tags(first.as_ref(), last.as_ref(), count)
+            }),
+            Err(p) => self.failed(NodeError::runtime(panic_message(&p)), true, count, || {
+                describe_tags(first.as_ref(), last.as_ref(), count)
+            }),
+        }
+    }
+
+    /// A failed call: `Stopped` (the node gave up because the run is stopping) only counts
+    /// its input as not processed; anything else is the failure.
+    #[cold]
+    fn failed(
+        &mut self,
+        error: NodeError,
+        panicked: bool,
+        count: usize,
+        item: impl FnOnce() -> String,
+    ) -> Result<(), Box<Failure>> {
+        self.buf.clear();
+        if let (NodeError::Stopped, false) = (&error, panicked) {
+            self.stats.discarded.fetch_add(count as u64, Relaxed);
+            return Ok(());
+        }
+        Err(Box::new(Failure {
+            node: self.node.id.clone(),
+            item: Some(item()),
+            error,
+            panicked,
+        }))
+    }
+
+    /// [`Caller::call`] for `on_error: skip` and `retry: N`: the items are kept (`Arc` clones)
+    /// to retry the call or to name each skipped item.
+    #[inline(never)]
+    fn call_with_policy(
+        &mut self,
+        proc: &mut dyn Process,
+        input: Input,
+    ) -> Result<(), Box<Failure>> {
+        let attempts = match self.node.on_error {
+            OnError::Retry(n) => n as usize + 1,
+            _ => 1,
+        };
+        let port = input.port;
+        let kept = input.items;
+        let mut last_error = None;
+        for attempt in 0..attempts {
+            self.buf.clear();
+            let t = self.timed.then(Instant::now);
+            let r = catch_unwind(AssertUnwindSafe(|| {
+                proc.process(
+                    Input {
+                        port,
+                        items: kept.clone(),
+                    },
+                    &mut Emitter::buffer(
+                        &mut self.buf,
+                        self.n_out,
+                        self.stats,
+                        self.state,
+                        &self.node.id,
+                    ),
+                )
+            }));
+            if let Some(t) = t {
+                stats::add(&self.stats.busy_ns, t.elapsed());
+            }
+            match r {
+                Ok(Ok(())) => return Ok(()),
+                Ok(Err(NodeError::Stopped)) => {
+                    self.buf.clear();
+                    self.stats.discarded.fetch_add(kept.len() as u64, Relaxed);
+                    return Ok(());
+                }
+                Ok(Err(e)) => {
+                    last_error = Some(e);
+                    if attempt + 1 < attempts {
+                        self.stats.retries.fetch_add(1, Relaxed);
+                    }
+                }
+                Err(p) => {
+                    let error = NodeError::runtime(panic_message(&p));
+                    return self.failed(error, true, kept.len(), || describe(&kept));
                 }
             }
-            Err(p) => {
-                let items = items.take().unwrap_or_default();
-                return Err(Failure {
-                    node: node.id.clone(),
-                    item: Some(describe(&items)),
-                    error: NodeError::runtime(panic_message(&p)),
-                    panicked: true,
-                });
+        }
+        self.buf.clear();
+        let error = last_error.expect("at least one attempt failed");
+        if self.node.on_error == OnError::Skip {
+            self.stats.record_skip(
+                kept.iter()
+                    .map(|i| format!("{}: {error}", i.describe()))
+                    .collect(),
+            );
+            return Ok(());
+        }
+        self.failed(error, false, kept.len(), || describe(&kept))
+    }
+
+    /// Sends the last call's outputs on.
+    #[inline(always)]
+    fn deliver(&mut self, out: &Outputs) {
+        // One output per call is the common case.
+        if self.buf.len() == 1 {
+            let (port, item) = self.buf.pop().expect("one output");
+            out.send(port, item);
+        } else {
+            for (port, item) in self.buf.drain(..) {
+                out.send(port, item);
             }
         }
     }
-    let items = items.take().unwrap_or_default();
-    let error = last_error.expect("at least one attempt failed");
-    if node.on_error == OnError::Skip {
-        stats.record_skip(
-            items
-                .iter()
-                .map(|i| format!("{}: {error}", i.describe()))
-                .collect(),
-        );
-        return Ok(vec![]);
-    }
-    Err(Failure {
-        node: node.id.clone(),
-        item: Some(describe(&items)),
-        error,
-        panicked: false,
-    })
 }
 
 fn describe(items: &[Payload]) -> String {
@@ -498,61 +732,70 @@ fn spawn_replicated<'s, 'e: 's>(
     ins: Vec<(usize, Receiver<Payload>)>,
     state: &'e RunState,
     shared: &'e Shared,
+    alive: &Sender<()>,
 ) {
     let workers = node.workers;
     let (work_tx, work_rx) = bounded::<Work>(workers * 2);
     let (done_tx, done_rx) = bounded::<Done>(workers * 2);
     let stats = out.stats.clone();
-    let replicas_left = Arc::new(std::sync::atomic::AtomicUsize::new(workers));
 
-    let gather_stats = stats.clone();
+    let (gather_stats, token) = (stats.clone(), alive.clone());
     std::thread::Builder::new()
         .name(format!("{}:batch", node.id))
         .spawn_scoped(scope, move || {
-            let mut gather = Gather::new(ins, batch_of(node), gather_stats.clone());
-            let mut seq = 0u64;
-            while let Some(input) = gather.next() {
-                if state.stopping() {
-                    gather_stats
-                        .discarded
-                        .fetch_add(input.items.len() as u64, Relaxed);
-                    continue;
+            catch_failure(node, state, || {
+                let mut gather = Gather::new(ins, batch_of(node), gather_stats.clone());
+                let mut seq = 0u64;
+                while let Some(input) = gather.next() {
+                    if state.stopping() {
+                        gather_stats
+                            .discarded
+                            .fetch_add(input.items.len() as u64, Relaxed);
+                        continue;
+                    }
+                    if work_tx.send((seq, input)).is_err() {
+                        break;
+                    }
+                    seq += 1;
                 }
-                if work_tx.send((seq, input)).is_err() {
-                    break;
-                }
-                seq += 1;
-            }
+            });
+            drop(token);
         })
         .expect("spawn dispatcher");
 
     let n_out = out.ports.len();
     let consumers: Vec<usize> = out.ports.iter().map(Vec::len).collect();
     for r in 0..workers {
-        let (work_rx, done_tx, stats, left, consumers) = (
+        let (work_rx, done_tx, stats, consumers, token) = (
             work_rx.clone(),
             done_tx.clone(),
             stats.clone(),
-            replicas_left.clone(),
             consumers.clone(),
+            alive.clone(),
         );
         std::thread::Builder::new()
             .name(format!("{}#{r}", node.id))
             .spawn_scoped(scope, move || {
-                replica(
-                    node, r, consumers, n_out, work_rx, done_tx, &stats, state, shared,
-                );
-                left.fetch_sub(1, Relaxed);
+                catch_failure(node, state, || {
+                    replica(
+                        node, r, consumers, n_out, work_rx, done_tx, &stats, state, shared,
+                    )
+                });
+                drop(token);
             })
             .expect("spawn replica");
     }
     drop((work_rx, done_tx));
 
+    let token = alive.clone();
     std::thread::Builder::new()
         .name(format!("{}:merge", node.id))
         .spawn_scoped(scope, move || {
-            merge(done_rx, &out);
-            out.stats.done.store(true, Relaxed);
+            let stats = out.stats.clone();
+            // The node is done when its merger has delivered the last result: by then every
+            // replica and the dispatcher have ended.
+            guarded(node, state, &stats, || merge(done_rx, &out));
+            drop(token);
         })
         .expect("spawn merger");
 }
@@ -569,38 +812,35 @@ fn replica(
     state: &RunState,
     shared: &Shared,
 ) {
-    let built = build(node, &[], consumers, r, shared);
-    state.setup_done();
-    let mut proc = match built {
-        Ok(Runtime::Process(p)) => p,
-        Ok(Runtime::Source(_)) => {
-            state.fail(Failure {
-                node: node.id.clone(),
-                item: None,
-                error: NodeError::runtime("a source cannot run replicated"),
-                panicked: false,
-            });
-            return drain_work(work, done, stats);
-        }
-        Err(f) => {
-            state.fail(f);
-            return drain_work(work, done, stats);
-        }
+    let built = match build(node, &[], consumers, r, shared) {
+        Ok(Runtime::Process(p)) => Ok(p),
+        Ok(Runtime::Source(_)) => Err(Failure {
+            node: node.id.clone(),
+            item: None,
+            error: NodeError::runtime("a source cannot run replicated"),
+            panicked: false,
+        }),
+        Err(f) => Err(f),
     };
+    // As in `run_single`: fail first, then count the setup as done.
+    if let Err(f) = &built {
+        state.fail(f.clone());
+    }
+    state.setup_done();
+    let Ok(mut proc) = built else {
+        return drain_work(work, done, stats);
+    };
+    let mut caller = Caller::new(node, stats, state, n_out, true);
     while let Ok((seq, input)) = work.recv() {
         if state.stopping() {
             stats.discarded.fetch_add(input.items.len() as u64, Relaxed);
-            let _ = done.send((Some(seq), vec![]));
-            continue;
+        } else if let Err(f) = caller.call(proc.as_mut(), input) {
+            state.fail(*f);
         }
-        let outputs = match call(proc.as_mut(), input, node, n_out, stats, state) {
-            Ok(buf) => buf,
-            Err(f) => {
-                state.fail(f);
-                vec![]
-            }
-        };
-        if done.send((Some(seq), outputs)).is_err() {
+        if done
+            .send((Some(seq), std::mem::take(&mut caller.buf)))
+            .is_err()
+        {
             break;
         }
     }
@@ -661,6 +901,11 @@ fn merge(done: Receiver<Done>, out: &Outputs) {
                 }
             }
         }
+    }
+    // Results after a gap (a replica thread that died: the run is failing) still go out in
+    // order, so downstream counts them.
+    for (port, item) in waiting.into_values().flatten() {
+        out.send(port, item);
     }
     for (port, item) in finals.into_iter().flatten() {
         out.send(port, item);

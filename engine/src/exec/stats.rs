@@ -10,7 +10,11 @@ const NAMED_SKIPS: usize = 20;
 
 #[derive(Debug)]
 pub struct NodeStats {
+    /// Items taken from the node's input queues (including any later discarded).
     pub items_in: AtomicU64,
+    /// Items emitted, counted once each (whatever the number of consumers) after they were
+    /// handed to every consumer's queue: a producer blocked on a full queue has not yet
+    /// counted the item it is trying to send.
     pub items_out: AtomicU64,
     pub batches: AtomicU64,
     pub batch_items: AtomicU64,
@@ -54,6 +58,15 @@ impl Default for NodeStats {
 
 pub(crate) fn add(counter: &AtomicU64, d: Duration) {
     counter.fetch_add(d.as_nanos() as u64, Relaxed);
+}
+
+/// Adds one to a counter that only one thread ever writes (others only read it): a plain
+/// load and store, cheaper than a locked read-modify-write on every item. `items_in` is
+/// written only by the node's input side (its loop or its dispatcher), `items_out` only by its
+/// output side (its loop or its merger).
+#[inline]
+pub(crate) fn bump(counter: &AtomicU64) {
+    counter.store(counter.load(Relaxed) + 1, Relaxed);
 }
 
 impl NodeStats {
