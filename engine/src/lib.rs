@@ -69,7 +69,8 @@ pub fn parse_overrides(args: &[String]) -> Result<Vec<(String, Yv)>, String> {
             let (k, v) = a
                 .split_once('=')
                 .ok_or_else(|| format!("`--set {a}`: expected `name=value`"))?;
-            let mut value = yaml::parse_value(v).map_err(|d| format!("`--set {a}`: {}", d.message))?;
+            let mut value =
+                yaml::parse_value(v).map_err(|d| format!("`--set {a}`: {}", d.message))?;
             // Only flow syntax (`[1, 2]`, `{a: 1}`) makes a list or mapping on the command line;
             // `-` or `key: x` in a value are text (`--set output=-` means standard output).
             let flow = matches!(v.trim_start().chars().next(), Some('[' | '{'));

@@ -105,7 +105,8 @@ impl ParamType {
             }
             (ParamType::List(of) | ParamType::OneOrList(of), YvKind::Seq(items)) => {
                 for (i, item) in items.iter().enumerate() {
-                    of.check(item).map_err(|e| format!("item {} (of {}): {e}", i + 1, items.len()))?;
+                    of.check(item)
+                        .map_err(|e| format!("item {} (of {}): {e}", i + 1, items.len()))?;
                 }
                 Ok(())
             }

@@ -98,9 +98,12 @@ impl ProgressSink for Bars {
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10));
         let width = graph.nodes.iter().map(|n| n.id.len()).max().unwrap_or(4);
         let style = ProgressStyle::with_template(&format!(
-            "{{prefix:>{width}}} [{{bar:30.cyan/blue}}] {{pos:>7}}/{{len:7}} {{per_sec:>11}} eta {{eta:>4}} {{msg}}"
+            "{{prefix:>{width}}} [{{bar:30.cyan/blue}}] {{pos:>7}}/{{len:7}} {{rate:>10}} eta {{eta:>4}} {{msg}}"
         ))
         .expect("valid template")
+        .with_key("rate", |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = write!(w, "{:.1}/s", state.per_sec());
+        })
         .progress_chars("=> ");
         self.bars = graph
             .nodes
