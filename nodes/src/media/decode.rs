@@ -47,6 +47,7 @@ pub fn kind() -> NodeKind {
     .param(ParamSpec::optional("end_frame", ParamType::Int { min: Some(0), max: None }, "stop before this frame index"))
     .param(ParamSpec::optional("every", ParamType::Int { min: Some(1), max: None }, "keep every Nth frame of the window"))
     .param(ParamSpec::optional("fps", ParamType::Float { min: Some(1e-6), max: Some(1000.0) }, "keep frames at this rate (e.g. 0.0333: one every 30 s)"))
+    .param(ParamSpec::optional("interval", ParamType::Float { min: Some(1e-3), max: None }, "keep one frame every this many seconds (e.g. 30; the same as `fps: 1/30`)"))
     .param(ParamSpec::optional("width", ParamType::Int { min: Some(2), max: Some(16384) }, "resize to this width (with only `height` given: keeps the aspect ratio)"))
     .param(ParamSpec::optional("height", ParamType::Int { min: Some(2), max: Some(16384) }, "resize to this height (with only `width` given: keeps the aspect ratio)"))
     .param(ParamSpec::optional("rate", ParamType::Float { min: Some(0.001), max: Some(1000.0) }, "frame rate of an image sequence (default 25)"))
@@ -92,11 +93,12 @@ fn validate(p: &Params) -> Vec<ParamProblem> {
         };
         out.push(problem(which, "give the window in seconds (`start`/`end`) or in frames (`start_frame`/`end_frame`), not both".into(), "remove one pair"));
     }
-    if p.get("every").is_some() && p.get("fps").is_some() {
+    let samplers: Vec<&str> = ["every", "fps", "interval"].into_iter().filter(|k| p.get(k).is_some()).collect();
+    if samplers.len() > 1 {
         out.push(problem(
-            "fps",
-            "`every` and `fps` both sample frames; give one".into(),
-            "remove `every` or `fps`",
+            samplers[1],
+            format!("`{}` and `{}` both sample frames; give one", samplers[0], samplers[1]),
+            "keep one of `every` (frames), `fps` (rate) and `interval` (seconds)",
         ));
     }
     out
@@ -191,7 +193,8 @@ mod imp {
             start_frame: p.opt_u64("start_frame"),
             end_frame: p.opt_u64("end_frame"),
             every: p.opt_u64("every"),
-            fps: p.opt_f64("fps"),
+            // `interval` is the reciprocal spelling of `fps` (seconds between kept frames).
+            fps: p.opt_f64("fps").or_else(|| p.opt_f64("interval").map(|s| 1.0 / s)),
         };
         let origin = match unsafe { (*input.as_ptr()).start_time } {
             t if t == ffi::AV_NOPTS_VALUE => 0.0,
