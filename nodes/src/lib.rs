@@ -5,14 +5,15 @@
 //! (FFmpeg, Burn) sit behind cargo features and their factories say so when left out.
 
 pub mod exec;
+pub mod jsonl;
+pub mod lipsync;
 pub mod llm;
 pub mod media;
 pub mod neural;
-pub mod travel;
-pub mod jsonl;
 pub mod null;
 pub mod output;
 pub mod testsrc;
+pub mod travel;
 
 use vidflow_engine::Registry;
 
@@ -26,6 +27,7 @@ pub fn registry() -> Registry {
     media::register(&mut r);
     neural::register(&mut r);
     travel::register(&mut r);
+    lipsync::register(&mut r);
     llm::register(&mut r);
     r
 }

@@ -1,0 +1,201 @@
+//! audio-window: Wav2Lip's mel spectrogram and windows against the reference fixtures, the
+//! chunk-span arithmetic, and batched windows equal to windows formed one frame at a time.
+
+use vidflow_nodes::lipsync::audio_window::{WindowBuilder, WindowConfig, chunk_span};
+use vidflow_nodes::lipsync::mel::{self, N_MELS};
+
+fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+/// Reads a little-endian float32 `.npy` file: (shape, values).
+fn read_npy(name: &str) -> (Vec<usize>, Vec<f32>) {
+    let bytes = std::fs::read(fixture(name)).expect("fixture exists");
+    assert_eq!(&bytes[..6], b"\x93NUMPY");
+    let (hlen, start) = if bytes[6] == 1 {
+        (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10)
+    } else {
+        (
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            12,
+        )
+    };
+    let header = std::str::from_utf8(&bytes[start..start + hlen]).unwrap();
+    assert!(
+        header.contains("'<f4'") && header.contains("'fortran_order': False"),
+        "{header}"
+    );
+    let shape_txt = header
+        .split("'shape': (")
+        .nth(1)
+        .unwrap()
+        .split(')')
+        .next()
+        .unwrap();
+    let shape = shape_txt
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let data = bytes[start + hlen..]
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    (shape, data)
+}
+
+fn speech() -> Vec<f32> {
+    let bytes = std::fs::read(fixture("speech_16k_mono_2s.wav")).unwrap();
+    let (rate, samples) = mel::read_wav(&bytes).unwrap();
+    assert_eq!(rate, 16_000);
+    assert_eq!(samples.len(), 32_000);
+    samples
+}
+
+fn max_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+fn mel_spectrogram_matches_reference() {
+    let (shape, want) = read_npy("speech_mel_80xT.npy");
+    assert_eq!(shape, vec![80, 161]);
+    let cols = mel::mel_columns(&speech());
+    assert_eq!(cols.len(), 161);
+    let mut got = vec![0.0f32; 80 * 161];
+    for (t, col) in cols.iter().enumerate() {
+        for m in 0..N_MELS {
+            got[m * 161 + t] = col[m];
+        }
+    }
+    let d = max_diff(&got, &want);
+    eprintln!("mel max abs diff {d:e}");
+    assert!(d <= 1e-3, "max abs diff {d}");
+}
+
+/// Feeds the speech in uneven pieces, as decode would.
+fn windows(cfg: WindowConfig) -> Vec<vidflow_nodes::lipsync::audio_window::AudioWindow> {
+    let samples = speech();
+    let mut b = WindowBuilder::new(cfg, false);
+    let mut out = vec![];
+    for piece in samples.chunks(1024 + 7) {
+        b.push_audio(16_000, piece).unwrap();
+        out.extend(b.take());
+    }
+    b.finish();
+    out.extend(b.take());
+    eprintln!("{}", b.summary());
+    out
+}
+
+#[test]
+fn mel_windows_match_reference() {
+    let (shape, want) = read_npy("speech_mel_windows_50x1x80x16.npy");
+    assert_eq!(shape, vec![50, 1, 80, 16]);
+    let ws = windows(WindowConfig::default());
+    assert_eq!(ws.len(), 50);
+    let mut worst = 0.0f32;
+    for (i, w) in ws.iter().enumerate() {
+        assert_eq!(w.frame, i as u64);
+        worst = worst.max(max_diff(&w.mel(), &want[i * 1280..(i + 1) * 1280]));
+    }
+    eprintln!("windows max abs diff {worst:e}");
+    assert!(worst <= 1e-3, "max abs diff {worst}");
+}
+
+#[test]
+fn batched_windows_equal_one_frame_at_a_time() {
+    for chunks in [false, true] {
+        let one = windows(WindowConfig {
+            span: 1,
+            chunks,
+            ..Default::default()
+        });
+        for span in [2, 4, 8, 20] {
+            let many = windows(WindowConfig {
+                span,
+                chunks,
+                ..Default::default()
+            });
+            assert_eq!(one.len(), many.len());
+            for (a, b) in one.iter().zip(&many) {
+                assert_eq!(a.frame, b.frame);
+                assert_eq!(a.first_unit(), b.first_unit());
+                assert_eq!(a.values(), b.values(), "frame {} span {span}", a.frame);
+            }
+            // Consecutive windows of a group share one span.
+            assert!(std::sync::Arc::ptr_eq(&many[0].span, &many[1].span));
+        }
+    }
+}
+
+#[test]
+fn chunk_span_arithmetic() {
+    let expect = [(1, 0), (2, 47), (4, 70), (8, 82), (20, 89)];
+    for (n, pct) in expect {
+        let s = chunk_span(100, n, 8, 7);
+        assert_eq!(s.start, 92, "F - 8");
+        assert_eq!(s.end, 100 + n as i64 + 7, "F + N + 6 inclusive");
+        assert_eq!(s.used, n + 15);
+        assert_eq!(s.naive, n * 16);
+        assert_eq!((s.savings() * 100.0).round() as u64, pct, "N = {n}");
+    }
+}
+
+#[test]
+fn chunk_windows_are_padded_at_the_edges() {
+    let ws = windows(WindowConfig {
+        chunks: true,
+        span: 4,
+        ..Default::default()
+    });
+    assert_eq!(ws.len(), 50);
+    let samples = speech();
+    // Frame 0: chunks -8..=7; the first 8 are padding (zeros), then 640-sample chunks.
+    let w0 = &ws[0];
+    assert_eq!(w0.len, 16);
+    assert_eq!(w0.first_unit(), -8);
+    let v = w0.values();
+    assert_eq!(v.len(), 16 * 640);
+    assert!(v[..8 * 640].iter().all(|x| *x == 0.0));
+    assert_eq!(&v[8 * 640..], &samples[..8 * 640]);
+    // Frame 49: chunks 41..=56, past the end of the 50 chunks: zero-padded.
+    let w = &ws[49];
+    assert_eq!(w.first_unit(), 41);
+    let v = w.values();
+    assert_eq!(&v[..9 * 640], &samples[41 * 640..]);
+    assert!(v[9 * 640..].iter().all(|x| *x == 0.0));
+    // Spans of 4 frames: 4 + 15 chunks each.
+    assert_eq!(ws[4].span.units, 19);
+}
+
+#[test]
+fn mel_needs_16k_audio() {
+    let mut b = WindowBuilder::new(WindowConfig::default(), false);
+    let e = b.push_audio(44_100, &[0.0; 10]).unwrap_err();
+    assert!(e.contains("audio_rate: 16000"), "{e}");
+}
+
+#[test]
+fn lipsync_graph_checks_and_weights_are_explained() {
+    use vidflow_engine::{Mode, load_and_check};
+    let registry = vidflow_nodes::registry();
+    let graph = concat!(env!("CARGO_MANIFEST_DIR"), "/../graphs/lipsync.yaml");
+    if let Err(e) = load_and_check(graph, &registry, &[], Mode::Check) {
+        panic!("{}", e.render());
+    }
+    // A lipsync node without weights: the diagnostic says where Wav2Lip weights come from.
+    let text = "name: t\nnodes:\n  - id: a\n    kind: testsrc\n  - id: w\n    kind: audio-window\n    inputs: { frames: a.frames, audio: a.frames }\n  - id: sync\n    kind: lipsync\n    params: { face: [1, 2, 3, 4] }\n    inputs: { frames: a.frames, windows: w.windows }\n";
+    let file = vidflow_engine::SourceFile::new("t.yaml", text.to_string());
+    let e = vidflow_engine::check_source(file, &registry, &[], Mode::Check).unwrap_err();
+    let shown = e.render();
+    assert!(
+        shown.contains("Rudrabha/Wav2Lip") && shown.contains("non-commercial"),
+        "{shown}"
+    );
+}
