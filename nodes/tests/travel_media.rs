@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use vidflow_engine::check::Mode;
 use vidflow_engine::exec::{self, Emitter};
 use vidflow_engine::{
-    CheckedGraph, Frame, Input, NodeError, NodeKind, ParamSpec, ParamType, Payload, PortType,
-    Process, Registry, Runtime, SourceFile, check_source, parse_overrides,
+    CheckedGraph, Frame, Input, NodeError, NodeKind, ParamSpec, ParamType, PortType, Process,
+    Registry, Runtime, SourceFile, check_source, parse_overrides,
 };
 use vidflow_nodes::travel::mask::{Fit, load_keyframe};
 

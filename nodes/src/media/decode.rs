@@ -93,11 +93,17 @@ fn validate(p: &Params) -> Vec<ParamProblem> {
         };
         out.push(problem(which, "give the window in seconds (`start`/`end`) or in frames (`start_frame`/`end_frame`), not both".into(), "remove one pair"));
     }
-    let samplers: Vec<&str> = ["every", "fps", "interval"].into_iter().filter(|k| p.get(k).is_some()).collect();
+    let samplers: Vec<&str> = ["every", "fps", "interval"]
+        .into_iter()
+        .filter(|k| p.get(k).is_some())
+        .collect();
     if samplers.len() > 1 {
         out.push(problem(
             samplers[1],
-            format!("`{}` and `{}` both sample frames; give one", samplers[0], samplers[1]),
+            format!(
+                "`{}` and `{}` both sample frames; give one",
+                samplers[0], samplers[1]
+            ),
             "keep one of `every` (frames), `fps` (rate) and `interval` (seconds)",
         ));
     }
@@ -194,7 +200,9 @@ mod imp {
             end_frame: p.opt_u64("end_frame"),
             every: p.opt_u64("every"),
             // `interval` is the reciprocal spelling of `fps` (seconds between kept frames).
-            fps: p.opt_f64("fps").or_else(|| p.opt_f64("interval").map(|s| 1.0 / s)),
+            fps: p
+                .opt_f64("fps")
+                .or_else(|| p.opt_f64("interval").map(|s| 1.0 / s)),
         };
         let origin = match unsafe { (*input.as_ptr()).start_time } {
             t if t == ffi::AV_NOPTS_VALUE => 0.0,
