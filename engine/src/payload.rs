@@ -140,6 +140,15 @@ impl Payload {
             _ => None,
         }
     }
+    /// The frame inside, or the input error a node that takes only frames reports.
+    pub fn frame_for(&self, node: &str) -> Result<&Frame, crate::NodeError> {
+        self.as_frame().ok_or_else(|| {
+            crate::NodeError::input(format!(
+                "node `{node}`: expected frames, got {}",
+                self.describe()
+            ))
+        })
+    }
     /// How the item is named in error messages and the run summary.
     pub fn describe(&self) -> String {
         match self {

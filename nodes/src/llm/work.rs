@@ -190,16 +190,7 @@ impl Process for Analyze {
         }
         let mut frames = Vec::with_capacity(input.items.len());
         for item in &input.items {
-            match item.as_frame() {
-                Some(f) => frames.push(f.clone()),
-                None => {
-                    return Err(NodeError::input(format!(
-                        "node `{}`: expects frames, got {}",
-                        self.node(),
-                        item.describe()
-                    )));
-                }
-            }
+            frames.push(item.frame_for(self.node())?.clone());
         }
         let cfg_multi = self.shared.cfg.multi;
         let mut rest = frames.into_iter();

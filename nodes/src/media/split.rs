@@ -255,16 +255,7 @@ impl Split {
 impl Process for Split {
     fn process(&mut self, input: Input, out: &mut Emitter<'_>) -> Result<(), NodeError> {
         for item in &input.items {
-            match item {
-                Payload::Frame(f) => self.frame(f, out)?,
-                other => {
-                    return Err(NodeError::input(format!(
-                        "node `{}`: `split` takes frames, got {}",
-                        self.node,
-                        other.describe()
-                    )));
-                }
-            }
+            self.frame(item.frame_for(&self.node)?, out)?;
         }
         Ok(())
     }

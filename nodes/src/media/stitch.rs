@@ -192,16 +192,7 @@ impl Stitch {
 impl Process for Stitch {
     fn process(&mut self, input: Input, out: &mut Emitter<'_>) -> Result<(), NodeError> {
         for item in &input.items {
-            match item {
-                Payload::Frame(f) => self.frame(f, out)?,
-                other => {
-                    return Err(NodeError::input(format!(
-                        "node `{}`: `stitch` takes frames, got {}",
-                        self.node,
-                        other.describe()
-                    )));
-                }
-            }
+            self.frame(item.frame_for(&self.node)?, out)?;
         }
         Ok(())
     }
