@@ -5,6 +5,7 @@
 //! (FFmpeg, Burn) sit behind cargo features and their factories say so when left out.
 
 pub mod exec;
+pub mod interpolate;
 pub mod jsonl;
 pub mod lipsync;
 pub mod llm;
@@ -26,6 +27,7 @@ pub fn registry() -> Registry {
     r.register(exec::kind());
     media::register(&mut r);
     neural::register(&mut r);
+    interpolate::register(&mut r);
     travel::register(&mut r);
     lipsync::register(&mut r);
     llm::register(&mut r);

@@ -1,0 +1,118 @@
+//! The Burn networks. Plain structs of weight tensors with a `forward`; weights come from a
+//! [`Checkpoint`](super::weights::Checkpoint) whose keys were checked by
+//! [`detect`](super::weights::detect), so construction cannot miss a key.
+
+pub mod rrdb;
+pub mod srvgg;
+
+use super::weights::{Arch, Checkpoint, RawTensor};
+use burn::tensor::module::conv2d;
+use burn::tensor::ops::ConvOptions;
+use burn::tensor::{DType, Device, Tensor, TensorData};
+
+/// Uploads a checkpoint array as a tensor of rank `D` in `dtype`.
+pub(crate) fn upload<const D: usize>(t: &RawTensor, device: &Device, dtype: DType) -> Tensor<D> {
+    let data = TensorData::new(t.data.clone(), t.shape.clone());
+    let x = Tensor::<D>::from_data(data, (device, DType::F32));
+    if dtype == DType::F32 {
+        x
+    } else {
+        x.cast(dtype)
+    }
+}
+
+/// A 3x3 convolution, stride 1, padding 1, with bias (`nn.Conv2d(cin, cout, 3, 1, 1)`).
+#[derive(Clone, Debug)]
+pub(crate) struct Conv3 {
+    weight: Tensor<4>,
+    bias: Tensor<1>,
+}
+
+impl Conv3 {
+    pub(crate) fn load(ck: &Checkpoint, name: &str, device: &Device, dtype: DType) -> Conv3 {
+        let w = &ck.tensors[&format!("{name}.weight")];
+        let b = &ck.tensors[&format!("{name}.bias")];
+        Conv3 {
+            weight: upload(w, device, dtype),
+            bias: upload(b, device, dtype),
+        }
+    }
+    /// # Shapes
+    /// `[N, Cin, H, W]` → `[N, Cout, H, W]`
+    pub(crate) fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        conv2d(
+            x,
+            self.weight.clone(),
+            Some(self.bias.clone()),
+            ConvOptions::new([1, 1], [1, 1], [1, 1], 1),
+        )
+    }
+}
+
+/// `F.pixel_shuffle`.
+///
+/// # Shapes
+/// `[N, C·r², H, W]` → `[N, C, H·r, W·r]`
+pub(crate) fn pixel_shuffle(x: Tensor<4>, r: usize) -> Tensor<4> {
+    let [n, c, h, w] = x.dims();
+    let c = c / (r * r);
+    x.reshape([n, c, r, r, h, w])
+        .permute([0, 1, 4, 2, 5, 3])
+        .reshape([n, c, h * r, w * r])
+}
+
+/// `F.pixel_unshuffle` (the inverse of [`pixel_shuffle`]).
+///
+/// # Shapes
+/// `[N, C, H·r, W·r]` → `[N, C·r², H, W]`
+pub(crate) fn pixel_unshuffle(x: Tensor<4>, r: usize) -> Tensor<4> {
+    let [n, c, hh, ww] = x.dims();
+    let (h, w) = (hh / r, ww / r);
+    x.reshape([n, c, h, r, w, r])
+        .permute([0, 1, 3, 5, 2, 4])
+        .reshape([n, c * r * r, h, w])
+}
+
+/// `F.interpolate(x, scale_factor=s, mode='nearest')` for an integer `s`: each pixel repeated.
+///
+/// # Shapes
+/// `[N, C, H, W]` → `[N, C, H·s, W·s]`
+pub(crate) fn upsample_nearest(x: Tensor<4>, s: usize) -> Tensor<4> {
+    let [n, c, h, w] = x.dims();
+    x.reshape([n, c, h, 1, w, 1])
+        .expand([n, c, h, s, w, s])
+        .reshape([n, c, h * s, w * s])
+}
+
+/// A loaded super-resolution network of any supported architecture.
+#[derive(Clone, Debug)]
+pub enum Network {
+    Srvgg(srvgg::SrvggNet),
+    Rrdb(rrdb::RrdbNet),
+}
+
+impl Network {
+    /// Builds the network `arch` (from [`detect`](super::weights::detect)) on `device`.
+    pub fn load(arch: &Arch, ck: &Checkpoint, device: &Device, dtype: DType) -> Network {
+        match arch {
+            Arch::Srvgg(c) => Network::Srvgg(srvgg::SrvggNet::load(*c, ck, device, dtype)),
+            Arch::Rrdb(c) => Network::Rrdb(rrdb::RrdbNet::load(*c, ck, device, dtype)),
+        }
+    }
+    /// # Shapes
+    /// `[N, 3, H, W]` in [0, 1] → `[N, 3, H·scale, W·scale]`, not clamped.
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        match self {
+            Network::Srvgg(m) => m.forward(x),
+            Network::Rrdb(m) => m.forward(x),
+        }
+    }
+    /// How many pixels the input must be a multiple of in each dimension (RRDBNet x2/x1
+    /// pixel-unshuffle their input).
+    pub fn input_multiple(&self) -> usize {
+        match self {
+            Network::Srvgg(_) => 1,
+            Network::Rrdb(m) => m.input_multiple(),
+        }
+    }
+}
