@@ -90,16 +90,12 @@ pub(crate) fn build_fill(ctx: &BuildCtx<'_>) -> Result<Runtime, NodeError> {
         )));
     }
     let rife = super::node::load_rife(ctx)?;
-    let consumers = |port: usize| ctx.output_consumers.get(port).copied().unwrap_or(0) > 0;
-    Ok(Runtime::Process(Box::new(imp::FillNode {
-        runner: crate::travel::generate::Runner::new(
-            ctx.node_id,
-            RifeFill { rife },
-            ctx.params.u64("retries")? as u32,
-        ),
-        emit_calls: consumers(super::node::CALLS_PORT),
-        emit_report: consumers(super::node::REPORT_PORT),
-    })))
+    let runner = crate::travel::generate::Runner::new(
+        ctx.node_id,
+        RifeFill { rife },
+        ctx.params.u64("retries")? as u32,
+    );
+    Ok(crate::travel::generate::GeneratorNode::runtime(ctx, runner))
 }
 
 /// The RIFE travel generator.
@@ -157,70 +153,5 @@ impl crate::travel::generate::Generator for RifeFill {
                 }
             })
             .collect())
-    }
-}
-
-#[cfg(feature = "neural")]
-mod imp {
-    use super::RifeFill;
-    use crate::interpolate::node::{CALLS_PORT, FRAMES_PORT, REPORT_PORT};
-    use crate::travel::generate::Runner;
-    use crate::travel::mask::GuideBatch;
-    use vidflow_engine::exec::Emitter;
-    use vidflow_engine::{End, Input, NodeError, Payload, Process};
-
-    pub(super) struct FillNode {
-        pub(super) runner: Runner<RifeFill>,
-        pub(super) emit_calls: bool,
-        pub(super) emit_report: bool,
-    }
-
-    impl Process for FillNode {
-        fn process(&mut self, input: Input, out: &mut Emitter<'_>) -> Result<(), NodeError> {
-            for item in input.items {
-                let Some(batch) = item.downcast::<GuideBatch>() else {
-                    return Err(NodeError::input(format!(
-                        "node `{}`: `guides` takes guide batches from `mask`, got {}",
-                        out.node_id(),
-                        item.describe()
-                    )));
-                };
-                let made = self.runner.run_batch(batch)?;
-                if batch.record.batch == 0 && !self.emit_calls {
-                    let reports = if self.emit_report {
-                        batch.record.batches as u64 + 1
-                    } else {
-                        0
-                    };
-                    out.set_total(batch.record.total_frames + reports);
-                }
-                for f in made.frames {
-                    out.emit(FRAMES_PORT, Payload::Frame(f))?;
-                }
-                if self.emit_calls {
-                    for f in made.calls {
-                        out.emit(CALLS_PORT, Payload::Frame(f))?;
-                    }
-                }
-                if self.emit_report {
-                    out.emit(REPORT_PORT, Payload::record(made.report))?;
-                }
-            }
-            Ok(())
-        }
-
-        fn finish(&mut self, out: &mut Emitter<'_>, end: End) -> Result<(), NodeError> {
-            if end == End::Stopped {
-                return Ok(());
-            }
-            let summary = self.runner.finish()?;
-            for line in self.runner.fallback_lines() {
-                eprintln!("{line}");
-            }
-            if self.emit_report {
-                out.emit(REPORT_PORT, Payload::record(summary))?;
-            }
-            Ok(())
-        }
     }
 }

@@ -40,8 +40,6 @@ use vidflow_engine::{
 pub const KIND: &str = "interpolate";
 
 pub(crate) const FRAMES_PORT: usize = 0;
-pub(crate) const CALLS_PORT: usize = 1;
-pub(crate) const REPORT_PORT: usize = 2;
 
 /// The input ports.
 const IN_FRAMES: usize = 0;

@@ -10,21 +10,14 @@
 //! its window, tagged with the call (what `split` cuts per segment); `report` gives one record
 //! per batch and a summary record at the end, which says which batches fell back.
 
-use super::generate::{Generator, ModelCall, Runner};
-use super::mask::{GUIDES, GuideBatch};
+use super::generate::{Generator, GeneratorNode, ModelCall, Runner};
+use super::mask::GUIDES;
 use super::plan::Role;
 use serde_json::Value;
 use std::sync::Arc;
-use vidflow_engine::exec::Emitter;
-use vidflow_engine::{
-    End, Input, NodeError, NodeKind, ParamSpec, ParamType, Payload, PortType, Process, Runtime,
-};
+use vidflow_engine::{NodeError, NodeKind, ParamSpec, ParamType, PortType};
 
 pub const KIND: &str = "blend";
-
-const FRAMES_PORT: usize = 0;
-const CALLS_PORT: usize = 1;
-const REPORT_PORT: usize = 2;
 
 pub fn kind() -> NodeKind {
     NodeKind::new(
@@ -42,12 +35,8 @@ pub fn kind() -> NodeKind {
                 fail_batches: p.parse::<Vec<usize>>("fail_batches")?,
                 fail_segments: p.parse::<Vec<usize>>("fail_segments")?,
             };
-            let consumers = |port: usize| ctx.output_consumers.get(port).copied().unwrap_or(0) > 0;
-            Ok(Runtime::Process(Box::new(BlendNode {
-                runner: Runner::new(ctx.node_id, blend, p.u64("retries")? as u32),
-                emit_calls: consumers(CALLS_PORT),
-                emit_report: consumers(REPORT_PORT),
-            })))
+            let runner = Runner::new(ctx.node_id, blend, p.u64("retries")? as u32);
+            Ok(GeneratorNode::runtime(ctx, runner))
         },
     )
     .input("guides", GUIDES, "guide batches from `mask`, in order")
@@ -181,61 +170,5 @@ fn mix(a: &Arc<Vec<u8>>, b: &Arc<Vec<u8>>, w: u32) -> Arc<Vec<u8>> {
                 .map(|(&x, &y)| ((x as u32 * (256 - w) + y as u32 * w + 128) >> 8) as u8)
                 .collect(),
         ),
-    }
-}
-
-struct BlendNode {
-    runner: Runner<Blend>,
-    emit_calls: bool,
-    emit_report: bool,
-}
-
-impl Process for BlendNode {
-    fn process(&mut self, input: Input, out: &mut Emitter<'_>) -> Result<(), NodeError> {
-        for item in input.items {
-            let Some(batch) = item.downcast::<GuideBatch>() else {
-                return Err(NodeError::input(format!(
-                    "node `{}`: takes guide batches from `mask`, got {}",
-                    out.node_id(),
-                    item.describe()
-                )));
-            };
-            let made = self.runner.run_batch(batch)?;
-            if batch.record.batch == 0 && !self.emit_calls {
-                // Known from the plan: the video's frames, and the report records.
-                let reports = if self.emit_report {
-                    batch.record.batches as u64 + 1
-                } else {
-                    0
-                };
-                out.set_total(batch.record.total_frames + reports);
-            }
-            for f in made.frames {
-                out.emit(FRAMES_PORT, Payload::Frame(f))?;
-            }
-            if self.emit_calls {
-                for f in made.calls {
-                    out.emit(CALLS_PORT, Payload::Frame(f))?;
-                }
-            }
-            if self.emit_report {
-                out.emit(REPORT_PORT, Payload::record(made.report))?;
-            }
-        }
-        Ok(())
-    }
-
-    fn finish(&mut self, out: &mut Emitter<'_>, end: End) -> Result<(), NodeError> {
-        if end == End::Stopped {
-            return Ok(());
-        }
-        let summary = self.runner.finish()?;
-        for line in self.runner.fallback_lines() {
-            eprintln!("{line}");
-        }
-        if self.emit_report {
-            out.emit(REPORT_PORT, Payload::record(summary))?;
-        }
-        Ok(())
     }
 }

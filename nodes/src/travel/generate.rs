@@ -517,3 +517,91 @@ fn frame(t: u64, rate: Rate, width: u32, height: u32, data: Arc<Vec<u8>>, meta: 
         meta: Some(Arc::new(meta)),
     }
 }
+
+/// Output ports shared by every travel generator node.
+pub const FRAMES_PORT: usize = 0;
+pub const CALLS_PORT: usize = 1;
+pub const REPORT_PORT: usize = 2;
+
+/// The node side shared by every travel generator (`blend`, `interpolate` in fill mode): guide
+/// batches from `mask` in; the video's frames (port 0), each model call's frames (port 1, only
+/// when connected) and report records (port 2, only when connected) out.
+pub struct GeneratorNode<G> {
+    runner: Runner<G>,
+    emit_calls: bool,
+    emit_report: bool,
+}
+
+impl<G: Generator + 'static> GeneratorNode<G> {
+    /// The runtime node for `runner`, emitting only on the ports the graph connects.
+    pub fn runtime(
+        ctx: &vidflow_engine::BuildCtx<'_>,
+        runner: Runner<G>,
+    ) -> vidflow_engine::Runtime {
+        let consumers = |port: usize| ctx.output_consumers.get(port).copied().unwrap_or(0) > 0;
+        vidflow_engine::Runtime::Process(Box::new(GeneratorNode {
+            runner,
+            emit_calls: consumers(CALLS_PORT),
+            emit_report: consumers(REPORT_PORT),
+        }))
+    }
+}
+
+impl<G: Generator> vidflow_engine::Process for GeneratorNode<G> {
+    fn process(
+        &mut self,
+        input: vidflow_engine::Input,
+        out: &mut vidflow_engine::exec::Emitter<'_>,
+    ) -> Result<(), NodeError> {
+        use vidflow_engine::Payload;
+        for item in input.items {
+            let Some(batch) = item.downcast::<GuideBatch>() else {
+                return Err(NodeError::input(format!(
+                    "node `{}`: `guides` takes guide batches from `mask`, got {}",
+                    out.node_id(),
+                    item.describe()
+                )));
+            };
+            let made = self.runner.run_batch(batch)?;
+            if batch.record.batch == 0 && !self.emit_calls {
+                // Known from the plan: the video's frames, and the report records.
+                let reports = if self.emit_report {
+                    batch.record.batches as u64 + 1
+                } else {
+                    0
+                };
+                out.set_total(batch.record.total_frames + reports);
+            }
+            for f in made.frames {
+                out.emit(FRAMES_PORT, Payload::Frame(f))?;
+            }
+            if self.emit_calls {
+                for f in made.calls {
+                    out.emit(CALLS_PORT, Payload::Frame(f))?;
+                }
+            }
+            if self.emit_report {
+                out.emit(REPORT_PORT, Payload::record(made.report))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(
+        &mut self,
+        out: &mut vidflow_engine::exec::Emitter<'_>,
+        end: vidflow_engine::End,
+    ) -> Result<(), NodeError> {
+        if end == vidflow_engine::End::Stopped {
+            return Ok(());
+        }
+        let summary = self.runner.finish()?;
+        for line in self.runner.fallback_lines() {
+            eprintln!("{line}");
+        }
+        if self.emit_report {
+            out.emit(REPORT_PORT, vidflow_engine::Payload::record(summary))?;
+        }
+        Ok(())
+    }
+}

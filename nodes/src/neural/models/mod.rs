@@ -88,7 +88,7 @@ pub(crate) fn upsample_nearest(x: Tensor<4>, s: usize) -> Tensor<4> {
 #[derive(Clone, Debug)]
 pub enum Network {
     Srvgg(srvgg::SrvggNet),
-    Rrdb(rrdb::RrdbNet),
+    Rrdb(Box<rrdb::RrdbNet>),
 }
 
 impl Network {
@@ -96,7 +96,7 @@ impl Network {
     pub fn load(arch: &Arch, ck: &Checkpoint, device: &Device, dtype: DType) -> Network {
         match arch {
             Arch::Srvgg(c) => Network::Srvgg(srvgg::SrvggNet::load(*c, ck, device, dtype)),
-            Arch::Rrdb(c) => Network::Rrdb(rrdb::RrdbNet::load(*c, ck, device, dtype)),
+            Arch::Rrdb(c) => Network::Rrdb(Box::new(rrdb::RrdbNet::load(*c, ck, device, dtype))),
         }
     }
     /// # Shapes
