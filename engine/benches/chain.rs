@@ -148,8 +148,8 @@ fn run_engine(graph: &CheckedGraph, items: usize, seen: &AtomicU64) -> Duration 
 // --- by hand ---------------------------------------------------------------------------------
 
 /// The hand-written chain; with `vec_per_item`, every stage also wraps each item in a `Vec` of
-/// one and unwraps it, as the engine's `Input { items: Vec<Payload> }` makes it do (this shows
-/// what that allocation alone costs).
+/// one and unwraps it, as the engine did while `Input.items` was a `Vec<Payload>` (it now holds
+/// one item inline): this shows what that allocation alone costs.
 fn run_hand(items: usize, queue: usize, vec_per_item: bool) -> Duration {
     let t = Instant::now();
     std::thread::scope(|s| {

@@ -29,8 +29,8 @@ pub mod yaml;
 pub use check::{CheckedGraph, Mode};
 pub use diag::{Diagnostic, SourceFile, Span};
 pub use node::{
-    BatchConfig, BuildCtx, End, Input, NodeError, NodeKind, ParamSpec, ParamType, Params, Process,
-    Runtime, Source,
+    BatchConfig, BuildCtx, End, Input, Items, NodeError, NodeKind, ParamSpec, ParamType, Params,
+    Process, Runtime, Source,
 };
 pub use payload::{AudioChunk, Frame, Payload, PortType, Rate};
 pub use registry::Registry;

@@ -7,6 +7,7 @@ use crate::exec::Emitter;
 use crate::payload::{Payload, PortType};
 use crate::yaml::{Yv, YvKind};
 use serde_json::Value;
+use smallvec::SmallVec;
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::fmt;
@@ -311,12 +312,37 @@ impl Shared {
     }
 }
 
+/// The items of one [`Input`]: a vector that holds one item inline. Most calls carry a single
+/// un-batched item, and a `Vec` would cost a heap allocation (and a free) per item per node;
+/// batches live on the heap as in a `Vec`. It reads like a `Vec<Payload>`: it derefs to
+/// `[Payload]` (`len`, `iter`, `first`, indexing…), iterates by value or by reference, and
+/// has `push`, `pop`, `drain`…; `Items::from_vec(v)` or `v.into()` makes one from a `Vec`,
+/// `items.into_vec()` turns it back.
+pub type Items = SmallVec<[Payload; 1]>;
+
 /// A batch (or a single item) arriving on one input port.
 #[derive(Debug)]
 pub struct Input {
     /// Index of the port in the kind's declared inputs.
     pub port: usize,
-    pub items: Vec<Payload>,
+    pub items: Items,
+}
+
+impl Input {
+    /// One un-batched item (stored inline: no allocation).
+    pub fn one(port: usize, item: Payload) -> Input {
+        Input {
+            port,
+            items: Items::from_buf([item]),
+        }
+    }
+    /// A batch (of more than one item, the `Vec`'s buffer is kept, not copied).
+    pub fn batch(port: usize, items: Vec<Payload>) -> Input {
+        Input {
+            port,
+            items: Items::from_vec(items),
+        }
+    }
 }
 
 /// How the stream ended, given to `finish`.

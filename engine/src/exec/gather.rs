@@ -58,10 +58,7 @@ impl Gather {
         if self.batch.is_none() && self.ports.len() == 1 {
             let port = self.ports[0].0;
             return match recv_counted(&self.ports[0].1, &self.stats) {
-                Some(item) => Some(Input {
-                    port,
-                    items: vec![item],
-                }),
+                Some(item) => Some(Input::one(port, item)),
                 None => {
                     self.ports.clear();
                     None
@@ -85,7 +82,7 @@ impl Gather {
                     self.deadline = None;
                     let items = std::mem::take(&mut self.pending);
                     self.stats.record_batch(items.len());
-                    return Some(Input { port, items });
+                    return Some(Input::batch(port, items));
                 }
             }
             if self.ports.is_empty() {
@@ -122,10 +119,7 @@ impl Gather {
                             self.pending.push(item);
                         }
                         _ => {
-                            return Some(Input {
-                                port,
-                                items: vec![item],
-                            });
+                            return Some(Input::one(port, item));
                         }
                     }
                 }

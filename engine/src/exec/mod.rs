@@ -17,7 +17,7 @@ use crate::node::{BuildCtx, End, Input, NodeError, Process, Runtime, Shared};
 use crate::payload::Payload;
 use crate::spec::{OnError, WhenFull};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
-use edge::{EdgeTx, Outputs};
+use edge::{EdgeTx, Outbox, Outputs};
 use gather::Gather;
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -376,49 +376,47 @@ fn run_single(
         Runtime::Process(mut proc) => {
             let stats = &*out.stats;
             let mut caller = Caller::new(node, stats, state, out.ports.len(), false);
-            let mut inputs = match (batch_of(node), ins.len()) {
-                // The common case, one unbatched input: no `Select`, no `Gather`.
+            // Busy = the loop's time less the time blocked on inputs and outputs. The inputs
+            // are dropped when their loop ends, before `finish`.
+            direct_busy(stats, || match (batch_of(node), ins.len()) {
+                // The common case, one unbatched input: no `Select`, no `Gather`, and a loop
+                // of its own (`serve` is inlined into each arm: no dispatch per item).
                 (None, 1) => {
                     let (port, rx) = ins.pop().expect("one input");
-                    Inputs::One(port, rx)
+                    let next = || gather::recv_counted(&rx, stats).map(|i| Input::one(port, i));
+                    serve(next, &mut caller, proc.as_mut(), &out, state);
                 }
-                (batch, _) => Inputs::Many(Gather::new(ins, batch, out.stats.clone())),
-            };
-            // Busy = the loop's time less the time blocked on inputs and outputs.
-            direct_busy(stats, || {
-                while let Some(input) = inputs.next(stats) {
-                    if state.stopping() {
-                        stats.discarded.fetch_add(input.items.len() as u64, Relaxed);
-                        continue;
-                    }
-                    match caller.call(proc.as_mut(), input) {
-                        Ok(()) => caller.deliver(&out),
-                        Err(f) => state.fail(*f),
-                    }
+                (batch, _) => {
+                    let mut gather = Gather::new(ins, batch, out.stats.clone());
+                    serve(|| gather.next(), &mut caller, proc.as_mut(), &out, state);
                 }
             });
-            drop(inputs);
             finish(proc.as_mut(), node, &out, state);
         }
     }
 }
 
-/// A single-threaded node's inputs.
-enum Inputs {
-    /// One unbatched input (port index, receiver).
-    One(usize, Receiver<Payload>),
-    Many(Gather),
-}
-
-impl Inputs {
-    #[inline(always)]
-    fn next(&mut self, stats: &NodeStats) -> Option<Input> {
-        match self {
-            Inputs::One(port, rx) => gather::recv_counted(rx, stats).map(|item| Input {
-                port: *port,
-                items: vec![item],
-            }),
-            Inputs::Many(g) => g.next(),
+/// A single-threaded node's loop: process and deliver each input until the inputs end; once
+/// the run is stopping, only count what still arrives.
+#[inline(always)]
+fn serve(
+    mut next: impl FnMut() -> Option<Input>,
+    caller: &mut Caller<'_>,
+    proc: &mut dyn Process,
+    out: &Outputs,
+    state: &RunState,
+) {
+    while let Some(input) = next() {
+        if state.stopping() {
+            caller
+                .stats
+                .discarded
+                .fetch_add(input.items.len() as u64, Relaxed);
+            continue;
+        }
+        match caller.call(proc, input) {
+            Ok(()) => caller.deliver(out),
+            Err(f) => state.fail(*f),
         }
     }
 }
@@ -541,7 +539,7 @@ struct Caller<'a> {
     /// as a whole instead (see [`direct_busy`]), which saves two clock reads per item.
     timed: bool,
     /// The outputs of the last successful call (reused: no allocation per call).
-    buf: Vec<(usize, Payload)>,
+    buf: Outbox,
 }
 
 impl<'a> Caller<'a> {
@@ -558,7 +556,7 @@ impl<'a> Caller<'a> {
             state,
             n_out,
             timed,
-            buf: Vec::new(),
+            buf: Outbox::default(),
         }
     }
 
@@ -695,15 +693,7 @@ impl<'a> Caller<'a> {
     /// Sends the last call's outputs on.
     #[inline(always)]
     fn deliver(&mut self, out: &Outputs) {
-        // One output per call is the common case.
-        if self.buf.len() == 1 {
-            let (port, item) = self.buf.pop().expect("one output");
-            out.send(port, item);
-        } else {
-            for (port, item) in self.buf.drain(..) {
-                out.send(port, item);
-            }
-        }
+        self.buf.deliver(out);
     }
 }
 
@@ -723,7 +713,7 @@ fn describe(items: &[Payload]) -> String {
 /// Work for a replica: a sequence number and its input.
 type Work = (u64, Input);
 /// A replica's result: outputs for sequence number `seq` (`None`: a replica's `finish`).
-type Done = (Option<u64>, Vec<(usize, Payload)>);
+type Done = (Option<u64>, Outbox);
 
 fn spawn_replicated<'s, 'e: 's>(
     scope: &'s std::thread::Scope<'s, 'e>,
@@ -849,7 +839,7 @@ fn replica(
     } else {
         End::Complete
     };
-    let mut buf = vec![];
+    let mut buf = Outbox::default();
     let t = Instant::now();
     let r = catch_unwind(AssertUnwindSafe(|| {
         proc.finish(
@@ -879,24 +869,22 @@ fn replica(
 fn drain_work(work: Receiver<Work>, done: Sender<Done>, stats: &NodeStats) {
     while let Ok((seq, input)) = work.recv() {
         stats.discarded.fetch_add(input.items.len() as u64, Relaxed);
-        let _ = done.send((Some(seq), vec![]));
+        let _ = done.send((Some(seq), Outbox::default()));
     }
 }
 
 /// Delivers replica results in sequence order; `finish` outputs come after all of them.
 fn merge(done: Receiver<Done>, out: &Outputs) {
     let mut next = 0u64;
-    let mut waiting: BTreeMap<u64, Vec<(usize, Payload)>> = BTreeMap::new();
+    let mut waiting: BTreeMap<u64, Outbox> = BTreeMap::new();
     let mut finals = vec![];
     for (seq, outputs) in done {
         match seq {
             None => finals.push(outputs),
             Some(s) => {
                 waiting.insert(s, outputs);
-                while let Some(ready) = waiting.remove(&next) {
-                    for (port, item) in ready {
-                        out.send(port, item);
-                    }
+                while let Some(mut ready) = waiting.remove(&next) {
+                    ready.deliver(out);
                     next += 1;
                 }
             }
@@ -904,10 +892,7 @@ fn merge(done: Receiver<Done>, out: &Outputs) {
     }
     // Results after a gap (a replica thread that died: the run is failing) still go out in
     // order, so downstream counts them.
-    for (port, item) in waiting.into_values().flatten() {
-        out.send(port, item);
-    }
-    for (port, item) in finals.into_iter().flatten() {
-        out.send(port, item);
+    for mut outputs in waiting.into_values().chain(finals) {
+        outputs.deliver(out);
     }
 }
