@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
 use vidflow_engine::{Mode, NodeError, Registry, exec, progress};
+use vidflow_nodes::neural::device::{DevicePreference, list_devices};
 
 const EXIT_CODES: &str =
     "Exit codes: 0 ok, 1 invalid graph or input, 2 runtime failure or interrupted.";
@@ -46,6 +47,17 @@ enum Command {
                 .map(|s| s.parse::<progress::Mode>().expect("a listed mode"))
         )]
         progress: progress::Mode,
+        /// Where neural nodes run: `auto` (a hardware GPU through wgpu if there is one, else
+        /// the CPU), `gpu` (wgpu, a software adapter if there is no GPU) or `cpu` (Burn's CPU
+        /// backend). Default: `VIDFLOW_DEVICE` if set, else `auto`. The choice and why are
+        /// printed when the first neural node starts.
+        #[arg(
+            long,
+            value_name = "DEVICE",
+            value_parser = PossibleValuesParser::new(["auto", "gpu", "cpu"])
+                .map(|s| s.parse::<DevicePreference>().expect("a listed device"))
+        )]
+        device: Option<DevicePreference>,
     },
     /// Check graphs and print every problem found, like a compiler (file:line:col).
     #[command(after_help = EXIT_CODES)]
@@ -89,6 +101,8 @@ enum Command {
     },
     /// Print the JSON Schema of graph files (for editor completion and checking).
     Schema,
+    /// List the compute devices this machine offers and what `--device auto` picks.
+    Devices,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -203,11 +217,16 @@ fn dispatch(command: Command, registry: &Registry) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Devices => {
+            print!("{}", list_devices());
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Run {
             file,
             set,
             progress,
-        } => run(&file, &set, progress, registry),
+            device,
+        } => run(&file, &set, progress, device, registry),
     }
 }
 
@@ -215,6 +234,7 @@ fn run(
     file: &str,
     set: &[String],
     mode: progress::Mode,
+    device: Option<DevicePreference>,
     registry: &Registry,
 ) -> anyhow::Result<ExitCode> {
     let graph = match vidflow_engine::load_and_check(file, registry, &overrides(set)?, Mode::Run) {
@@ -247,6 +267,10 @@ fn run(
         progress: progress::sink(mode),
         ..Default::default()
     };
+    // Every neural node of the run opens the device this preference names.
+    if let Some(device) = device {
+        opts.shared.insert(device);
+    }
     let report = exec::run(&graph, opts);
     // A failure before any item moved (a missing folder, program or weight file) needs no table.
     let moved = report.nodes.iter().any(|n| n.items_in + n.items_out > 0);

@@ -189,6 +189,36 @@ fn check_reports_problems_like_a_compiler() {
     assert!(o.stdout.is_empty());
 }
 
+/// Every example graph in `graphs/` passes `vidflow check`, run from the repository root as
+/// the README runs them (their relative paths, e.g. shader files, resolve from there).
+#[test]
+fn example_graphs_pass_check() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut graphs: Vec<String> = std::fs::read_dir(root.join("graphs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+        .map(|p| format!("graphs/{}", p.file_name().unwrap().to_string_lossy()))
+        .collect();
+    graphs.sort();
+    assert!(graphs.len() >= 8, "{graphs:?}");
+    let mut args = vec!["check"];
+    args.extend(graphs.iter().map(String::as_str));
+    let out = vidflow(&args, root);
+    assert_eq!(
+        out.code, 0,
+        "example graphs fail `vidflow check`:\n{}",
+        out.stderr
+    );
+    for g in &graphs {
+        assert!(
+            out.stderr.contains(&format!("{g}: ok")),
+            "{g}: {}",
+            out.stderr
+        );
+    }
+}
+
 #[test]
 fn check_takes_several_files() {
     let t = Tmp::new("check-many");

@@ -13,6 +13,7 @@ pub mod media;
 pub mod neural;
 pub mod null;
 pub mod output;
+pub mod shader;
 pub mod testsrc;
 pub mod travel;
 
@@ -25,6 +26,7 @@ pub fn registry() -> Registry {
     r.register(null::kind());
     r.register(jsonl::kind());
     r.register(exec::kind());
+    r.register(shader::kind());
     media::register(&mut r);
     neural::register(&mut r);
     interpolate::register(&mut r);

@@ -212,32 +212,6 @@ fn golden_diagnostics_are_sorted_by_position() {
     }
 }
 
-/// Every example graph in the repository's `graphs/` folder passes `vidflow check`.
-#[test]
-fn example_graphs_pass_check() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../graphs");
-    let mut graphs = files_with_ext(&dir, "yaml");
-    graphs.extend(files_with_ext(&dir, "yml"));
-    assert!(!graphs.is_empty(), "no graphs in {}", dir.display());
-    let registry = vidflow_nodes::registry();
-    let mut failures = vec![];
-    for path in &graphs {
-        let text = std::fs::read_to_string(path).expect("graph is readable");
-        let name = format!(
-            "graphs/{}",
-            path.file_name().expect("file name").to_string_lossy()
-        );
-        if let Err(e) = check_source(SourceFile::new(name, text), &registry, &[], Mode::Check) {
-            failures.push(e.render());
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "example graphs fail `vidflow check`:\n{}",
-        failures.join("\n")
-    );
-}
-
 #[test]
 fn set_line_is_parsed() {
     assert_eq!(

@@ -145,9 +145,12 @@ fn travel_graph_runs_end_to_end() {
     let dir = temp_dir("e2e");
     let keys = keyframes(&dir, 4, 120, 90, "png");
     let output = dir.join("travel.mp4").to_string_lossy().into_owned();
+    // Smaller than the graph's 832x480 so RIFE (the graph's generator) stays quick in tests.
     let sets = vec![
         format!("keyframes={}", yaml_list(&keys)),
         format!("output={output}"),
+        "width=224".to_string(),
+        "height=128".to_string(),
     ];
     let registry = registry();
     let graph = load("graphs/travel.yaml", &travel_yaml(), &sets, &registry);
@@ -159,11 +162,11 @@ fn travel_graph_runs_end_to_end() {
     assert_eq!(video.len(), 71);
     for (t, f) in video.iter().enumerate() {
         assert_eq!(f.index, t as u64);
-        assert_eq!((f.width, f.height), (832, 480));
+        assert_eq!((f.width, f.height), (224, 128));
     }
     // Keyframes at 0, 21, 46 and the last frame, 70: each matches its image.
     for (k, at) in [(0, 0), (1, 21), (2, 46), (3, 70)] {
-        let want = load_keyframe(&keys[k], 832, 480, Fit::Cover).unwrap();
+        let want = load_keyframe(&keys[k], 224, 128, Fit::Cover).unwrap();
         let p = psnr(&video[at].data, &want);
         assert!(p > 35.0, "keyframe {k} at frame {at}: PSNR {p:.1} dB");
     }

@@ -77,6 +77,8 @@ mod imp {
     struct Encode {
         node: String,
         writer: Writer,
+        /// Writing an image sequence with an audio input connected: audio items are dropped.
+        drop_audio: bool,
     }
 
     pub fn options(p: &vidflow_engine::Params) -> Result<EncodeOptions, NodeError> {
@@ -100,17 +102,28 @@ mod imp {
             )));
         }
         let path = ctx.params.str("path")?;
-        let writer = Writer::create(
-            &node,
-            path,
-            options(ctx.params)?,
-            connected(AUDIO_PACKETS) || connected(AUDIO),
-        )?;
-        Ok(Runtime::Process(Box::new(Encode { node, writer })))
+        let audio_in = connected(AUDIO_PACKETS) || connected(AUDIO);
+        // An image sequence has no audio track. The audio is read and left out, and the run
+        // says so, so that one graph can write either a video or frames.
+        let drop_audio = audio_in && super::super::ff::is_printf_pattern(path);
+        if drop_audio {
+            eprintln!(
+                "node `{node}`: `{path}` is an image sequence, which carries no audio: the audio input is not written"
+            );
+        }
+        let writer = Writer::create(&node, path, options(ctx.params)?, audio_in && !drop_audio)?;
+        Ok(Runtime::Process(Box::new(Encode {
+            node,
+            writer,
+            drop_audio,
+        })))
     }
 
     impl Process for Encode {
         fn process(&mut self, input: Input, _out: &mut Emitter<'_>) -> Result<(), NodeError> {
+            if self.drop_audio && input.port != FRAMES {
+                return Ok(());
+            }
             for item in &input.items {
                 match (input.port, item) {
                     (FRAMES, Payload::Frame(f)) => self.writer.push_frame(f)?,

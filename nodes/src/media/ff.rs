@@ -250,7 +250,12 @@ impl Scaler {
     /// `frame` must be a valid video frame matching the source geometry.
     pub unsafe fn to_rgb(&mut self, frame: *const ffi::AVFrame) -> Vec<u8> {
         let (w, h) = (self.key.4 as usize, self.key.5 as usize);
-        let mut out = vec![0u8; w * h * 3];
+        // swscale's SIMD YUV → RGB paths store whole blocks of pixels, so a row whose width
+        // is not a multiple of the block (e.g. 40 or 24 pixels) is written past its end. Rows
+        // are written in order, so that spill lands in the next row before it is written,
+        // except after the last row: the padding takes it, and is cut off below.
+        const SPILL: usize = 1024;
+        let mut out = vec![0u8; w * h * 3 + SPILL];
         let dst = [
             out.as_mut_ptr(),
             ptr::null_mut(),
@@ -269,6 +274,7 @@ impl Scaler {
                 stride.as_ptr(),
             );
         }
+        out.truncate(w * h * 3);
         out
     }
 

@@ -8,6 +8,8 @@
 pub mod bench;
 pub mod device;
 #[cfg(feature = "neural")]
+pub mod gpu;
+#[cfg(feature = "neural")]
 pub mod models;
 pub mod upscale;
 pub mod weights;

@@ -256,6 +256,8 @@ mod safetensors {
                 Some("F16") => DType::F16,
                 Some("BF16") => DType::BF16,
                 Some("F64") => DType::F64,
+                // Bookkeeping (BatchNorm's `num_batches_tracked`), as in `.pth` files.
+                Some("I64" | "I32" | "I16" | "I8" | "U8" | "BOOL") => continue,
                 Some(other) => {
                     return Err(bad(&format!(
                         "dtype {other} is not a float type (F32, F16, BF16, F64)"
@@ -914,9 +916,11 @@ mod pth {
             let (V::Str(name), V::Tensor(t)) = (k, v) else {
                 continue;
             };
-            let dtype = t
-                .dtype
-                .ok_or_else(|| ParseError::Not(format!("tensor `{name}` is not a float tensor")))?;
+            // Integer tensors are bookkeeping (BatchNorm's `num_batches_tracked`), never the
+            // weights of a network we run: leave them out.
+            let Some(dtype) = t.dtype else {
+                continue;
+            };
             let file = format!("{prefix}data/{}", t.key);
             let e = entries.iter().find(|e| e.name == file).ok_or_else(|| {
                 ParseError::Damaged(format!(
