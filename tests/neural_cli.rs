@@ -243,3 +243,56 @@ fn lipsync_graph_encodes_the_speech_as_the_soundtrack() {
     let a = probe(&output, "a:0", "codec_name");
     assert!(a.contains("codec_name=aac"), "the speech is missing: {a:?}");
 }
+
+/// Progress totals follow ports: the upscaler's bar counts frames (not the decoder's frames
+/// plus audio packets), and the encoder's counts everything it consumes, so both reach 100 %.
+#[test]
+fn progress_totals_are_per_port() {
+    let dir = tmp("totals");
+    let input = dir.join("in.mp4");
+    clip(&input, "32x24", 12, 4);
+    let output = dir.join("out.mp4");
+    let g = graph("upscale");
+    let (i, o) = (
+        format!("input={}", input.display()),
+        format!("output={}", output.display()),
+    );
+    let out = vidflow(&[
+        "run",
+        &g,
+        "--progress",
+        "json",
+        "--device",
+        "cpu",
+        "--set",
+        &i,
+        "--set",
+        &o,
+    ]);
+    assert_ok(&out, "upscale.yaml --progress json");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let events: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let node = |event: &str, id: &str| {
+        let e = events.iter().rfind(|v| v["event"] == event).expect(event);
+        e["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["id"] == id)
+            .unwrap()
+            .clone()
+    };
+    let total = |id: &str| node("progress", id)["total"].as_u64().unwrap();
+    // What each node finally handled (the `end` event's statistics).
+    let (src, sr, enc) = (node("end", "src"), node("end", "sr"), node("end", "out"));
+    assert_eq!(total("sr"), 4);
+    assert_eq!(sr["items_out"], 4, "{sr}");
+    // The decoder also sends the audio packets (and their stream header) to the encoder.
+    assert!(total("src") > 4);
+    assert_eq!(src["items_out"].as_u64(), Some(total("src")), "{src}");
+    assert_eq!(total("out"), total("src"));
+    assert_eq!(enc["items_in"].as_u64(), Some(total("out")), "{enc}");
+}

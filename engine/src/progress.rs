@@ -54,15 +54,34 @@ fn done_items(n: &NodeReport, is_sink: bool) -> u64 {
     if is_sink { n.items_in } else { n.items_out }
 }
 
-/// Each node's expected total: its own if it declared one, else that of its first upstream.
+/// Each node's expected total: its own if it declared one; else, for a sink (whose progress
+/// is what it consumed), the sum over all its inputs, and for another node what its first
+/// input brings. An input brings what its upstream announced for that port, else the
+/// upstream's total.
 fn totals(graph: &CheckedGraph, nodes: &[NodeReport]) -> Vec<Option<u64>> {
     let mut totals: Vec<Option<u64>> = nodes.iter().map(|n| n.total).collect();
     for i in graph.topo_order() {
-        if totals[i].is_none()
-            && let Some(e) = graph.edges.iter().find(|e| e.to.0 == i)
-        {
-            totals[i] = totals[e.from.0];
+        if totals[i].is_some() {
+            continue;
         }
+        let brings = |e: &crate::check::Edge, totals: &[Option<u64>]| {
+            let (from, port) = e.from;
+            nodes[from]
+                .port_totals
+                .iter()
+                .find(|&&(p, _)| p == port)
+                .map(|&(_, n)| n)
+                .or(totals[from])
+        };
+        let mut inputs = graph.edges.iter().filter(|e| e.to.0 == i).peekable();
+        if inputs.peek().is_none() {
+            continue;
+        }
+        totals[i] = if graph.nodes[i].kind.outputs.is_empty() {
+            inputs.map(|e| brings(e, &totals)).sum()
+        } else {
+            inputs.next().and_then(|e| brings(e, &totals))
+        };
     }
     totals
 }

@@ -5,7 +5,8 @@
 //! Fixtures (`tests/fixtures/rife_*`, copied from the project's shared fixtures; see its
 //! README): `rife_in{0,1}_1x3x64x64` are random, `rife_in{0,1}_1x3x72x100` a photo crop and the
 //! same crop 8 px to the right (odd size: padded to 128x128 and cropped back);
-//! `rife_out_t{0.5,0.25}_*` are the reference outputs. Tolerance 1e-4 on the CPU backend.
+//! `rife_out_t{0.5,0.25}_*` are the reference outputs. Tolerance 1e-4 on the CPU backend, 1e-3 on
+//! wgpu.
 #![cfg(feature = "neural")]
 
 use burn::tensor::Device;
@@ -52,6 +53,26 @@ fn matches_pytorch_on_odd_size_photo_at_half_and_quarter() {
         let d = parity(&net, "1x3x72x100", t);
         eprintln!("72x100 t={t}: max abs diff {d:e}");
         assert!(d <= 1e-4, "t={t}: max abs diff {d}");
+    }
+}
+
+/// The same network on wgpu (lavapipe on machines without a GPU): the GPU code path.
+#[test]
+fn matches_pytorch_on_wgpu() {
+    use vidflow_nodes::neural::device::Compute;
+    let c = Compute::open(DevicePreference::Gpu).unwrap_or_else(|e| {
+        panic!("{e}\n(the wgpu tests need a Vulkan driver: `apt-get install mesa-vulkan-drivers libvulkan1` gives a software one)")
+    });
+    let ck = weights::load(&builtin_weights()).unwrap();
+    let net = IfNet::load(&ck, &c.device).unwrap();
+    for (size, t) in [
+        ("1x3x64x64", 0.5),
+        ("1x3x72x100", 0.5),
+        ("1x3x72x100", 0.25),
+    ] {
+        let d = parity(&net, size, t);
+        eprintln!("wgpu ({}) {size} t={t}: max abs diff {d:e}", c.name);
+        assert!(d <= 1e-3, "{size} t={t}: max abs diff {d}");
     }
 }
 

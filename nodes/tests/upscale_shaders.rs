@@ -75,34 +75,12 @@ mod on_wgpu {
     use std::borrow::Cow;
     use wgpu::util::DeviceExt;
 
-    struct Gpu {
-        device: wgpu::Device,
-        queue: wgpu::Queue,
-    }
+    use vidflow_nodes::neural::gpu::Gpu;
 
     fn gpu() -> Gpu {
-        // The adapter list of the compute context, enumerated once per process.
-        let _ = vidflow_nodes::neural::device::adapters();
-        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
-            backends: wgpu::Backends::all(),
-            ..wgpu::InstanceDescriptor::new_without_display_handle()
-        });
-        let adapter = pollster::block_on(instance.request_adapter(&wgpu::RequestAdapterOptions {
-            power_preference: wgpu::PowerPreference::HighPerformance,
-            force_fallback_adapter: false,
-            compatible_surface: None,
-            ..Default::default()
-        }))
-        .expect(
-            "a wgpu adapter (apt-get install mesa-vulkan-drivers libvulkan1 gives a software one)",
-        );
-        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-            label: None,
-            required_limits: wgpu::Limits::downlevel_defaults(),
-            ..Default::default()
-        }))
-        .expect("a wgpu device");
-        Gpu { device, queue }
+        Gpu::open().unwrap_or_else(|e| {
+            panic!("{e} (apt-get install mesa-vulkan-drivers libvulkan1 gives a software adapter)")
+        })
     }
 
     fn shader(name: &str) -> String {

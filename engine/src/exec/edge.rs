@@ -231,6 +231,17 @@ impl<'a> Emitter<'a> {
     pub fn set_total(&self, n: u64) {
         self.stats.total.store(n, Relaxed);
     }
+    /// Tells progress how many items this node will emit on output `port`, so the nodes fed
+    /// by that port show their own total (frames, not frames plus audio packets).
+    pub fn set_port_total(&self, port: usize, n: u64) {
+        let mut totals = self
+            .stats
+            .port_totals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        totals.retain(|&(p, _)| p != port);
+        totals.push((port, n));
+    }
     pub fn node_id(&self) -> &str {
         self.node
     }

@@ -30,6 +30,9 @@ pub struct NodeStats {
     pub discarded: AtomicU64,
     /// Expected number of output items, when the node knows it (`u64::MAX`: unknown).
     pub total: AtomicU64,
+    /// Expected items per output port, for the ports the node announced (a decoder knows its
+    /// frames apart from its audio packets), so a consumer's bar gets its own port's total.
+    pub port_totals: Mutex<Vec<(usize, u64)>>,
     pub done: std::sync::atomic::AtomicBool,
     pub skipped_items: Mutex<Vec<String>>,
 }
@@ -50,6 +53,7 @@ impl Default for NodeStats {
             dropped: AtomicU64::new(0),
             discarded: AtomicU64::new(0),
             total: AtomicU64::new(u64::MAX),
+            port_totals: Mutex::new(vec![]),
             done: std::sync::atomic::AtomicBool::new(false),
             skipped_items: Mutex::new(vec![]),
         }
@@ -114,6 +118,11 @@ impl NodeStats {
             dropped: self.dropped.load(Relaxed),
             discarded: self.discarded.load(Relaxed),
             total: self.total(),
+            port_totals: self
+                .port_totals
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
             done: self.done.load(Relaxed),
         }
     }
@@ -142,6 +151,9 @@ pub struct NodeReport {
     pub dropped: u64,
     pub discarded: u64,
     pub total: Option<u64>,
+    /// (output port, expected items) for the ports the node announced.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub port_totals: Vec<(usize, u64)>,
     pub done: bool,
 }
 

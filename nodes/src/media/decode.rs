@@ -412,9 +412,10 @@ mod imp {
         }
 
         /// Items this node will emit (frames, audio items, the info record), when known.
-        fn expected_total(&self) -> Option<u64> {
-            let frames = self.expected_frames()?;
-            let mut audio = 0;
+        /// Expected items per output port (frames, audio chunks, audio packets with their
+        /// leading stream header, the info record), for progress and ETA.
+        fn expected_per_port(&self) -> Option<Vec<(usize, u64)>> {
+            let mut ports = vec![(FRAMES, self.expected_frames()?)];
             if let Some(a) = &self.audio {
                 let (s, e) = self.window_secs();
                 let share = match self.duration {
@@ -422,9 +423,20 @@ mod imp {
                     _ => 1.0,
                 };
                 let per_output = (a.announced.max(0) as f64 * share).round() as u64;
-                audio = per_output * (a.pass.is_some() as u64 + a.dec.is_some() as u64);
+                if a.dec.is_some() {
+                    ports.push((AUDIO, per_output));
+                }
+                if a.pass.is_some() {
+                    ports.push((AUDIO_PACKETS, per_output + 1));
+                }
+            } else if self.passthrough_wanted {
+                // Only the header that says there is no audio.
+                ports.push((AUDIO_PACKETS, 1));
             }
-            Some(frames + audio + self.info.is_some() as u64)
+            if self.info.is_some() {
+                ports.push((INFO, 1));
+            }
+            Some(ports)
         }
 
         fn expected_frames(&self) -> Option<u64> {
@@ -458,8 +470,11 @@ mod imp {
         }
 
         fn run_inner(&mut self, out: &mut Emitter<'_>) -> Result<(), NodeError> {
-            if let Some(n) = self.expected_total() {
-                out.set_total(n + self.passthrough_wanted as u64);
+            if let Some(ports) = self.expected_per_port() {
+                out.set_total(ports.iter().map(|&(_, n)| n).sum());
+                for (port, n) in ports {
+                    out.set_port_total(port, n);
+                }
             }
             if let Some(info) = self.info.take() {
                 out.emit(INFO, Payload::record(info))?;

@@ -158,7 +158,9 @@ mod imp {
     }
 
     /// The wgpu adapters of this machine, enumerated once per process (before Burn creates its
-    /// own wgpu instance, so that two Vulkan instances are never created at once).
+    /// own wgpu instance, so that two Vulkan instances are never created at once). Only the
+    /// primary graphics APIs (Vulkan, Metal, DX12), the ones Burn runs on: probing OpenGL adds
+    /// nothing Burn would pick and makes EGL print errors on machines without a display.
     pub fn adapters() -> &'static [Adapter] {
         static ADAPTERS: OnceLock<Vec<Adapter>> = OnceLock::new();
         static LOCK: Mutex<()> = Mutex::new(());
@@ -166,10 +168,10 @@ mod imp {
             let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
             let found = std::panic::catch_unwind(|| {
                 let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
-                    backends: wgpu::Backends::all().with_env(),
+                    backends: wgpu::Backends::PRIMARY.with_env(),
                     ..wgpu::InstanceDescriptor::new_without_display_handle()
                 });
-                pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
+                pollster::block_on(instance.enumerate_adapters(wgpu::Backends::PRIMARY))
                     .iter()
                     .map(|a| a.get_info())
                     .collect::<Vec<_>>()

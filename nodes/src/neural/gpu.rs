@@ -28,10 +28,10 @@ impl Gpu {
             .min_by_key(|a| (a.kind == AdapterKind::Software, a.backend != "Vulkan"))
             .ok_or("wgpu found no adapter on this machine (no Vulkan, Metal, DX12 or GL driver); install one (on Debian: mesa-vulkan-drivers) to run shaders")?;
         let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
-            backends: wgpu::Backends::all().with_env(),
+            backends: wgpu::Backends::PRIMARY.with_env(),
             ..wgpu::InstanceDescriptor::new_without_display_handle()
         });
-        let adapter = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
+        let adapter = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::PRIMARY))
             .into_iter()
             .find(|a| {
                 let info = a.get_info();
