@@ -42,7 +42,7 @@ pub const UNIFORM_BYTES: usize = 32 + 4 * MAX_VALUES;
 pub fn kind() -> NodeKind {
     NodeKind::new(
         KIND,
-        "Runs your WGSL compute shader on every frame on the GPU (wgpu; a software adapter where there is no GPU). The shader reads `src` and writes `dst` (RGBA8 packed in u32, bindings 0 and 1 of group 0) with a `Frame` uniform at binding 2 (sizes, index, time, 16 `values`); `vidflow check` compiles it with naga and reports WGSL errors at their line and column. See `vidflow nodes shader` for the interface.",
+        "Runs your WGSL compute shader on every frame on the GPU (wgpu; a software adapter where there is no GPU). The shader reads `src` and writes `dst` (RGBA8 packed in u32, bindings 0 and 1 of group 0) with a `Frame` uniform at binding 2 (sizes, index, time, 16 `values`); `vidflow check` compiles it with naga and reports WGSL errors at their line and column. The example below is a complete shader with the whole interface.",
         build,
     )
     .input("frames", PortType::FRAMES, "frames to process")
