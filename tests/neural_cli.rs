@@ -40,12 +40,31 @@ fn clip(path: &Path, size: &str, rate: u32, frames: u32) {
 }
 
 fn run(graph_name: &str, sets: &[String]) -> std::process::Output {
+    run_showing("none", graph_name, sets)
+}
+
+/// `vidflow run graphs/<graph_name>.yaml --progress <progress> --device cpu --set …`.
+fn run_showing(progress: &str, graph_name: &str, sets: &[String]) -> std::process::Output {
     let g = graph(graph_name);
-    let mut args = vec!["run", g.as_str(), "--progress", "none", "--device", "cpu"];
+    let mut args = vec!["run", g.as_str(), "--progress", progress, "--device", "cpu"];
     for s in sets {
         args.extend(["--set", s.as_str()]);
     }
     vidflow(&args)
+}
+
+/// `input=…` and `output=…`, for `--set`.
+fn io(input: &Path, output: &Path) -> Vec<String> {
+    vec![
+        format!("input={}", input.display()),
+        format!("output={}", output.display()),
+    ]
+}
+
+/// The file has an AAC audio stream.
+fn assert_aac(path: &Path, what: &str) {
+    let a = probe(path, "a:0", "codec_name");
+    assert!(a.contains("codec_name=aac"), "{what} is missing: {a:?}");
 }
 
 #[test]
@@ -54,22 +73,12 @@ fn upscale_graph_makes_a_4x_video_with_the_source_audio() {
     let input = dir.join("in.mp4");
     clip(&input, "48x32", 12, 6);
     let output = dir.join("out.mp4");
-    let out = run(
-        "upscale",
-        &[
-            format!("input={}", input.display()),
-            format!("output={}", output.display()),
-        ],
-    );
+    let out = run("upscale", &io(&input, &output));
     assert_ok(&out, "upscale.yaml");
     let v = probe(&output, "v:0", "width,height,nb_read_frames");
     assert!(v.contains("width=192") && v.contains("height=128"), "{v}");
     assert!(v.contains("nb_read_frames=6"), "{v}");
-    let a = probe(&output, "a:0", "codec_name");
-    assert!(
-        a.contains("codec_name=aac"),
-        "the source audio is missing: {a:?}"
-    );
+    assert_aac(&output, "the source audio");
 }
 
 #[test]
@@ -107,23 +116,13 @@ fn interpolate_graph_doubles_the_frame_rate_and_keeps_the_audio() {
     let input = dir.join("in.mp4");
     clip(&input, "64x48", 10, 5);
     let output = dir.join("out.mp4");
-    let out = run(
-        "interpolate",
-        &[
-            format!("input={}", input.display()),
-            format!("output={}", output.display()),
-        ],
-    );
+    let out = run("interpolate", &io(&input, &output));
     assert_ok(&out, "interpolate.yaml");
     let v = probe(&output, "v:0", "nb_read_frames,r_frame_rate");
     // 5 frames → 2·5 − 1 (the last frame ends the stream), at 20 fps.
     assert!(v.contains("nb_read_frames=9"), "{v}");
     assert!(v.contains("r_frame_rate=20/1"), "{v}");
-    let a = probe(&output, "a:0", "codec_name");
-    assert!(
-        a.contains("codec_name=aac"),
-        "the source audio is missing: {a:?}"
-    );
+    assert_aac(&output, "the source audio");
 }
 
 fn wav2lip_fixture() -> String {
@@ -240,8 +239,7 @@ fn lipsync_graph_encodes_the_speech_as_the_soundtrack() {
         v.contains("nb_read_frames=25") && v.contains("width=128"),
         "{v}"
     );
-    let a = probe(&output, "a:0", "codec_name");
-    assert!(a.contains("codec_name=aac"), "the speech is missing: {a:?}");
+    assert_aac(&output, "the speech");
 }
 
 /// Progress totals follow ports: the upscaler's bar counts frames (not the decoder's frames
