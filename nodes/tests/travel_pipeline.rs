@@ -156,6 +156,15 @@ fn travel_graph_runs_end_to_end() {
     let graph = load("graphs/travel.yaml", &travel_yaml(), &sets, &registry);
     let report = exec::run(&graph, exec::RunOptions::default());
     assert!(report.ok(), "{:?}", report.failure);
+    // Progress totals, announced before the work: the generator's video frames and report
+    // records, and split's segments (overlap frames counted in both segments).
+    let node = |id: &str| report.nodes.iter().find(|n| n.id == id).unwrap();
+    let generate = node("generate");
+    assert_eq!(generate.total, Some(71 + 2));
+    assert_eq!(generate.items_out, 71 + 2);
+    assert!(generate.port_totals.contains(&(0, 71)), "{generate:?}");
+    assert_eq!(node("split").total, Some(79));
+    assert_eq!(node("split").items_out, 79);
 
     let video = frames(&taken(&output));
     // segment_frames [25, 29, 25], overlaps [4, 4]: 79 - 8 frames.

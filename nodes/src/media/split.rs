@@ -150,6 +150,10 @@ impl Plan {
         (0..i).map(|k| self.len(k) - self.overlap(k)).sum()
     }
     /// Frames the whole plan covers, if finite.
+    /// Frames emitted for a finite plan: every segment whole, overlaps counted in both.
+    pub fn output_total(&self) -> Option<u64> {
+        (!self.repeat).then(|| self.lengths.iter().sum())
+    }
     pub fn total(&self) -> Option<u64> {
         let n = self.count()?;
         Some(self.start(n - 1) + self.len(n - 1))
@@ -254,6 +258,12 @@ impl Split {
 
 impl Process for Split {
     fn process(&mut self, input: Input, out: &mut Emitter<'_>) -> Result<(), NodeError> {
+        if self.seen == 0
+            && let Some(n) = self.plan.output_total()
+        {
+            // Overlap frames go out once per segment: more frames out than in.
+            out.set_total(n);
+        }
         for item in &input.items {
             self.frame(item.frame_for(&self.node)?, out)?;
         }

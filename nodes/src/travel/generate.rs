@@ -562,16 +562,19 @@ impl<G: Generator> vidflow_engine::Process for GeneratorNode<G> {
                     item.describe()
                 )));
             };
-            let made = self.runner.run_batch(batch)?;
             if batch.record.batch == 0 && !self.emit_calls {
-                // Known from the plan: the video's frames, and the report records.
+                // Known from the plan, before the first (long) model call: the video's
+                // frames, and the report records.
                 let reports = if self.emit_report {
                     batch.record.batches as u64 + 1
                 } else {
                     0
                 };
                 out.set_total(batch.record.total_frames + reports);
+                out.set_port_total(FRAMES_PORT, batch.record.total_frames);
+                out.set_port_total(REPORT_PORT, reports);
             }
+            let made = self.runner.run_batch(batch)?;
             for f in made.frames {
                 out.emit(FRAMES_PORT, Payload::Frame(f))?;
             }
