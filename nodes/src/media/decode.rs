@@ -411,7 +411,6 @@ mod imp {
             (start, end)
         }
 
-        /// Items this node will emit (frames, audio items, the info record), when known.
         /// Expected items per output port (frames, audio chunks, audio packets with their
         /// leading stream header, the info record), for progress and ETA.
         fn expected_per_port(&self) -> Option<Vec<(usize, u64)>> {

@@ -149,11 +149,11 @@ impl Plan {
     fn start(&self, i: usize) -> u64 {
         (0..i).map(|k| self.len(k) - self.overlap(k)).sum()
     }
-    /// Frames the whole plan covers, if finite.
     /// Frames emitted for a finite plan: every segment whole, overlaps counted in both.
     pub fn output_total(&self) -> Option<u64> {
         (!self.repeat).then(|| self.lengths.iter().sum())
     }
+    /// Frames the whole plan covers, if finite.
     pub fn total(&self) -> Option<u64> {
         let n = self.count()?;
         Some(self.start(n - 1) + self.len(n - 1))

@@ -216,7 +216,7 @@ mod imp {
         ));
         let list = adapters();
         if list.is_empty() {
-            s.push_str("gpu     none: wgpu found no adapter (no Vulkan/Metal/DX12/GL driver)\n");
+            s.push_str("gpu     none: wgpu found no adapter (no Vulkan, Metal or DX12 driver)\n");
         }
         for a in list {
             s.push_str(&format!("gpu     {}\n", a.describe()));
@@ -314,7 +314,7 @@ mod imp {
                             reason: "--device gpu: no hardware GPU adapter, so the software adapter runs the GPU code path (slow)".into(),
                         }),
                         None => Err(NodeError::input(
-                            "--device gpu: wgpu found no GPU adapter on this machine (no Vulkan, Metal, DX12 or GL driver); use --device cpu or auto",
+                            "--device gpu: wgpu found no GPU adapter on this machine (no Vulkan, Metal or DX12 driver); use --device cpu or auto",
                         )),
                     }
                 }

@@ -3,7 +3,7 @@
 //! One [`Gpu`] per run, in the run's [`Shared`] map, so every shader node of a run shares one
 //! device and queue. It opens the best adapter [`adapters`](super::device::adapters) reports: a
 //! hardware GPU when there is one, else a software adapter (lavapipe), so shader graphs run on
-//! every machine with a Vulkan, Metal, DX12 or GL driver.
+//! every machine with a Vulkan, Metal or DX12 driver (the APIs Burn runs on).
 
 use super::device::{AdapterKind, adapters};
 use burn::backend::wgpu::wgpu;
@@ -26,7 +26,7 @@ impl Gpu {
         let best = known
             .iter()
             .min_by_key(|a| (a.kind == AdapterKind::Software, a.backend != "Vulkan"))
-            .ok_or("wgpu found no adapter on this machine (no Vulkan, Metal, DX12 or GL driver); install one (on Debian: mesa-vulkan-drivers) to run shaders")?;
+            .ok_or("wgpu found no adapter on this machine (no Vulkan, Metal or DX12 driver); install one (on Debian: mesa-vulkan-drivers) to run shaders")?;
         let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
             backends: wgpu::Backends::PRIMARY.with_env(),
             ..wgpu::InstanceDescriptor::new_without_display_handle()
