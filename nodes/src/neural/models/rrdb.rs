@@ -2,14 +2,12 @@
 //! RealESRGAN_x4plus (23 blocks), x4plus_anime_6B (6 blocks) and x2plus (input
 //! pixel-unshuffled by 2).
 
-use super::{Conv3, pixel_unshuffle, upsample_nearest};
+use super::{Act, Conv3, pixel_unshuffle, upsample_nearest};
 use crate::neural::weights::{Checkpoint, RrdbConfig};
-use burn::tensor::activation::leaky_relu;
 use burn::tensor::{DType, Device, Tensor};
 
-fn lrelu(x: Tensor<4>) -> Tensor<4> {
-    leaky_relu(x, 0.2)
-}
+/// `nn.LeakyReLU(negative_slope=0.2)`, after every convolution but the residual ones.
+const LRELU: Act<'static> = Act::Leaky(0.2);
 
 /// Five densely connected convolutions; the output is scaled by 0.2 and added to the input.
 #[derive(Clone, Debug)]
@@ -29,7 +27,7 @@ impl DenseBlock {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let mut feats = vec![x.clone()];
         for conv in &self.convs[..4] {
-            let y = lrelu(conv.forward(Tensor::cat(feats.clone(), 1)));
+            let y = conv.forward_act(Tensor::cat(feats.clone(), 1), LRELU);
             feats.push(y);
         }
         let x5 = self.convs[4].forward(Tensor::cat(feats, 1));
@@ -111,8 +109,9 @@ impl RrdbNet {
             body = block.forward(body);
         }
         let feat = feat + self.conv_body.forward(body);
-        let feat = lrelu(self.conv_up1.forward(upsample_nearest(feat, 2)));
-        let feat = lrelu(self.conv_up2.forward(upsample_nearest(feat, 2)));
-        self.conv_last.forward(lrelu(self.conv_hr.forward(feat)))
+        let feat = self.conv_up1.forward_act(upsample_nearest(feat, 2), LRELU);
+        let feat = self.conv_up2.forward_act(upsample_nearest(feat, 2), LRELU);
+        self.conv_last
+            .forward(self.conv_hr.forward_act(feat, LRELU))
     }
 }

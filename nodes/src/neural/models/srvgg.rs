@@ -3,9 +3,8 @@
 //! input added back. realesr-animevideov3 is num_feat 64, num_conv 16, x4;
 //! realesr-general-x4v3 is num_conv 32.
 
-use super::{Conv3, pixel_shuffle, upload, upsample_nearest};
+use super::{Act, Conv3, PRelu, pixel_shuffle, upsample_nearest};
 use crate::neural::weights::{Checkpoint, SrvggConfig};
-use burn::tensor::activation::prelu;
 use burn::tensor::{DType, Device, Tensor};
 
 #[derive(Clone, Debug)]
@@ -14,7 +13,7 @@ pub struct SrvggNet {
     /// `body.0, body.2, …, body.{2(num_conv+1)}`.
     convs: Vec<Conv3>,
     /// `body.1, body.3, …`: one PReLU per convolution but the last.
-    alphas: Vec<Tensor<1>>,
+    alphas: Vec<PRelu>,
 }
 
 impl SrvggNet {
@@ -24,13 +23,7 @@ impl SrvggNet {
             .map(|k| Conv3::load(ck, &format!("body.{}", 2 * k), device, dtype))
             .collect();
         let alphas = (0..n - 1)
-            .map(|k| {
-                upload(
-                    &ck.tensors[&format!("body.{}.weight", 2 * k + 1)],
-                    device,
-                    dtype,
-                )
-            })
+            .map(|k| PRelu::load(ck, &format!("body.{}.weight", 2 * k + 1), device, dtype))
             .collect();
         SrvggNet {
             config,
@@ -44,10 +37,10 @@ impl SrvggNet {
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         let mut out = x.clone();
         for (k, conv) in self.convs.iter().enumerate() {
-            out = conv.forward(out);
-            if let Some(alpha) = self.alphas.get(k) {
-                out = prelu(out, alpha.clone());
-            }
+            out = match self.alphas.get(k) {
+                Some(alpha) => conv.forward_act(out, Act::PRelu(alpha)),
+                None => conv.forward(out),
+            };
         }
         let out = pixel_shuffle(out, self.config.upscale);
         out + upsample_nearest(x, self.config.upscale)

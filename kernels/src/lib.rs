@@ -1,0 +1,15 @@
+//! CPU kernels for vidflow's Burn models.
+//!
+//! The networks are written in Burn and run on any Burn device. On the CPU backend, Burn's
+//! convolution (im2col + GEMM) spends more than half its time outside the GEMM, so the
+//! operation that dominates every super-resolution and lip-sync network, the 3x3 stride-1
+//! convolution, has a faster kernel here: [`Conv3x3`], Winograd F(2x2, 3x3) on the GEMM
+//! crate Burn itself uses. The models call it when their tensors live on the CPU device and
+//! fall back to Burn's `conv2d` everywhere else, so the GPU path is unchanged.
+//!
+//! This crate has no Burn dependency and is compiled with optimisations in the dev profile
+//! too, so the test suite does not run an unoptimised kernel.
+
+pub mod winograd;
+
+pub use winograd::{Activation, Conv3x3};
