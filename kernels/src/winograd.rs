@@ -98,14 +98,34 @@ impl Conv3x3 {
     /// # Shapes
     /// `x`: `[n, cin, h, w]` row-major → `[n, cout, h, w]`
     pub fn forward(&self, x: &[f32], n: usize, h: usize, w: usize, act: Activation) -> Vec<f32> {
+        let mut y = vec![0f32; n * self.cout * h * w];
+        self.forward_into(x, n, h, w, act, &mut y);
+        y
+    }
+
+    /// [`forward`](Self::forward) into a buffer the caller reuses (a chain of layers
+    /// ping-pongs between two, instead of faulting in fresh pages for every layer).
+    ///
+    /// # Shapes
+    /// `x`: `[n, cin, h, w]`, `y`: `[n, cout, h, w]`, both row-major; every element of `y` is
+    /// written.
+    pub fn forward_into(
+        &self,
+        x: &[f32],
+        n: usize,
+        h: usize,
+        w: usize,
+        act: Activation,
+        y: &mut [f32],
+    ) {
         let (cin, cout) = (self.cin, self.cout);
         assert_eq!(x.len(), n * cin * h * w, "input is not [n, cin, h, w]");
+        assert_eq!(y.len(), n * cout * h * w, "output is not [n, cout, h, w]");
         if let Activation::PRelu(a) = act {
             assert!(a.len() == 1 || a.len() == cout, "PReLU needs 1 or cout slopes");
         }
-        let mut y = vec![0f32; n * cout * h * w];
         if y.is_empty() {
-            return y;
+            return;
         }
         let (th, tw) = (h.div_ceil(2), w.div_ceil(2));
         // Equal blocks per tile row, so that the threads get the same amount of work.
@@ -129,7 +149,6 @@ impl Conv3x3 {
                 unsafe { self.output_transform(out.at(b * cout * h * w), tile, act, s) };
             },
         );
-        y
     }
 
     /// `V[ξ][c][t] = (Bᵀ d B)[ξ]` for the 4x4 patch `d` of every tile `t` of the block and
@@ -402,6 +421,10 @@ mod tests {
         let conv = Conv3x3::new(&wt, &bias, cout, cin);
         let got = conv.forward(&x, n, h, w, Activation::None);
         let want = direct(&x, &wt, &bias, n, cin, cout, h, w);
+        // A reused buffer full of stale values gives the same result.
+        let mut reused = vec![f32::NAN; got.len()];
+        conv.forward_into(&x, n, h, w, Activation::None, &mut reused);
+        assert_eq!(got, reused);
         let tol = 1e-5 * (cin as f32 * 9.0).sqrt();
         let d = max_diff(&got, &want);
         assert!(d <= tol, "{n}x{cin}→{cout} {h}x{w}: max diff {d} > {tol}");

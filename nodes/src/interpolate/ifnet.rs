@@ -11,12 +11,14 @@
 //! `teacher.*` and `caltime.*` keys are ignored, a `module.` prefix is stripped by the loader)
 //! or the same keys in a `.safetensors` file.
 
-use crate::neural::models::upload;
+use crate::neural::models::{cpu_kernel, run_cpu_kernel, upload};
 use crate::neural::weights::{Checkpoint, WeightsError};
 use burn::tensor::activation::{leaky_relu, sigmoid};
 use burn::tensor::module::{conv2d, interpolate};
 use burn::tensor::ops::{ConvOptions, InterpolateMode, InterpolateOptions};
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
+use std::sync::Arc;
+use vidflow_kernels::{Activation, Conv3x3};
 
 /// The IFBlock widths of v4.25, coarse to fine.
 pub const BLOCK_CHANNELS: [usize; 5] = [192, 128, 96, 64, 32];
@@ -48,18 +50,29 @@ struct Conv {
     bias: Tensor<1>,
     stride: usize,
     padding: usize,
+    /// The CPU Winograd kernel, for the 3x3 stride-1 convolutions on the CPU device.
+    cpu: Option<Arc<Conv3x3>>,
 }
 
 impl Conv {
     fn load(ck: &Checkpoint, name: &str, device: &Device, stride: usize, padding: usize) -> Conv {
+        let w = &ck.tensors[&format!("{name}.weight")];
+        let b = &ck.tensors[&format!("{name}.bias")];
+        let cpu = (stride, padding) == (1, 1);
         Conv {
-            weight: upload(&ck.tensors[&format!("{name}.weight")], device, DType::F32),
-            bias: upload(&ck.tensors[&format!("{name}.bias")], device, DType::F32),
+            weight: upload(w, device, DType::F32),
+            bias: upload(b, device, DType::F32),
             stride,
             padding,
+            cpu: cpu
+                .then(|| cpu_kernel(&w.data, &b.data, &w.shape, device, DType::F32))
+                .flatten(),
         }
     }
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        if let Some(k) = &self.cpu {
+            return run_cpu_kernel(k, x, Activation::None);
+        }
         conv2d(
             x,
             self.weight.clone(),
@@ -82,6 +95,7 @@ impl Conv {
 struct ConvT {
     weight: Tensor<4>,
     bias: Tensor<1>,
+    cpu: Option<Arc<Conv3x3>>,
 }
 
 /// For output phase `a` (0 or 1) and input offset `d` (-1, 0, 1): the transposed kernel's tap,
@@ -122,7 +136,9 @@ impl ConvT {
             }
         }
         let bias: Vec<f32> = (0..cout * 4).map(|oc| b.data[oc / 4]).collect();
+        let cpu = cpu_kernel(&w3, &bias, &[cout * 4, cin, 3, 3], device, DType::F32);
         ConvT {
+            cpu,
             weight: Tensor::<4>::from_data(
                 TensorData::new(w3, [cout * 4, cin, 3, 3]),
                 (device, DType::F32),
@@ -133,12 +149,15 @@ impl ConvT {
     /// # Shapes
     /// `[N, Cin, H, W]` → `[N, Cout, 2H, 2W]`
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let y = conv2d(
-            x,
-            self.weight.clone(),
-            Some(self.bias.clone()),
-            ConvOptions::new([1, 1], [1, 1], [1, 1], 1),
-        );
+        let y = match &self.cpu {
+            Some(k) => run_cpu_kernel(k, x, Activation::None),
+            None => conv2d(
+                x,
+                self.weight.clone(),
+                Some(self.bias.clone()),
+                ConvOptions::new([1, 1], [1, 1], [1, 1], 1),
+            ),
+        };
         pixel_shuffle2(y)
     }
 }

@@ -33,6 +33,54 @@ pub(crate) enum Act<'a> {
     Leaky(f32),
 }
 
+impl<'a> Act<'a> {
+    /// The same activation for the CPU kernel.
+    pub(crate) fn cpu(self) -> Activation<'a> {
+        match self {
+            Act::None => Activation::None,
+            Act::PRelu(p) => Activation::PRelu(&p.slopes),
+            Act::Leaky(a) => Activation::Leaky(a),
+        }
+    }
+}
+
+/// The Winograd kernel for a 3x3 convolution of weights `[cout, cin, 3, 3]`, when it runs on
+/// Burn's CPU device in f32 (the only place it is faster).
+pub(crate) fn cpu_kernel(
+    weight: &[f32],
+    bias: &[f32],
+    shape: &[usize],
+    device: &Device,
+    dtype: DType,
+) -> Option<Arc<Conv3x3>> {
+    let cpu = dtype == DType::F32 && *device == Device::flex();
+    (cpu && shape.len() == 4 && shape[2..] == [3, 3])
+        .then(|| Arc::new(Conv3x3::new(weight, bias, shape[0], shape[1])))
+}
+
+/// Runs `k` (stride 1, padding 1) and `act` on an f32 tensor of the CPU device.
+///
+/// # Shapes
+/// `[N, Cin, H, W]` → `[N, Cout, H, W]`
+pub(crate) fn run_cpu_kernel(k: &Conv3x3, x: Tensor<4>, act: Activation) -> Tensor<4> {
+    let [n, _, h, w] = x.dims();
+    let device = x.device();
+    let y = k.forward(&cpu_floats(x), n, h, w, act);
+    cpu_tensor(y, [n, k.out_channels(), h, w], &device)
+}
+
+/// The values of an f32 tensor on the CPU device, row-major.
+pub(crate) fn cpu_floats<const D: usize>(x: Tensor<D>) -> Vec<f32> {
+    x.into_data()
+        .try_into_vec::<f32>()
+        .expect("an f32 tensor holds f32 data")
+}
+
+/// An f32 tensor from row-major values.
+pub(crate) fn cpu_tensor<const D: usize>(v: Vec<f32>, shape: [usize; D], device: &Device) -> Tensor<D> {
+    Tensor::from_data(TensorData::new(v, shape), (device, DType::F32))
+}
+
 /// `nn.PReLU(num_parameters)`: the slopes as a tensor (for Burn) and as floats (for the CPU
 /// kernel).
 #[derive(Clone, Debug)]
@@ -67,12 +115,10 @@ impl Conv3 {
     pub(crate) fn load(ck: &Checkpoint, name: &str, device: &Device, dtype: DType) -> Conv3 {
         let w = &ck.tensors[&format!("{name}.weight")];
         let b = &ck.tensors[&format!("{name}.bias")];
-        let cpu = (dtype == DType::F32 && *device == Device::flex())
-            .then(|| Arc::new(Conv3x3::new(&w.data, &b.data, w.shape[0], w.shape[1])));
         Conv3 {
             weight: upload(w, device, dtype),
             bias: upload(b, device, dtype),
-            cpu,
+            cpu: cpu_kernel(&w.data, &b.data, &w.shape, device, dtype),
         }
     }
 
@@ -80,6 +126,11 @@ impl Conv3 {
     /// `[N, Cin, H, W]` → `[N, Cout, H, W]`
     pub(crate) fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         self.forward_act(x, Act::None)
+    }
+
+    /// The Winograd kernel, when this convolution runs on the CPU device in f32.
+    pub(crate) fn cpu_kernel(&self) -> Option<&Conv3x3> {
+        self.cpu.as_deref()
     }
 
     /// The convolution followed by `act`.
@@ -90,20 +141,7 @@ impl Conv3 {
         if let Some(k) = &self.cpu
             && x.dtype() == DType::F32
         {
-            let [n, _, h, w] = x.dims();
-            let device = x.device();
-            let input = x
-                .into_data()
-                .try_into_vec::<f32>()
-                .expect("an f32 tensor holds f32 data");
-            let act = match act {
-                Act::None => Activation::None,
-                Act::PRelu(p) => Activation::PRelu(&p.slopes),
-                Act::Leaky(a) => Activation::Leaky(a),
-            };
-            let y = k.forward(&input, n, h, w, act);
-            let data = TensorData::new(y, [n, k.out_channels(), h, w]);
-            return Tensor::from_data(data, (&device, DType::F32));
+            return run_cpu_kernel(k, x, act.cpu());
         }
         let y = conv2d(
             x,
