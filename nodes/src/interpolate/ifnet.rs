@@ -11,14 +11,15 @@
 //! `teacher.*` and `caltime.*` keys are ignored, a `module.` prefix is stripped by the loader)
 //! or the same keys in a `.safetensors` file.
 
-use crate::neural::models::{cpu_kernel, run_cpu_kernel, upload};
+use crate::neural::models::{cpu_floats, cpu_kernel, cpu_tensor, run_cpu_kernel, upload};
 use crate::neural::weights::{Checkpoint, WeightsError};
 use burn::tensor::activation::{leaky_relu, sigmoid};
 use burn::tensor::module::{conv2d, interpolate};
 use burn::tensor::ops::{ConvOptions, InterpolateMode, InterpolateOptions};
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use std::sync::Arc;
-use vidflow_kernels::{Activation, Conv3x3};
+use vidflow_kernels::warp::linspace;
+use vidflow_kernels::{Activation, Conv3x3, backward_warp};
 
 /// The IFBlock widths of v4.25, coarse to fine.
 pub const BLOCK_CHANNELS: [usize; 5] = [192, 128, 96, 64, 32];
@@ -278,24 +279,6 @@ fn resize(x: Tensor<4>, h: usize, w: usize) -> Tensor<4> {
     )
 }
 
-/// `torch.linspace(-1, 1, n)` in f32, computed the way PyTorch does (from both ends).
-fn linspace(n: usize) -> Vec<f32> {
-    if n == 1 {
-        return vec![-1.0];
-    }
-    let step = 2.0f32 / (n - 1) as f32;
-    let half = n / 2;
-    (0..n)
-        .map(|i| {
-            if i < half {
-                -1.0 + step * i as f32
-            } else {
-                1.0 - step * (n - 1 - i) as f32
-            }
-        })
-        .collect()
-}
-
 /// The backward-warp grid of one padded size and the flow divisor.
 struct WarpGrid {
     /// `[1, 1, H, W]`: linspace over the width.
@@ -303,6 +286,9 @@ struct WarpGrid {
     /// `[1, 1, H, W]`: linspace over the height.
     gy: Tensor<4>,
     div: (f32, f32),
+    /// On the CPU device the warp is `vidflow_kernels::backward_warp`, one pass instead of
+    /// thirty tensor operations (the same arithmetic).
+    cpu: bool,
 }
 
 impl WarpGrid {
@@ -318,6 +304,7 @@ impl WarpGrid {
             gx: t(gx),
             gy: t(gy),
             div: ((w as f32 - 1.0) / 2.0, (h as f32 - 1.0) / 2.0),
+            cpu: *device == Device::flex(),
         }
     }
 
@@ -331,6 +318,11 @@ impl WarpGrid {
     /// `x` `[N, C, H, W]`, `flow` `[N, 2, H, W]` → `[N, C, H, W]`
     fn warp(&self, x: Tensor<4>, flow: Tensor<4>) -> Tensor<4> {
         let [n, c, h, w] = x.dims();
+        if self.cpu && x.dtype() == DType::F32 {
+            let device = x.device();
+            let y = backward_warp(&cpu_floats(x), &cpu_floats(flow), n, c, h, w);
+            return cpu_tensor(y, [n, c, h, w], &device);
+        }
         let gx = self.gx.clone() + flow.clone().narrow(1, 0, 1) / self.div.0;
         let gy = self.gy.clone() + flow.narrow(1, 1, 1) / self.div.1;
         let ix = ((gx + 1.0) * self.div.0).clamp(0.0, (w - 1) as f32);
@@ -589,5 +581,39 @@ impl IfNet {
             .try_into_vec::<f32>()
             .expect("the network computes in f32");
         data.chunks_exact(3 * h * w).map(<[f32]>::to_vec).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cpu_warp_kernel_equals_the_tensor_warp() {
+        let device = Device::flex();
+        let (n, c, h, w) = (2, 3, 24, 40);
+        let mut s = 12345u64;
+        let mut noise = |len: usize, amp: f32| -> Vec<f32> {
+            (0..len)
+                .map(|_| {
+                    s = s.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * amp
+                })
+                .collect()
+        };
+        // Flows up to ±30 pixels: most samples land between pixels, some beyond the border.
+        let x = cpu_tensor(noise(n * c * h * w, 1.0), [n, c, h, w], &device);
+        let flow = cpu_tensor(noise(n * 2 * h * w, 30.0), [n, 2, h, w], &device);
+        let mut grid = WarpGrid::new(h, w, &device);
+        assert!(grid.cpu);
+        let fast = cpu_floats(grid.warp(x.clone(), flow.clone()));
+        grid.cpu = false;
+        let tensor = cpu_floats(grid.warp(x, flow));
+        let d = fast
+            .iter()
+            .zip(&tensor)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(d <= 1e-6, "max diff {d}");
     }
 }
