@@ -6,13 +6,16 @@
 //! convolution, has a faster kernel here: [`Conv3x3`], Winograd F(2x2, 3x3) on the GEMM
 //! crate Burn itself uses. The models call it when their tensors live on the CPU device and
 //! fall back to Burn's `conv2d` everywhere else, so the GPU path is unchanged. RIFE's
-//! backward warp ([`backward_warp`]) is the other one: thirty tensor passes in Burn, one here.
+//! backward warp ([`backward_warp`], thirty tensor passes in Burn, one here) and its bilinear
+//! resizing ([`resize_bilinear`]) are the others.
 //!
 //! This crate has no Burn dependency and is compiled with optimisations in the dev profile
 //! too, so the test suite does not run an unoptimised kernel.
 
+pub mod resize;
 pub mod warp;
 pub mod winograd;
 
+pub use resize::resize_bilinear;
 pub use warp::backward_warp;
 pub use winograd::{Activation, Conv3x3};

@@ -36,19 +36,22 @@ pub fn linspace(n: usize) -> Vec<f32> {
 pub fn backward_warp(x: &[f32], flow: &[f32], n: usize, c: usize, h: usize, w: usize) -> Vec<f32> {
     assert_eq!(x.len(), n * c * h * w, "input is not [n, c, h, w]");
     assert_eq!(flow.len(), n * 2 * h * w, "flow is not [n, 2, h, w]");
+    assert!(h * w <= u32::MAX as usize, "a plane of {h}x{w} pixels is too large");
     let mut out = vec![0f32; x.len()];
     if out.is_empty() {
         return out;
     }
+    // First where each pixel samples from (four corner offsets, four weights), shared by all
+    // channels; then the channels, row by row.
     let (lx, ly) = (linspace(w), linspace(h));
     let (div_x, div_y) = ((w as f32 - 1.0) / 2.0, (h as f32 - 1.0) / 2.0);
     let (max_x, max_y) = ((w - 1) as f32, (h - 1) as f32);
-    out.par_chunks_mut(w).enumerate().for_each(|(row, out)| {
-        let (b, ch, y) = (row / (c * h), row / h % c, row % h);
+    let mut taps = vec![Tap::default(); n * h * w];
+    taps.par_chunks_mut(w).enumerate().for_each(|(row, taps)| {
+        let (b, y) = (row / h, row % h);
         let fx = &flow[((b * 2) * h + y) * w..][..w];
         let fy = &flow[((b * 2 + 1) * h + y) * w..][..w];
-        let plane = &x[(b * c + ch) * h * w..][..h * w];
-        for (xx, o) in out.iter_mut().enumerate() {
+        for (xx, tap) in taps.iter_mut().enumerate() {
             let gx = lx[xx] + fx[xx] / div_x;
             let gy = ly[y] + fy[xx] / div_y;
             let ix = ((gx + 1.0) * div_x).clamp(0.0, max_x);
@@ -58,14 +61,30 @@ pub fn backward_warp(x: &[f32], flow: &[f32], n: usize, c: usize, h: usize, w: u
             let (ww, nn) = (1.0 - we, 1.0 - ns);
             let (x0, y0) = (x0 as usize, y0 as usize);
             let (x1, y1) = ((x0 + 1).min(w - 1), (y0 + 1).min(h - 1));
-            let at = |yy: usize, xx: usize| plane[yy * w + xx];
-            *o = at(y0, x0) * (nn * ww)
-                + at(y0, x1) * (nn * we)
-                + at(y1, x0) * (ns * ww)
-                + at(y1, x1) * (ns * we);
+            *tap = Tap {
+                at: [y0 * w + x0, y0 * w + x1, y1 * w + x0, y1 * w + x1].map(|i| i as u32),
+                weight: [nn * ww, nn * we, ns * ww, ns * we],
+            };
+        }
+    });
+    out.par_chunks_mut(w).enumerate().for_each(|(row, out)| {
+        let (b, ch, y) = (row / (c * h), row / h % c, row % h);
+        let taps = &taps[(b * h + y) * w..][..w];
+        let plane = &x[(b * c + ch) * h * w..][..h * w];
+        for (o, t) in out.iter_mut().zip(taps) {
+            let v = t.at.map(|i| plane[i as usize]);
+            *o = v[0] * t.weight[0] + v[1] * t.weight[1] + v[2] * t.weight[2] + v[3] * t.weight[3];
         }
     });
     out
+}
+
+/// Where one output pixel samples from: four offsets into the plane (top-left, top-right,
+/// bottom-left, bottom-right) and their bilinear weights.
+#[derive(Clone, Copy, Default)]
+struct Tap {
+    at: [u32; 4],
+    weight: [f32; 4],
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use burn::tensor::ops::{ConvOptions, InterpolateMode, InterpolateOptions};
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use std::sync::Arc;
 use vidflow_kernels::warp::linspace;
-use vidflow_kernels::{Activation, Conv3x3, backward_warp};
+use vidflow_kernels::{Activation, Conv3x3, backward_warp, resize_bilinear};
 
 /// The IFBlock widths of v4.25, coarse to fine.
 pub const BLOCK_CHANNELS: [usize; 5] = [192, 128, 96, 64, 32];
@@ -265,11 +265,16 @@ fn pixel_shuffle2(x: Tensor<4>) -> Tensor<4> {
 }
 
 /// `F.interpolate(x, size, mode='bilinear', align_corners=False)`; the identity when the
-/// size does not change.
+/// size does not change. On the CPU device, `vidflow_kernels::resize_bilinear`.
 fn resize(x: Tensor<4>, h: usize, w: usize) -> Tensor<4> {
-    let [_, _, xh, xw] = x.dims();
+    let [n, c, xh, xw] = x.dims();
     if (xh, xw) == (h, w) {
         return x;
+    }
+    if x.dtype() == DType::F32 && x.device() == Device::flex() {
+        let device = x.device();
+        let y = resize_bilinear(&cpu_floats(x), n, c, xh, xw, h, w);
+        return cpu_tensor(y, [n, c, h, w], &device);
     }
     interpolate(
         x,
