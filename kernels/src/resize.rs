@@ -37,7 +37,15 @@ fn axis(input: usize, output: usize) -> Vec<Axis> {
 
 /// # Shapes
 /// `x`: `[n, c, h, w]` row-major → `[n, c, oh, ow]`
-pub fn resize_bilinear(x: &[f32], n: usize, c: usize, h: usize, w: usize, oh: usize, ow: usize) -> Vec<f32> {
+pub fn resize_bilinear(
+    x: &[f32],
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    oh: usize,
+    ow: usize,
+) -> Vec<f32> {
     assert_eq!(x.len(), n * c * h * w, "input is not [n, c, h, w]");
     let mut out = vec![0f32; n * c * oh * ow];
     if out.is_empty() {
@@ -97,7 +105,11 @@ mod tests {
         for y in 0..h / 2 {
             for xx in 0..w / 2 {
                 let p = |yy: usize, xq: usize| x[yy * w + xq];
-                let want = (p(2 * y, 2 * xx) + p(2 * y, 2 * xx + 1) + p(2 * y + 1, 2 * xx) + p(2 * y + 1, 2 * xx + 1)) / 4.0;
+                let want = (p(2 * y, 2 * xx)
+                    + p(2 * y, 2 * xx + 1)
+                    + p(2 * y + 1, 2 * xx)
+                    + p(2 * y + 1, 2 * xx + 1))
+                    / 4.0;
                 assert!((got[y * (w / 2) + xx] - want).abs() < 1e-5);
             }
         }

@@ -36,7 +36,10 @@ pub fn linspace(n: usize) -> Vec<f32> {
 pub fn backward_warp(x: &[f32], flow: &[f32], n: usize, c: usize, h: usize, w: usize) -> Vec<f32> {
     assert_eq!(x.len(), n * c * h * w, "input is not [n, c, h, w]");
     assert_eq!(flow.len(), n * 2 * h * w, "flow is not [n, 2, h, w]");
-    assert!(h * w <= u32::MAX as usize, "a plane of {h}x{w} pixels is too large");
+    assert!(
+        h * w <= u32::MAX as usize,
+        "a plane of {h}x{w} pixels is too large"
+    );
     let mut out = vec![0f32; x.len()];
     if out.is_empty() {
         return out;

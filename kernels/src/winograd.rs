@@ -56,7 +56,11 @@ impl Conv3x3 {
     /// # Shapes
     /// `weight`: `[cout, cin, 3, 3]` row-major (PyTorch's layout); `bias`: `[cout]`.
     pub fn new(weight: &[f32], bias: &[f32], cout: usize, cin: usize) -> Conv3x3 {
-        assert_eq!(weight.len(), cout * cin * 9, "weight is not [cout, cin, 3, 3]");
+        assert_eq!(
+            weight.len(),
+            cout * cin * 9,
+            "weight is not [cout, cin, 3, 3]"
+        );
         assert_eq!(bias.len(), cout, "bias is not [cout]");
         let mut u = vec![0f32; 16 * cout * cin];
         for co in 0..cout {
@@ -122,7 +126,10 @@ impl Conv3x3 {
         assert_eq!(x.len(), n * cin * h * w, "input is not [n, cin, h, w]");
         assert_eq!(y.len(), n * cout * h * w, "output is not [n, cout, h, w]");
         if let Activation::PRelu(a) = act {
-            assert!(a.len() == 1 || a.len() == cout, "PReLU needs 1 or cout slopes");
+            assert!(
+                a.len() == 1 || a.len() == cout,
+                "PReLU needs 1 or cout slopes"
+            );
         }
         if y.is_empty() {
             return;
@@ -157,7 +164,9 @@ impl Conv3x3 {
         let Tile { h, w, i, j0, tiles } = tile;
         let n = tiles;
         let cin = self.cin;
-        let Scratch { even, odd, e, v, .. } = s;
+        let Scratch {
+            even, odd, e, v, ..
+        } = s;
         for c in 0..cin {
             let ch = &plane[c * h * w..][..h * w];
             // Column transform (· B) of the four input rows, into e[r][b][t].
@@ -173,10 +182,17 @@ impl Conv3x3 {
                 } else {
                     let src = &ch[y as usize * w..][..w];
                     let x0 = 2 * j0 as isize - 1;
-                    let col = |q: isize| if (0..w as isize).contains(&q) { src[q as usize] } else { 0.0 };
+                    let col = |q: isize| {
+                        if (0..w as isize).contains(&q) {
+                            src[q as usize]
+                        } else {
+                            0.0
+                        }
+                    };
                     // Pairs k with both columns x0 + 2k, x0 + 2k + 1 inside the image.
                     let k_lo = usize::from(x0 < 0);
-                    let k_hi = ((w as isize - x0) / 2).clamp(k_lo as isize, n as isize + 1) as usize;
+                    let k_hi =
+                        ((w as isize - x0) / 2).clamp(k_lo as isize, n as isize + 1) as usize;
                     let start = (x0 + 2 * k_lo as isize) as usize;
                     for ((pair, a), b) in src[start..]
                         .chunks_exact(2)
@@ -286,7 +302,8 @@ impl Conv3x3 {
             for t in 0..tiles {
                 // Aᵀ M: the two rows s0, s1; then · A.
                 let s0: [f32; 4] = std::array::from_fn(|b| m[b][t] + m[4 + b][t] + m[8 + b][t]);
-                let s1: [f32; 4] = std::array::from_fn(|b| m[4 + b][t] - m[8 + b][t] - m[12 + b][t]);
+                let s1: [f32; 4] =
+                    std::array::from_fn(|b| m[4 + b][t] - m[8 + b][t] - m[12 + b][t]);
                 top[2 * t] = f(s0[0] + s0[1] + s0[2]);
                 top[2 * t + 1] = f(s0[1] - s0[2] - s0[3]);
                 bottom[2 * t] = f(s1[0] + s1[1] + s1[2]);
@@ -370,8 +387,9 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// The direct convolution, in f64, as the reference.
-    fn direct(x: &[f32], wt: &[f32], bias: &[f32], n: usize, cin: usize, cout: usize, h: usize, w: usize) -> Vec<f32> {
+    /// The direct convolution, in f64, as the reference; `dims` is `[n, cin, cout, h, w]`.
+    fn direct(x: &[f32], wt: &[f32], bias: &[f32], dims: [usize; 5]) -> Vec<f32> {
+        let [n, cin, cout, h, w] = dims;
         let mut y = vec![0f32; n * cout * h * w];
         for b in 0..n {
             for co in 0..cout {
@@ -385,8 +403,10 @@ mod tests {
                                     if sy < 0 || sx < 0 || sy >= h as isize || sx >= w as isize {
                                         continue;
                                     }
-                                    let xv = x[((b * cin + ci) * h + sy as usize) * w + sx as usize];
-                                    let wv = wt[((co * cin + ci) * 3 + ky as usize) * 3 + kx as usize];
+                                    let xv =
+                                        x[((b * cin + ci) * h + sy as usize) * w + sx as usize];
+                                    let wv =
+                                        wt[((co * cin + ci) * 3 + ky as usize) * 3 + kx as usize];
                                     acc += xv as f64 * wv as f64;
                                 }
                             }
@@ -401,17 +421,24 @@ mod tests {
 
     /// A deterministic pseudo-random sequence in [-1, 1).
     fn noise(len: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let mut s = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (0..len)
             .map(|_| {
-                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                s = s
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
             })
             .collect()
     }
 
     fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-        a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
     }
 
     fn check(n: usize, cin: usize, cout: usize, h: usize, w: usize, seed: u64) {
@@ -420,7 +447,7 @@ mod tests {
         let bias = noise(cout, seed + 2);
         let conv = Conv3x3::new(&wt, &bias, cout, cin);
         let got = conv.forward(&x, n, h, w, Activation::None);
-        let want = direct(&x, &wt, &bias, n, cin, cout, h, w);
+        let want = direct(&x, &wt, &bias, [n, cin, cout, h, w]);
         // A reused buffer full of stale values gives the same result.
         let mut reused = vec![f32::NAN; got.len()];
         conv.forward_into(&x, n, h, w, Activation::None, &mut reused);

@@ -188,6 +188,55 @@ fn test_frame(index: u64, w: u32, h: u32) -> Frame {
     Frame::new(index, index as f64 / 25.0, Rate::new(25, 1), w, h, data)
 }
 
+/// On a GPU the frames cross the bus packed and are converted by Burn kernels there; on the
+/// CPU they are converted on the host. Both must give the frames the same pixels (within one
+/// level, the network's own wgpu-vs-CPU difference), tiled and untiled.
+#[test]
+fn the_gpu_pixel_path_gives_the_cpu_paths_frames() {
+    let ck = load_checkpoint(None).unwrap();
+    let frames = [test_frame(0, 40, 24), test_frame(1, 40, 24)];
+    let refs: Vec<&Frame> = frames.iter().collect();
+    for tile in [0, 16] {
+        let opts = UpscaleOptions {
+            tile,
+            ..Default::default()
+        };
+        let cpu = Upscaler::new(&ck, &Device::flex(), opts).unwrap();
+        let gpu = Upscaler::new(&ck, &wgpu_device(), opts).unwrap();
+        let (a, b) = (cpu.upscale_frames(&refs), gpu.upscale_frames(&refs));
+        assert_eq!(a.len(), 2);
+        for (x, y) in a.iter().zip(&b) {
+            assert_eq!((x.width, x.height, x.index), (y.width, y.height, y.index));
+            assert_eq!((x.width, x.height), (160, 96));
+            let worst = x
+                .data
+                .iter()
+                .zip(y.data.iter())
+                .map(|(p, q)| p.abs_diff(*q))
+                .max()
+                .unwrap();
+            assert!(worst <= 1, "tile {tile}: frames differ by {worst} levels");
+        }
+    }
+}
+
+#[test]
+fn packed_pixels_round_trip_exactly_on_wgpu() {
+    use vidflow_nodes::neural::pixels;
+    let f = [test_frame(3, 20, 12), test_frame(4, 20, 12)];
+    let data: Vec<&[u8]> = f.iter().map(|f| f.data.as_slice()).collect();
+    let dev = wgpu_device();
+    let t = pixels::upload_rgb8(&data, 12, 20, &dev);
+    let host = pixels::to_planar(&data, 12, 20);
+    let on_device = t.clone().into_data().try_to_vec::<f32>().unwrap();
+    assert_eq!(
+        on_device, host,
+        "unpacked on the device = converted on the host"
+    );
+    let back = pixels::download_rgb8(t);
+    assert_eq!(back, [f[0].data.to_vec(), f[1].data.to_vec()]);
+}
+
 #[test]
 fn tiled_run_matches_untiled_run() {
     let ck = load_checkpoint(None).unwrap();

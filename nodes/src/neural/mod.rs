@@ -11,6 +11,8 @@ pub mod device;
 pub mod gpu;
 #[cfg(feature = "neural")]
 pub mod models;
+#[cfg(feature = "neural")]
+pub mod pixels;
 pub mod upscale;
 pub mod weights;
 

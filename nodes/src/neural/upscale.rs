@@ -70,6 +70,7 @@ mod imp {
     use super::BUILTIN_NAME;
     use crate::neural::device::Compute;
     use crate::neural::models::Network;
+    use crate::neural::pixels;
     use crate::neural::weights::{self, Arch, Checkpoint, WeightsError};
     use burn::tensor::{DType, Device, Tensor, TensorData};
     use std::path::Path;
@@ -177,10 +178,16 @@ mod imp {
                 (&self.device, DType::F32),
             );
             self.forward_tensor(x, false)
+                .into_data()
+                .try_into_vec::<f32>()
+                .expect("the network's output is f32")
         }
 
-        /// Network over a batch tensor on the device, whole or tiled; returns host f32 NCHW.
-        fn forward_tensor(&self, x: Tensor<4>, clamp: bool) -> Vec<f32> {
+        /// Network over a batch tensor on the device, whole or tiled.
+        ///
+        /// # Shapes
+        /// `[N, 3, H, W]` → `[N, 3, H·s, W·s]`, on the same device
+        fn forward_tensor(&self, x: Tensor<4>, clamp: bool) -> Tensor<4> {
             let [n, c, h, w] = x.dims();
             let s = self.net_scale();
             let m = self.net.input_multiple();
@@ -189,37 +196,31 @@ mod imp {
                 return self.run_whole(x, clamp);
             }
             // Tiles of `tile` pixels (a multiple of the network's input multiple), each read
-            // with `tile_pad` more pixels of context around it where the frame has them.
+            // with `tile_pad` more pixels of context around it where the frame has them; the
+            // centres are put together on the device.
             let tile = tile.div_ceil(m) * m;
             let pad = self.opts.tile_pad.div_ceil(m) * m;
-            let (oh, ow) = (h * s, w * s);
-            let mut out = vec![0f32; n * c * oh * ow];
+            let mut rows = vec![];
             for y0 in (0..h).step_by(tile) {
+                let mut row = vec![];
                 for x0 in (0..w).step_by(tile) {
                     let (y1, x1) = ((y0 + tile).min(h), (x0 + tile).min(w));
                     let (py0, px0) = (y0.saturating_sub(pad), x0.saturating_sub(pad));
                     let (py1, px1) = ((y1 + pad).min(h), (x1 + pad).min(w));
                     let part = x.clone().slice([0..n, 0..c, py0..py1, px0..px1]);
                     let y = self.run_whole(part, clamp);
-                    let (th, tw) = ((py1 - py0) * s, (px1 - px0) * s);
-                    // Copy the tile's centre into place.
                     let (cy, cx) = ((y0 - py0) * s, (x0 - px0) * s);
                     let (ch, cw) = ((y1 - y0) * s, (x1 - x0) * s);
-                    for b in 0..n * c {
-                        for row in 0..ch {
-                            let src = b * th * tw + (cy + row) * tw + cx;
-                            let dst = b * oh * ow + (y0 * s + row) * ow + x0 * s;
-                            out[dst..dst + cw].copy_from_slice(&y[src..src + cw]);
-                        }
-                    }
+                    row.push(y.slice([0..n, 0..c, cy..cy + ch, cx..cx + cw]));
                 }
+                rows.push(Tensor::cat(row, 3));
             }
-            out
+            Tensor::cat(rows, 2)
         }
 
         /// The network on a whole batch, reflect-padded to the input multiple (RRDBNet x2/x1)
-        /// and cropped back.
-        fn run_whole(&self, x: Tensor<4>, clamp: bool) -> Vec<f32> {
+        /// and cropped back; f32 on the device.
+        fn run_whole(&self, x: Tensor<4>, clamp: bool) -> Tensor<4> {
             let [_, _, h, w] = x.dims();
             let m = self.net.input_multiple();
             let (ph, pw) = ((m - h % m) % m, (m - w % m) % m);
@@ -245,37 +246,42 @@ mod imp {
             if self.dtype != DType::F32 {
                 y = y.cast(DType::F32);
             }
-            y.into_data()
-                .try_into_vec::<f32>()
-                .expect("the network's output is f32")
+            y
         }
 
         /// Upscales frames that share a size, as one batch. Output frames keep index, time,
         /// rate and metadata.
+        ///
+        /// On the CPU device the pixels are converted on the host; on a GPU they cross the bus
+        /// as one word per pixel and are converted there ([`pixels`](crate::neural::pixels)).
         pub fn upscale_frames(&self, frames: &[&Frame]) -> Vec<Frame> {
             let Some(first) = frames.first() else {
                 return vec![];
             };
             let (w, h) = (first.width as usize, first.height as usize);
             let n = frames.len();
-            let plane = w * h;
-            let mut input = vec![0f32; n * 3 * plane];
-            for (b, f) in frames.iter().enumerate() {
-                let dst = &mut input[b * 3 * plane..(b + 1) * 3 * plane];
-                for (p, px) in f.data.chunks_exact(3).enumerate() {
-                    dst[p] = px[0] as f32 / 255.0;
-                    dst[plane + p] = px[1] as f32 / 255.0;
-                    dst[2 * plane + p] = px[2] as f32 / 255.0;
-                }
-            }
-            let x = Tensor::<4>::from_data(
-                TensorData::new(input, vec![n, 3, h, w]),
-                (&self.device, DType::F32),
-            );
+            let data: Vec<&[u8]> = frames.iter().map(|f| f.data.as_slice()).collect();
+            let on_host = self.device == Device::flex();
+            let x = if on_host {
+                Tensor::<4>::from_data(
+                    TensorData::new(pixels::to_planar(&data, h, w), [n, 3, h, w]),
+                    (&self.device, DType::F32),
+                )
+            } else {
+                pixels::upload_rgb8(&data, h, w, &self.device)
+            };
             let y = self.forward_tensor(x, true);
             let s = self.net_scale();
             let (oh, ow) = (h * s, w * s);
-            let oplane = oh * ow;
+            let rgb = if on_host {
+                let y = y
+                    .into_data()
+                    .try_into_vec::<f32>()
+                    .expect("the network's output is f32");
+                pixels::from_planar(&y, n, oh, ow)
+            } else {
+                pixels::download_rgb8(y)
+            };
             let (tw, th) = match self.opts.scale {
                 Some(f) if (f - s as f64).abs() > 1e-9 => (
                     ((w as f64 * f) as usize).max(1),
@@ -285,15 +291,8 @@ mod imp {
             };
             frames
                 .iter()
-                .enumerate()
-                .map(|(b, f)| {
-                    let src = &y[b * 3 * oplane..(b + 1) * 3 * oplane];
-                    let mut rgb = vec![0u8; oplane * 3];
-                    for p in 0..oplane {
-                        rgb[3 * p] = to_u8(src[p]);
-                        rgb[3 * p + 1] = to_u8(src[oplane + p]);
-                        rgb[3 * p + 2] = to_u8(src[2 * oplane + p]);
-                    }
+                .zip(rgb)
+                .map(|(f, mut rgb)| {
                     if (tw, th) != (ow, oh) {
                         rgb = super::resize_lanczos4(&rgb, ow, oh, tw, th);
                     }
@@ -309,10 +308,6 @@ mod imp {
                 })
                 .collect()
         }
-    }
-
-    fn to_u8(v: f32) -> u8 {
-        (v.clamp(0.0, 1.0) * 255.0).round() as u8
     }
 
     /// `F.pad(x, (0, pw, 0, ph), mode='reflect')`.

@@ -77,7 +77,11 @@ pub(crate) fn cpu_floats<const D: usize>(x: Tensor<D>) -> Vec<f32> {
 }
 
 /// An f32 tensor from row-major values.
-pub(crate) fn cpu_tensor<const D: usize>(v: Vec<f32>, shape: [usize; D], device: &Device) -> Tensor<D> {
+pub(crate) fn cpu_tensor<const D: usize>(
+    v: Vec<f32>,
+    shape: [usize; D],
+    device: &Device,
+) -> Tensor<D> {
     Tensor::from_data(TensorData::new(v, shape), (device, DType::F32))
 }
 
@@ -102,7 +106,8 @@ impl PRelu {
 /// A 3x3 convolution, stride 1, padding 1, with bias (`nn.Conv2d(cin, cout, 3, 1, 1)`).
 ///
 /// On Burn's CPU device in f32 it runs [`Conv3x3`], the Winograd kernel of `vidflow-kernels`
-/// (3.5–4.8 times faster than Burn's im2col convolution there, see the `conv3x3` bench);
+/// (2.9 times faster than Burn's im2col convolution there on a 64-channel 320x180 layer,
+/// `VIDFLOW_BENCH=1 cargo bench -p vidflow-nodes --features neural --bench conv3x3`);
 /// everywhere else Burn's `conv2d`.
 #[derive(Clone, Debug)]
 pub(crate) struct Conv3 {

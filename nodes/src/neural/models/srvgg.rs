@@ -61,7 +61,11 @@ impl SrvggNet {
     /// # Shapes
     /// `[N, in_ch, H, W]` → `[N, out_ch·upscale², H, W]`
     fn forward_cpu(&self, x: &Tensor<4>) -> Option<Tensor<4>> {
-        let kernels: Vec<_> = self.convs.iter().map(Conv3::cpu_kernel).collect::<Option<_>>()?;
+        let kernels: Vec<_> = self
+            .convs
+            .iter()
+            .map(Conv3::cpu_kernel)
+            .collect::<Option<_>>()?;
         if x.dtype() != DType::F32 {
             return None;
         }
