@@ -143,9 +143,14 @@ impl ProgressSink for Bars {
             let pos = done_items(n, layout.sinks[i]);
             bar.set_length(totals[i].unwrap_or(pos).max(pos));
             bar.set_position(pos);
-            if n.skipped > 0 {
-                bar.set_message(format!("{} skipped", n.skipped));
+            let mut msg = vec![];
+            if let Some((done, total)) = n.work {
+                msg.push(format!("call {done}/{total}"));
             }
+            if n.skipped > 0 {
+                msg.push(format!("{} skipped", n.skipped));
+            }
+            bar.set_message(msg.join(", "));
         }
     }
     fn finish(&mut self, report: &RunReport) {
@@ -191,9 +196,13 @@ impl ProgressSink for Plain {
             .map(|(i, n)| {
                 let pos = done_items(n, layout.sinks[i]);
                 let rate = pos as f64 / elapsed.as_secs_f64().max(1e-9);
+                let work = n
+                    .work
+                    .map(|(d, t)| format!(" [call {d}/{t}]"))
+                    .unwrap_or_default();
                 match totals[i] {
-                    Some(t) => format!("{} {pos}/{t} ({rate:.1}/s)", n.id),
-                    None => format!("{} {pos} ({rate:.1}/s)", n.id),
+                    Some(t) => format!("{} {pos}/{t} ({rate:.1}/s){work}", n.id),
+                    None => format!("{} {pos} ({rate:.1}/s){work}", n.id),
                 }
             })
             .collect();
@@ -239,7 +248,11 @@ impl ProgressSink for Json {
             .enumerate()
             .map(|(i, n)| {
                 let items = done_items(n, layout.sinks[i]);
-                json!({"id": n.id, "items": items, "total": totals[i], "per_sec": (items as f64 / secs * 10.0).round() / 10.0, "done": n.done})
+                let mut v = json!({"id": n.id, "items": items, "total": totals[i], "per_sec": (items as f64 / secs * 10.0).round() / 10.0, "done": n.done});
+                if let Some((done, total)) = n.work {
+                    v["work"] = json!({"done": done, "total": total});
+                }
+                v
             })
             .collect();
         emit(

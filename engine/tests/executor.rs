@@ -1772,3 +1772,78 @@ fn progress_ticks_while_the_run_goes_on_and_sees_it_end() {
     // The run took at least 100 ms; a 5 ms tick fires more than once in that time.
     assert!(ticks >= 2, "{ticks} ticks");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Progress inside a long call
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn progress_shows_the_work_of_a_long_call_until_it_ends() {
+    let (step_tx, step_rx) = unbounded::<()>();
+    let step_rx = Arc::new(Mutex::new(step_rx));
+    let mut r = Registry::new();
+    let sink = Collector::default();
+    r.register(counting_source(Arc::new(AtomicU64::new(0))))
+        .register(sink.kind("sink"))
+        .register(process_kind("slow", move |_| {
+            let step_rx = step_rx.clone();
+            proc(move |input, out| {
+                // Three units of work, each released by the test once progress showed the
+                // one before; the outputs are delivered only when the call returns.
+                let work = out.work();
+                for done in 0..3 {
+                    work.set(done, 3);
+                    step_rx
+                        .lock()
+                        .unwrap()
+                        .recv()
+                        .expect("the test steps the work");
+                }
+                drop(work);
+                for item in input.items {
+                    out.emit(0, item)?;
+                }
+                Ok(())
+            })
+        }));
+    let g = graph(
+        &r,
+        "nodes:
+  - id: src
+    kind: src
+    params: { count: 1 }
+  - id: slow
+    kind: slow
+    inputs: { in: src.out }
+  - id: sink
+    kind: sink
+    inputs: { in: slow.out }
+",
+    );
+    let capture = Capture::default();
+    let opts = RunOptions {
+        progress: Box::new(capture.clone()),
+        tick: Duration::from_millis(5),
+        ..Default::default()
+    };
+    let handle = {
+        let g = g.clone();
+        std::thread::spawn(move || exec::run(&g, opts))
+    };
+    for done in 0..3 {
+        wait_until(&format!("progress shows {done}/3"), || {
+            capture
+                .node("slow")
+                .is_some_and(|n| n.work == Some((done, 3)) && n.items_out == 0)
+        });
+        step_tx.send(()).unwrap();
+    }
+    let report = handle.join().unwrap();
+    assert!(report.ok(), "{:?}", report.failure);
+    assert_eq!(
+        node(&report, "slow").work,
+        None,
+        "no work shown once the call ended"
+    );
+    assert_eq!(sink.indices(), vec![0]);
+}

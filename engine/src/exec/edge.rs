@@ -245,4 +245,31 @@ impl<'a> Emitter<'a> {
     pub fn node_id(&self) -> &str {
         self.node
     }
+    /// A handle for reporting progress inside this call, for calls that take long before
+    /// their outputs are delivered (a model call making 81 frames). Progress shows the last
+    /// [`WorkMeter::set`] beside the node until the handle is dropped.
+    pub fn work(&self) -> WorkMeter<'a> {
+        WorkMeter { stats: self.stats }
+    }
+}
+
+/// Progress inside one call (see [`Emitter::work`]); `Sync`, so a callback on another thread
+/// may report through it.
+pub struct WorkMeter<'a> {
+    stats: &'a NodeStats,
+}
+
+impl WorkMeter<'_> {
+    /// `done` of the call's `total` units (frames made of a model call's frames).
+    pub fn set(&self, done: u64, total: u64) {
+        self.stats.work_done.store(done, Relaxed);
+        self.stats.work_total.store(total, Relaxed);
+    }
+}
+
+impl Drop for WorkMeter<'_> {
+    fn drop(&mut self) {
+        self.stats.work_total.store(0, Relaxed);
+        self.stats.work_done.store(0, Relaxed);
+    }
 }

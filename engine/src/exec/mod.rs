@@ -9,7 +9,7 @@ mod edge;
 mod gather;
 pub mod stats;
 
-pub use edge::Emitter;
+pub use edge::{Emitter, WorkMeter};
 pub use stats::{NodeReport, NodeStats};
 
 use crate::check::{CheckedGraph, CheckedNode};

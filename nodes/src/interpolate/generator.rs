@@ -132,8 +132,15 @@ impl crate::travel::generate::Generator for RifeFill {
         let made = if items.is_empty() {
             vec![]
         } else {
-            self.rife
-                .interpolate_rgb(&refs, call.width as usize, call.height as usize, &items)
+            let total = items.len() as u64;
+            (call.progress)(0, total);
+            self.rife.interpolate_rgb_with(
+                &refs,
+                call.width as usize,
+                call.height as usize,
+                &items,
+                &|done| (call.progress)(done as u64, total),
+            )
         };
         let mut made: Vec<Option<Vec<u8>>> = made.into_iter().map(Some).collect();
         Ok(fills

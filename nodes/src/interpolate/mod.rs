@@ -30,6 +30,7 @@ pub use imp::*;
 #[cfg(feature = "neural")]
 mod imp {
     use super::ifnet::{IfNet, SCALES};
+    use crate::neural::pixels;
     use crate::neural::weights::{self, Checkpoint, WeightsError};
     use burn::tensor::Device;
     use std::path::Path;
@@ -76,6 +77,19 @@ mod imp {
             height: usize,
             items: &[(usize, f32)],
         ) -> Vec<Vec<u8>> {
+            self.interpolate_rgb_with(pairs, width, height, items, &|_| {})
+        }
+
+        /// [`interpolate_rgb`](Self::interpolate_rgb), telling `progress` how many frames are
+        /// made after each network call.
+        pub fn interpolate_rgb_with(
+            &self,
+            pairs: &[(&[u8], &[u8])],
+            width: usize,
+            height: usize,
+            items: &[(usize, f32)],
+            progress: &dyn Fn(usize),
+        ) -> Vec<Vec<u8>> {
             let mut out = Vec::with_capacity(items.len());
             for chunk in items.chunks(self.max_batch.max(1)) {
                 // Only the pairs this chunk uses, renumbered.
@@ -86,8 +100,8 @@ mod imp {
                     .iter()
                     .map(|&k| {
                         (
-                            to_planar(pairs[k].0, width, height),
-                            to_planar(pairs[k].1, width, height),
+                            pixels::to_planar(&[pairs[k].0], height, width),
+                            pixels::to_planar(&[pairs[k].1], height, width),
                         )
                     })
                     .collect();
@@ -103,35 +117,11 @@ mod imp {
                     .net
                     .interpolate(&refs, height, width, &local, self.scale)
                 {
-                    out.push(from_planar(&f, width, height));
+                    out.extend(pixels::from_planar(&f, 1, height, width));
                 }
+                progress(out.len());
             }
             out
         }
-    }
-
-    /// Packed RGB24 → planar `[3, h, w]` f32 in [0, 1].
-    pub fn to_planar(rgb: &[u8], width: usize, height: usize) -> Vec<f32> {
-        let n = width * height;
-        let mut out = vec![0.0f32; 3 * n];
-        for (i, px) in rgb.chunks_exact(3).enumerate().take(n) {
-            out[i] = px[0] as f32 / 255.0;
-            out[n + i] = px[1] as f32 / 255.0;
-            out[2 * n + i] = px[2] as f32 / 255.0;
-        }
-        out
-    }
-
-    /// Planar `[3, h, w]` f32 → packed RGB24, clamped and rounded.
-    pub fn from_planar(planar: &[f32], width: usize, height: usize) -> Vec<u8> {
-        let n = width * height;
-        let q = |v: f32| (v.clamp(0.0, 1.0) * 255.0).round() as u8;
-        let mut out = vec![0u8; 3 * n];
-        for i in 0..n {
-            out[3 * i] = q(planar[i]);
-            out[3 * i + 1] = q(planar[n + i]);
-            out[3 * i + 2] = q(planar[2 * n + i]);
-        }
-        out
     }
 }

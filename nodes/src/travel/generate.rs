@@ -45,6 +45,9 @@ pub struct ModelCall<'a> {
     pub target: Option<(u64, Arc<Vec<u8>>)>,
     pub width: u32,
     pub height: u32,
+    /// Reports progress while the call runs: frames made so far, of the call's frames. A long
+    /// call shows it beside the node's progress bar (its frames are only delivered at the end).
+    pub progress: &'a (dyn Fn(u64, u64) + Sync),
 }
 
 impl ModelCall<'_> {
@@ -149,6 +152,15 @@ impl<G: Generator> Runner<G> {
     /// Generates one batch (falling back to its segments if it fails) and returns what to
     /// emit. On error nothing changes, so the same batch can be given again.
     pub fn run_batch(&mut self, gb: &GuideBatch) -> Result<BatchOutput, NodeError> {
+        self.run_batch_with(gb, &|_, _| {})
+    }
+
+    /// [`run_batch`](Self::run_batch), with `progress` told how far each model call is.
+    pub fn run_batch_with(
+        &mut self,
+        gb: &GuideBatch,
+        progress: &(dyn Fn(u64, u64) + Sync),
+    ) -> Result<BatchOutput, NodeError> {
         let record = &gb.record;
         if record.batch != self.next_batch {
             return Err(NodeError::runtime(format!(
@@ -176,7 +188,8 @@ impl<G: Generator> Runner<G> {
         let mut model_calls = 0;
         let mut fell_back = None;
 
-        let batch_call = self.call_once(gb, &record.call, false, &made, attempts_per_call);
+        let batch_call =
+            self.call_once(gb, &record.call, false, &made, attempts_per_call, progress);
         model_calls += 1;
         match batch_call {
             Ok((frames, guides, n)) => {
@@ -208,7 +221,7 @@ impl<G: Generator> Runner<G> {
                 let why = error.to_string();
                 for call in record.segment_calls() {
                     model_calls += 1;
-                    match self.call_once(gb, &call, true, &made, attempts_per_call) {
+                    match self.call_once(gb, &call, true, &made, attempts_per_call, progress) {
                         Ok((frames, guides, n)) => {
                             attempts += n;
                             self.collect(
@@ -319,6 +332,7 @@ impl<G: Generator> Runner<G> {
         fallback: bool,
         made: &BTreeMap<u64, Made>,
         attempts: usize,
+        progress: &(dyn Fn(u64, u64) + Sync),
     ) -> CallResult {
         // Continuation frames come from this batch's earlier calls, or the previous batch.
         let missing: Vec<u64> = (call.start..call.start + call.continues)
@@ -368,6 +382,7 @@ impl<G: Generator> Runner<G> {
             target,
             width: gb.width,
             height: gb.height,
+            progress,
         };
         let len = Frame::byte_len(gb.width, gb.height);
         let mut last = None;
@@ -574,7 +589,11 @@ impl<G: Generator> vidflow_engine::Process for GeneratorNode<G> {
                 out.set_port_total(FRAMES_PORT, batch.record.total_frames);
                 out.set_port_total(REPORT_PORT, reports);
             }
-            let made = self.runner.run_batch(batch)?;
+            let work = out.work();
+            let made = self
+                .runner
+                .run_batch_with(batch, &|done, total| work.set(done, total))?;
+            drop(work);
             for f in made.frames {
                 out.emit(FRAMES_PORT, Payload::Frame(f))?;
             }
