@@ -122,6 +122,40 @@ impl Conv3x3 {
         act: Activation,
         y: &mut [f32],
     ) {
+        self.run(x, [n, h, w], None, act, y);
+    }
+
+    /// `act(conv(x) · scale + x)`, per output channel `scale`: a residual block with a
+    /// learned scale (RIFE's `ResConv`), in one pass. Needs `cin == cout`.
+    ///
+    /// # Shapes
+    /// `x`: `[n, c, h, w]` row-major, `scale`: `[c]` → `[n, c, h, w]`
+    pub fn forward_scaled_residual(
+        &self,
+        x: &[f32],
+        n: usize,
+        h: usize,
+        w: usize,
+        scale: &[f32],
+        act: Activation,
+    ) -> Vec<f32> {
+        assert_eq!(self.cin, self.cout, "a residual needs cin == cout");
+        assert_eq!(scale.len(), self.cout, "scale is not [cout]");
+        let mut y = vec![0f32; n * self.cout * h * w];
+        self.run(x, [n, h, w], Some(scale), act, &mut y);
+        y
+    }
+
+    /// The convolution of `x` (`[n, h, w]` = `dims`) into `y`, then, with `residual`,
+    /// `· scale + x`, then `act`.
+    fn run(
+        &self,
+        x: &[f32],
+        [n, h, w]: [usize; 3],
+        residual: Option<&[f32]>,
+        act: Activation,
+        y: &mut [f32],
+    ) {
         let (cin, cout) = (self.cin, self.cout);
         assert_eq!(x.len(), n * cin * h * w, "input is not [n, cin, h, w]");
         assert_eq!(y.len(), n * cout * h * w, "output is not [n, cout, h, w]");
@@ -153,7 +187,8 @@ impl Conv3x3 {
                 // SAFETY: job (b, i, j0) writes only output rows 2i, 2i+1 and columns
                 // 2·j0 .. 2·(j0 + tiles) of image b: the jobs' regions are disjoint, and `y`
                 // outlives the parallel loop.
-                unsafe { self.output_transform(out.at(b * cout * h * w), tile, act, s) };
+                let residual = residual.map(|scale| (plane, scale));
+                unsafe { self.output_transform(out.at(b * cout * h * w), tile, residual, act, s) };
             },
         );
     }
@@ -271,13 +306,22 @@ impl Conv3x3 {
         }
     }
 
-    /// `Y = Aᵀ M A` with `Aᵀ = [[1,1,1,0], [0,1,-1,-1]]`, plus bias and activation, written
-    /// to the 2x2 output pixels of each tile (the last row or column is dropped for odd sizes).
+    /// `Y = Aᵀ M A` with `Aᵀ = [[1,1,1,0], [0,1,-1,-1]]`, plus bias, then (with `residual`,
+    /// the image's input and the per-channel scale) `· scale + input`, then the activation,
+    /// written to the 2x2 output pixels of each tile (the last row or column is dropped for odd
+    /// sizes).
     ///
     /// # Safety
     /// `out` points to a `[cout, h, w]` image whose rows 2i, 2i+1 and columns
     /// 2·j0 .. 2·(j0 + tiles) no other thread touches during the call.
-    unsafe fn output_transform(&self, out: *mut f32, tile: Tile, act: Activation, s: &mut Scratch) {
+    unsafe fn output_transform(
+        &self,
+        out: *mut f32,
+        tile: Tile,
+        residual: Option<(&[f32], &[f32])>,
+        act: Activation,
+        s: &mut Scratch,
+    ) {
         let Tile { h, w, i, j0, tiles } = tile;
         let cout = self.cout;
         let x0 = 2 * j0;
@@ -295,24 +339,34 @@ impl Conv3x3 {
                 Activation::PRelu(a) => a[if a.len() == 1 { 0 } else { co }],
                 Activation::Leaky(a) => a,
             };
-            let f = |z: f32| {
-                let z = z + bias;
-                if z < 0.0 { z * slope } else { z }
-            };
             for t in 0..tiles {
                 // Aᵀ M: the two rows s0, s1; then · A.
                 let s0: [f32; 4] = std::array::from_fn(|b| m[b][t] + m[4 + b][t] + m[8 + b][t]);
                 let s1: [f32; 4] =
                     std::array::from_fn(|b| m[4 + b][t] - m[8 + b][t] - m[12 + b][t]);
-                top[2 * t] = f(s0[0] + s0[1] + s0[2]);
-                top[2 * t + 1] = f(s0[1] - s0[2] - s0[3]);
-                bottom[2 * t] = f(s1[0] + s1[1] + s1[2]);
-                bottom[2 * t + 1] = f(s1[1] - s1[2] - s1[3]);
+                top[2 * t] = s0[0] + s0[1] + s0[2] + bias;
+                top[2 * t + 1] = s0[1] - s0[2] - s0[3] + bias;
+                bottom[2 * t] = s1[0] + s1[1] + s1[2] + bias;
+                bottom[2 * t + 1] = s1[1] - s1[2] - s1[3] + bias;
             }
-            for (r, row) in [&top[..cols], &bottom[..cols]].into_iter().enumerate() {
+            for (r, row) in [&mut top[..cols], &mut bottom[..cols]]
+                .into_iter()
+                .enumerate()
+            {
                 let y = 2 * i + r;
                 if y >= h {
                     continue;
+                }
+                if let Some((input, scale)) = residual {
+                    let src = &input[(co * h + y) * w + x0..][..cols];
+                    for (v, x) in row.iter_mut().zip(src) {
+                        *v = *v * scale[co] + x;
+                    }
+                }
+                for v in row.iter_mut() {
+                    if *v < 0.0 {
+                        *v *= slope;
+                    }
                 }
                 // SAFETY: row y < h, columns x0 .. x0 + cols ≤ w of channel co, which the
                 // caller reserves for this call.
@@ -489,6 +543,22 @@ mod tests {
             let a = slopes[co];
             assert_eq!(prelu[k], if v < 0.0 { v * a } else { v });
             assert_eq!(leaky[k], if v < 0.0 { v * 0.2 } else { v });
+        }
+    }
+
+    #[test]
+    fn fuses_a_scaled_residual() {
+        let (n, c, h, w) = (2, 5, 7, 6);
+        let x = noise(n * c * h * w, 11);
+        let wt = noise(c * c * 9, 12);
+        let bias = noise(c, 13);
+        let scale = noise(c, 14);
+        let conv = Conv3x3::new(&wt, &bias, c, c);
+        let plain = conv.forward(&x, n, h, w, Activation::None);
+        let fused = conv.forward_scaled_residual(&x, n, h, w, &scale, Activation::Leaky(0.2));
+        for (k, (&p, &f)) in plain.iter().zip(&fused).enumerate() {
+            let z = p * scale[k / (h * w) % c] + x[k];
+            assert_eq!(f, if z < 0.0 { z * 0.2 } else { z });
         }
     }
 

@@ -196,6 +196,27 @@ impl Head {
 struct ResConv {
     conv: Conv,
     beta: Tensor<4>,
+    /// `beta` as floats, for the CPU kernel, which does all of it in one pass.
+    beta_cpu: Vec<f32>,
+}
+
+impl ResConv {
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        if let Some(k) = &self.conv.cpu {
+            let [n, c, h, w] = x.dims();
+            let device = x.device();
+            let y = k.forward_scaled_residual(
+                &cpu_floats(x),
+                n,
+                h,
+                w,
+                &self.beta_cpu,
+                Activation::Leaky(0.2),
+            );
+            return cpu_tensor(y, [n, c, h, w], &device);
+        }
+        lrelu(self.conv.forward(x.clone()) * self.beta.clone() + x)
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -212,13 +233,13 @@ impl IfBlock {
             conv0a: Conv::load(ck, &format!("{prefix}.conv0.0.0"), device, 2, 1),
             conv0b: Conv::load(ck, &format!("{prefix}.conv0.1.0"), device, 2, 1),
             res: (0..8)
-                .map(|i| ResConv {
-                    conv: Conv::load(ck, &format!("{prefix}.convblock.{i}.conv"), device, 1, 1),
-                    beta: upload(
-                        &ck.tensors[&format!("{prefix}.convblock.{i}.beta")],
-                        device,
-                        DType::F32,
-                    ),
+                .map(|i| {
+                    let beta = &ck.tensors[&format!("{prefix}.convblock.{i}.beta")];
+                    ResConv {
+                        conv: Conv::load(ck, &format!("{prefix}.convblock.{i}.conv"), device, 1, 1),
+                        beta: upload(beta, device, DType::F32),
+                        beta_cpu: beta.data.clone(),
+                    }
                 })
                 .collect(),
             last: ConvT::load(ck, &format!("{prefix}.lastconv.0"), device),
@@ -226,24 +247,27 @@ impl IfBlock {
     }
 
     /// One refinement level at timescale `s` (the input is looked at `s` times smaller).
+    /// `parts` are the input's channel groups: PyTorch concatenates them and then resizes;
+    /// resizing acts on each channel alone, so they are resized first and concatenated at the
+    /// small size, which saves a full-resolution copy of every channel.
     /// Returns (flow `[N, 4, H, W]`, mask logit `[N, 1, H, W]`, features `[N, 8, H, W]`).
     fn forward(
         &self,
-        x: Tensor<4>,
+        parts: Vec<Tensor<4>>,
         flow: Option<Tensor<4>>,
         s: f32,
     ) -> (Tensor<4>, Tensor<4>, Tensor<4>) {
-        let [n, _, h, w] = x.dims();
+        let [n, _, h, w] = parts[0].dims();
         let si = s.round() as usize;
         let (hs, ws) = (h / si, w / si);
-        let mut x = resize(x, hs, ws);
+        let mut small: Vec<Tensor<4>> = parts.into_iter().map(|p| resize(p, hs, ws)).collect();
         if let Some(flow) = flow {
-            let flow = resize(flow, hs, ws) / s;
-            x = Tensor::cat(vec![x, flow], 1);
+            small.push(resize(flow, hs, ws) / s);
         }
+        let x = Tensor::cat(small, 1);
         let mut feat = lrelu(self.conv0b.forward(lrelu(self.conv0a.forward(x))));
         for r in &self.res {
-            feat = lrelu(r.conv.forward(feat.clone()) * r.beta.clone() + feat);
+            feat = r.forward(feat);
         }
         let tmp = pixel_shuffle2(self.last.forward(feat));
         let tmp = resize(tmp, h, w);
@@ -499,17 +523,14 @@ impl IfNet {
             let s = SCALE_LIST[i] / scale;
             match flow.take() {
                 None => {
-                    let x = Tensor::cat(
-                        vec![
-                            img0.clone(),
-                            img1.clone(),
-                            f0.clone(),
-                            f1.clone(),
-                            timestep.clone(),
-                        ],
-                        1,
-                    );
-                    let (fl, m, ft) = block.forward(x, None, s);
+                    let parts = vec![
+                        img0.clone(),
+                        img1.clone(),
+                        f0.clone(),
+                        f1.clone(),
+                        timestep.clone(),
+                    ];
+                    let (fl, m, ft) = block.forward(parts, None, s);
                     flow = Some(fl);
                     mask = Some(m);
                     feat = Some(ft);
@@ -517,19 +538,16 @@ impl IfNet {
                 Some(fl) => {
                     let wf0 = grid.warp(f0.clone(), fl.clone().narrow(1, 0, 2));
                     let wf1 = grid.warp(f1.clone(), fl.clone().narrow(1, 2, 2));
-                    let x = Tensor::cat(
-                        vec![
-                            warped0,
-                            warped1,
-                            wf0,
-                            wf1,
-                            timestep.clone(),
-                            mask.take().expect("set by block 0"),
-                            feat.take().expect("set by block 0"),
-                        ],
-                        1,
-                    );
-                    let (fd, m, ft) = block.forward(x, Some(fl.clone()), s);
+                    let parts = vec![
+                        warped0,
+                        warped1,
+                        wf0,
+                        wf1,
+                        timestep.clone(),
+                        mask.take().expect("set by block 0"),
+                        feat.take().expect("set by block 0"),
+                    ];
+                    let (fd, m, ft) = block.forward(parts, Some(fl.clone()), s);
                     flow = Some(fl + fd);
                     mask = Some(m);
                     feat = Some(ft);
