@@ -39,6 +39,12 @@ pub fn tmp(prefix: &str, name: &str) -> TmpDir {
 }
 
 pub fn ffmpeg(args: &[&str]) {
+    ffmpeg_stdout(args);
+}
+
+/// Runs the ffmpeg CLI quietly (overwriting outputs), asserts it succeeded and returns what
+/// it wrote to stdout.
+fn ffmpeg_stdout(args: &[&str]) -> Vec<u8> {
     let out = Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-y"])
         .args(args)
@@ -49,6 +55,7 @@ pub fn ffmpeg(args: &[&str]) {
         "ffmpeg {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
+    out.stdout
 }
 
 /// `ffprobe` of one stream (`v:0`, `a:0`): its `key=value` entries, empty when it has none.
@@ -87,18 +94,8 @@ pub fn assert_ok(out: &Output, what: &str) {
 
 /// The pixels of an image file (any format ffmpeg reads) as packed RGB24.
 pub fn rgb24(path: &Path) -> Vec<u8> {
-    let out = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-i"])
-        .arg(path)
-        .args(["-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
-        .output()
-        .expect("the ffmpeg CLI runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    let path = path.to_str().expect("test paths are UTF-8");
+    ffmpeg_stdout(&["-i", path, "-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
 }
 
 /// The files of `dir`, sorted by name.

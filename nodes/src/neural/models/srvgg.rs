@@ -71,14 +71,13 @@ impl SrvggNet {
         }
         let [n, _, h, w] = x.dims();
         let widest = kernels.iter().map(|k| k.out_channels()).max().unwrap_or(0);
-        let mut src = cpu_floats(x.clone());
-        let mut dst = vec![0f32; n * widest * h * w];
         let mut cin = kernels.first()?.in_channels();
+        // Both buffers hold the widest layer; the input fills the front of one.
+        let mut src = cpu_floats(x.clone());
+        src.resize(src.len().max(n * widest * h * w), 0.0);
+        let mut dst = vec![0f32; src.len()];
         for (k, kernel) in kernels.iter().enumerate() {
             let cout = kernel.out_channels();
-            if src.len() < dst.len() {
-                src.resize(dst.len(), 0.0);
-            }
             kernel.forward_into(
                 &src[..n * cin * h * w],
                 n,
