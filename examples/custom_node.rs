@@ -18,9 +18,9 @@
 
 use serde_json::json;
 use std::process::ExitCode;
-use vidflow_engine::exec::{self, Emitter, RunOptions};
+use vidflow_engine::exec::{self, RunOptions};
 use vidflow_engine::{
-    Frame, Input, Mode, NodeError, NodeKind, ParamSpec, ParamType, Payload, PortType, Process,
+    Emitter, Frame, Input, Mode, NodeError, NodeKind, ParamType, Payload, Plan, PortType, Process,
     Registry, Runtime, SourceFile, progress,
 };
 
@@ -49,27 +49,28 @@ nodes:
     inputs: { items: stats.records }
 "#;
 
+vidflow_engine::params! {
+    /// The params of `brightness`, declared once: the checker, `vidflow nodes` and the JSON
+    /// Schema read them from here, and the factory gets them typed.
+    pub struct BrightnessParams {
+        /// factor applied to every channel of every pixel
+        gain: f64 = default(ParamType::float_in(0.0, 16.0), 1.0),
+    }
+}
+
 /// `brightness`: scales pixel values by `gain`.
 pub fn brightness_kind() -> NodeKind {
     NodeKind::new(
         "brightness",
         "Multiplies every pixel value by `gain` (clamped to 0..=255).",
         |ctx| {
-            let gain = ctx.params.f64("gain")?;
-            Ok(Runtime::Process(Box::new(Brightness { gain })))
+            let p: BrightnessParams = ctx.params()?;
+            Ok(Runtime::Process(Box::new(Brightness { gain: p.gain })))
         },
     )
     .input("items", PortType::FRAMES, "frames to brighten")
     .output("frames", PortType::FRAMES, "the brightened frames")
-    .param(ParamSpec::with_default(
-        "gain",
-        ParamType::Float {
-            min: Some(0.0),
-            max: Some(16.0),
-        },
-        1.0,
-        "factor applied to every channel of every pixel",
-    ))
+    .params::<BrightnessParams>()
     .example("- id: bright\n  kind: brightness\n  params: { gain: 1.5 }\n  inputs: { items: src.frames }\n")
 }
 
@@ -192,7 +193,7 @@ pub fn run(output: &str, sets: &[String]) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let report = exec::run(&graph, RunOptions::default());
+    let report = exec::run(&Plan::new(&graph), RunOptions::default());
     eprint!("{}", progress::summary(&report));
     match &report.failure {
         Some(f) => {
@@ -219,4 +220,64 @@ fn main() -> ExitCode {
         .unwrap_or_else(|| "out/custom_node.jsonl".into());
     let sets: Vec<String> = args.collect();
     run(&output, &sets)
+}
+
+/// Unit tests of the two kinds with the engine's harness (`vidflow_engine::testing`, cargo
+/// feature `testing`): no graph file, no run, the node called directly.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vidflow_engine::testing::NodeTest;
+
+    fn frame(index: u64, data: Vec<u8>) -> Payload {
+        let rate = vidflow_engine::Rate::new(25, 1);
+        Payload::Frame(Frame::new(index, index as f64 / 25.0, rate, 2, 1, data))
+    }
+
+    #[test]
+    fn brightness_scales_every_value_and_keeps_the_frame_index() {
+        let mut node = NodeTest::new(&brightness_kind())
+            .param("gain", 2.0)
+            .build()
+            .expect("valid params");
+        let out = node
+            .process("items", vec![frame(7, vec![0, 10, 100, 200, 255, 1])])
+            .expect("processed");
+        let frames = out.on("frames");
+        assert_eq!(frames.len(), 1);
+        let f = frames[0].as_frame().expect("a frame");
+        assert_eq!(f.index, 7);
+        assert_eq!(&f.data[..], &[0, 20, 200, 255, 255, 2]);
+    }
+
+    #[test]
+    fn brightness_rejects_a_gain_out_of_range_before_building() {
+        let problems = NodeTest::new(&brightness_kind())
+            .param("gain", 20.0)
+            .check();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].message.contains("out of range"), "{problems:?}");
+        assert!(
+            NodeTest::new(&brightness_kind())
+                .param("gain", 20.0)
+                .build()
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn frame_stats_measures_each_channel() {
+        let mut node = NodeTest::new(&frame_stats_kind())
+            .build()
+            .expect("no params");
+        let out = node
+            .process("items", vec![frame(0, vec![10, 20, 30, 50, 60, 70])])
+            .expect("processed");
+        let records = out.on("records");
+        let Some(Payload::Record(r)) = records.first() else {
+            panic!("one record expected, got {records:?}");
+        };
+        assert_eq!(r["mean"], json!([30.0, 40.0, 50.0]));
+        assert_eq!(r["left"], json!([10.0, 20.0, 30.0]));
+    }
 }

@@ -6,8 +6,8 @@ use clap::builder::{PossibleValuesParser, TypedValueParser as _};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
-use vidflow_engine::{Mode, NodeError, Registry, exec, progress};
-use vidflow_nodes::neural::device::{DevicePreference, list_devices};
+use vidflow_engine::{Mode, NodeError, Plan, Registry, exec, progress};
+use vidflow_nodes::gpu::device::{DevicePreference, list_devices};
 
 const EXIT_CODES: &str =
     "Exit codes: 0 ok, 1 invalid graph or input, 2 runtime failure or interrupted.";
@@ -125,7 +125,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn overrides(set: &[String]) -> anyhow::Result<Vec<(String, vidflow_engine::yaml::Yv)>> {
+fn overrides(set: &[String]) -> anyhow::Result<Vec<(String, vidflow_engine::load::yaml::Yv)>> {
     vidflow_engine::parse_overrides(set).map_err(anyhow::Error::msg)
 }
 
@@ -146,13 +146,13 @@ fn dispatch(command: Command, registry: &Registry) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(if ok { 0 } else { 1 }))
         }
         Command::Graph { file, format, set } => {
-            let graph = match vidflow_engine::load_and_check(
+            let plan = match vidflow_engine::load_and_check(
                 &file,
                 registry,
                 &overrides(&set)?,
                 Mode::Check,
             ) {
-                Ok(g) => g,
+                Ok(g) => Plan::new(&g),
                 Err(e) => {
                     eprint!("{}", e.render());
                     return Ok(ExitCode::from(1));
@@ -161,8 +161,8 @@ fn dispatch(command: Command, registry: &Registry) -> anyhow::Result<ExitCode> {
             print!(
                 "{}",
                 match format {
-                    GraphFormat::Dot => vidflow_engine::compile::to_dot(&graph),
-                    GraphFormat::Mermaid => vidflow_engine::compile::to_mermaid(&graph),
+                    GraphFormat::Dot => plan.to_dot(),
+                    GraphFormat::Mermaid => plan.to_mermaid(),
                 }
             );
             Ok(ExitCode::SUCCESS)
@@ -187,19 +187,19 @@ fn dispatch(command: Command, registry: &Registry) -> anyhow::Result<ExitCode> {
             json,
             png,
         } => {
-            let graph = match vidflow_engine::load_and_check(
+            let plan = match vidflow_engine::load_and_check(
                 &file,
                 registry,
                 &overrides(&set)?,
                 Mode::Check,
             ) {
-                Ok(g) => g,
+                Ok(g) => Plan::new(&g),
                 Err(e) => {
                     eprint!("{}", e.render());
                     return Ok(ExitCode::from(1));
                 }
             };
-            match vidflow_nodes::travel::plan_report(&graph, json, png.as_deref()) {
+            match vidflow_nodes::travel::plan_report(&plan, json, png.as_deref()) {
                 Ok(out) => {
                     print!("{out}");
                     Ok(ExitCode::SUCCESS)
@@ -237,8 +237,8 @@ fn run(
     device: Option<DevicePreference>,
     registry: &Registry,
 ) -> anyhow::Result<ExitCode> {
-    let graph = match vidflow_engine::load_and_check(file, registry, &overrides(set)?, Mode::Run) {
-        Ok(g) => g,
+    let plan = match vidflow_engine::load_and_check(file, registry, &overrides(set)?, Mode::Run) {
+        Ok(g) => Plan::new(&g),
         Err(e) => {
             eprint!("{}", e.render());
             return Ok(ExitCode::from(1));
@@ -271,7 +271,7 @@ fn run(
     if let Some(device) = device {
         opts.shared.insert(device);
     }
-    let report = exec::run(&graph, opts);
+    let report = exec::run(&plan, opts);
     // A failure before any item moved (a missing folder, program or weight file) needs no table.
     let moved = report.nodes.iter().any(|n| n.items_in + n.items_out > 0);
     if mode != progress::Mode::Json

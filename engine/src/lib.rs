@@ -1,41 +1,69 @@
-//! vidflow-engine: the graph model, checker, compiler and pipelined executor of vidflow.
+//! vidflow-engine: the graph model, checker, planner and pipelined executor of vidflow.
 //!
-//! A graph file is loaded into a [`spec::GraphSpec`] (raw, with source spans), checked against a
-//! [`Registry`] of node kinds into a [`check::CheckedGraph`], and run by [`exec::run`]. This crate
-//! has no codec or GPU dependency, so graph tests build and run in seconds; node kinds that
-//! need FFmpeg or Burn live in `vidflow-nodes`.
+//! A graph file goes through four stages, each a module with one output type: [`load`] (YAML
+//! with source spans, graph params substituted) → [`load::GraphSpec`]; [`check`] (every pass,
+//! every problem at once) → [`check::CheckedGraph`]; [`plan`] (petgraph, topological order,
+//! edge configs, replicas, batching) → [`plan::Plan`]; [`exec`] runs a plan. Node kinds are
+//! written against [`node`] alone, the node API, which knows none of the stages. This crate has
+//! no codec or GPU dependency, so graph tests build and run in seconds; node kinds that need
+//! FFmpeg or Burn live in `vidflow-nodes`.
 //!
 //! ```no_run
-//! use vidflow_engine::{Registry, load_and_check, check::Mode, exec};
+//! use vidflow_engine::{Registry, load_and_check, Mode, exec, plan::Plan};
 //! let registry = Registry::new(); // register node kinds here
 //! let graph = load_and_check("graph.yaml", &registry, &[], Mode::Run).expect("valid graph");
-//! let report = exec::run(&graph, exec::RunOptions::default());
+//! let report = exec::run(&Plan::new(&graph), exec::RunOptions::default());
 //! assert!(report.ok());
 //! ```
 
 pub mod catalog;
 pub mod check;
-pub mod compile;
+pub mod config;
 pub mod diag;
 pub mod exec;
+pub mod load;
 pub mod node;
 pub mod payload;
+pub mod plan;
 pub mod progress;
 pub mod registry;
 pub mod schema;
-pub mod spec;
-pub mod yaml;
+#[cfg(feature = "testing")]
+pub mod testing;
 
-pub use check::{CheckedGraph, Mode};
+pub use check::CheckedGraph;
+pub use config::{BatchConfig, OnError, WhenFull};
 pub use diag::{Diagnostic, SourceFile, Span};
+pub use load::Mode;
 pub use node::{
-    BatchConfig, BuildCtx, End, Input, Items, NodeError, NodeKind, ParamSpec, ParamType, Params,
-    Process, Runtime, Source,
+    BuildCtx, Emitter, End, Input, Items, NodeError, NodeKind, NodeParams, ParamSpec, ParamType,
+    Params, Problem, Process, Runtime, Source, ValidateCtx,
 };
 pub use payload::{AudioChunk, Frame, Payload, PortType, Rate};
+pub use plan::Plan;
 pub use registry::Registry;
 
-use yaml::Yv;
+// Earlier names of modules, kept so code written against them still builds.
+pub use load as spec;
+pub use load::yaml;
+/// `vidflow graph`'s pictures, now [`Plan::to_dot`] and [`Plan::to_mermaid`].
+pub mod compile {
+    use crate::{CheckedGraph, Plan};
+    pub fn to_dot(g: &CheckedGraph) -> String {
+        Plan::new(g).to_dot()
+    }
+    pub fn to_mermaid(g: &CheckedGraph) -> String {
+        Plan::new(g).to_mermaid()
+    }
+}
+impl CheckedGraph {
+    /// Node indices in topological order (see [`Plan::order`]).
+    pub fn topo_order(&self) -> Vec<usize> {
+        Plan::new(self).order
+    }
+}
+
+use load::yaml::Yv;
 
 /// Why a graph could not be loaded: unreadable file, or diagnostics.
 #[derive(Debug)]
@@ -70,7 +98,7 @@ pub fn parse_overrides(args: &[String]) -> Result<Vec<(String, Yv)>, String> {
                 .split_once('=')
                 .ok_or_else(|| format!("`--set {a}`: expected `name=value`"))?;
             let mut value =
-                yaml::parse_value(v).map_err(|d| format!("`--set {a}`: {}", d.message))?;
+                load::yaml::parse_value(v).map_err(|d| format!("`--set {a}`: {}", d.message))?;
             // Only flow syntax (`[1, 2]`, `{a: 1}`) makes a list or mapping on the command line;
             // `-` or `key: x` in a value are text (`--set output=-` means standard output).
             let flow = matches!(v.trim_start().chars().next(), Some('[' | '{'));
@@ -89,14 +117,14 @@ pub fn check_source(
     overrides: &[(String, Yv)],
     mode: Mode,
 ) -> Result<CheckedGraph, LoadError> {
-    let (spec, mut diags) = spec::load(file.clone());
+    let (spec, mut diags) = load::load(file.clone(), overrides, mode);
     if diags.iter().any(|d| matches!(d.code, "yaml-syntax")) {
         return Err(LoadError::Invalid {
             file,
             diagnostics: diags,
         });
     }
-    match check::check(&spec, registry, overrides, mode) {
+    match check::check(&spec, registry) {
         Ok(g) if diags.is_empty() => Ok(g),
         Ok(_) => Err(LoadError::Invalid {
             file,

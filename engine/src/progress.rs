@@ -3,8 +3,8 @@
 //! terminal, JSON events (one per line) for other programs, or nothing. The summary table puts
 //! busy time next to time blocked on input and on output, so the bottleneck can be read off.
 
-use crate::check::CheckedGraph;
 use crate::exec::{NodeReport, ProgressSink, RunReport};
+use crate::plan::Plan;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
 use std::fmt::Write as _;
@@ -58,13 +58,13 @@ fn done_items(n: &NodeReport, is_sink: bool) -> u64 {
 /// is what it consumed), the sum over all its inputs, and for another node what its first
 /// input brings. An input brings what its upstream announced for that port, else the
 /// upstream's total.
-fn totals(graph: &CheckedGraph, nodes: &[NodeReport]) -> Vec<Option<u64>> {
+fn totals(graph: &Plan, nodes: &[NodeReport]) -> Vec<Option<u64>> {
     let mut totals: Vec<Option<u64>> = nodes.iter().map(|n| n.total).collect();
-    for i in graph.topo_order() {
+    for &i in &graph.order {
         if totals[i].is_some() {
             continue;
         }
-        let brings = |e: &crate::check::Edge, totals: &[Option<u64>]| {
+        let brings = |e: &crate::plan::PlanEdge, totals: &[Option<u64>]| {
             let (from, port) = e.from;
             nodes[from]
                 .port_totals
@@ -87,12 +87,12 @@ fn totals(graph: &CheckedGraph, nodes: &[NodeReport]) -> Vec<Option<u64>> {
 }
 
 struct Layout {
-    graph: CheckedGraph,
+    graph: Plan,
     sinks: Vec<bool>,
 }
 
 impl Layout {
-    fn new(graph: &CheckedGraph) -> Layout {
+    fn new(graph: &Plan) -> Layout {
         Layout {
             sinks: graph
                 .nodes
@@ -113,7 +113,7 @@ pub struct Bars {
 }
 
 impl ProgressSink for Bars {
-    fn start(&mut self, graph: &CheckedGraph) {
+    fn start(&mut self, graph: &Plan) {
         let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10));
         let width = graph.nodes.iter().map(|n| n.id.len()).max().unwrap_or(4);
         let style = ProgressStyle::with_template(&format!(
@@ -179,7 +179,7 @@ impl Plain {
 }
 
 impl ProgressSink for Plain {
-    fn start(&mut self, graph: &CheckedGraph) {
+    fn start(&mut self, graph: &Plan) {
         self.layout = Some(Layout::new(graph));
         self.last = Instant::now();
     }
@@ -223,7 +223,7 @@ fn emit(v: serde_json::Value) {
 }
 
 impl ProgressSink for Json {
-    fn start(&mut self, graph: &CheckedGraph) {
+    fn start(&mut self, graph: &Plan) {
         self.layout = Some(Layout::new(graph));
         let nodes: Vec<_> = graph
             .nodes

@@ -12,7 +12,7 @@ pub fn json_schema(registry: &Registry) -> Value {
         "type": "object", "additionalProperties": false, "required": ["from"],
         "properties": {
             "from": reference,
-            "queue": {"type": "integer", "minimum": 1, "maximum": crate::spec::MAX_QUEUE, "default": crate::spec::DEFAULT_QUEUE},
+            "queue": {"type": "integer", "minimum": 1, "maximum": crate::config::MAX_QUEUE, "default": crate::config::DEFAULT_QUEUE},
             "when_full": {"enum": ["block", "drop_oldest"], "default": "block"}
         }
     }]});

@@ -13,8 +13,8 @@
 #![cfg(feature = "neural")]
 
 use std::time::{Duration, Instant};
-use vidflow_nodes::interpolate::{Rife, load_checkpoint};
-use vidflow_nodes::neural::device::{Compute, DevicePreference};
+use vidflow_nodes::gpu::device::{Compute, DevicePreference};
+use vidflow_nodes::kinds::interpolate::{Rife, load_checkpoint};
 
 #[test]
 fn interpolate_throughput() {

@@ -13,8 +13,8 @@
 #![cfg(feature = "neural")]
 
 use std::time::Duration;
-use vidflow_nodes::neural::bench::{BenchSpec, bench_upscale};
-use vidflow_nodes::neural::device::DevicePreference;
+use vidflow_nodes::gpu::device::DevicePreference;
+use vidflow_nodes::kinds::upscale::bench::{BenchSpec, bench_upscale};
 
 #[test]
 fn upscale_throughput() {

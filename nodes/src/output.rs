@@ -1,8 +1,11 @@
 //! Writing outputs safely: a file is written under a temporary name beside its destination and
 //! renamed into place only when complete, so a failed or interrupted run never leaves a file
-//! that looks finished.
+//! that looks finished. Also the JSON line an item is written as ([`line_for`]), shared by
+//! the `jsonl` sink and `exec`'s stdin.
 
+use serde_json::json;
 use std::path::{Path, PathBuf};
+use vidflow_engine::Payload;
 
 /// A destination path and its temporary sibling (`out.mp4` → `.out.mp4.partial`).
 #[derive(Debug, Clone)]
@@ -56,5 +59,19 @@ impl AtomicPath {
     /// Removes the temporary file of a failed run.
     pub fn abandon(&self) {
         let _ = std::fs::remove_file(&self.temp);
+    }
+}
+
+/// The JSON line written for an item.
+pub fn line_for(item: &Payload) -> serde_json::Value {
+    match item {
+        Payload::Record(r) => (**r).clone(),
+        Payload::Frame(f) => {
+            json!({"type": "frame", "index": f.index, "pts": f.pts, "width": f.width, "height": f.height, "rate": f.rate.to_string()})
+        }
+        Payload::Audio(a) => {
+            json!({"type": "audio", "pts": a.pts, "sample_rate": a.sample_rate, "channels": a.channels, "samples": a.samples.len()})
+        }
+        Payload::Custom(c) => json!({"type": "custom", "description": c.describe()}),
     }
 }

@@ -9,7 +9,7 @@ use vidflow_engine::{
     Frame, Input, Mode, NodeError, NodeKind, Payload, PortType, Process, Rate, Runtime, Source,
     SourceFile,
 };
-use vidflow_nodes::testsrc::pattern;
+use vidflow_nodes::kinds::testsrc::pattern;
 
 type Kept = Arc<Mutex<Vec<Payload>>>;
 

@@ -19,9 +19,9 @@ use vidflow_engine::{
     Frame, Input, Mode, NodeError, NodeKind, ParamSpec, ParamType, Payload, PortType, Process,
     Rate, Registry, Runtime, Source, SourceFile, check_source,
 };
-use vidflow_nodes::interpolate::ifnet::IfNet;
-use vidflow_nodes::neural::device::DevicePreference;
-use vidflow_nodes::neural::weights;
+use vidflow_nodes::gpu::device::DevicePreference;
+use vidflow_nodes::models::ifnet::IfNet;
+use vidflow_nodes::weights;
 
 fn net() -> IfNet {
     let ck = weights::load(&builtin_weights()).expect("the built-in checkpoint loads");
@@ -59,7 +59,7 @@ fn matches_pytorch_on_odd_size_photo_at_half_and_quarter() {
 /// The same network on wgpu (lavapipe on machines without a GPU): the GPU code path.
 #[test]
 fn matches_pytorch_on_wgpu() {
-    use vidflow_nodes::neural::device::Compute;
+    use vidflow_nodes::gpu::device::Compute;
     let c = Compute::open(DevicePreference::Gpu).unwrap_or_else(|e| {
         panic!("{e}\n(the wgpu tests need a Vulkan driver: `apt-get install mesa-vulkan-drivers libvulkan1` gives a software one)")
     });
@@ -169,7 +169,7 @@ fn photo() -> (Vec<u8>, usize, usize) {
 
 #[test]
 fn on_a_panning_photo_rife_beats_a_blend_by_10_db_against_the_true_middle_frames() {
-    let rife = vidflow_nodes::interpolate::Rife::new(
+    let rife = vidflow_nodes::kinds::interpolate::Rife::new(
         &weights::load(&builtin_weights()).unwrap(),
         &Device::flex(),
         1.0,
@@ -332,7 +332,7 @@ fn multi_2_turns_n_frames_into_2n_minus_1_with_increasing_times() {
         );
         if i % 2 == 0 {
             // The input frames pass through unchanged.
-            let want = vidflow_nodes::testsrc::pattern(64, 48, i as u64 / 2, 25.0);
+            let want = vidflow_nodes::kinds::testsrc::pattern(64, 48, i as u64 / 2, 25.0);
             assert_eq!(*f.data, want, "frame {i}");
             assert!(f.meta.is_none());
         } else {

@@ -1,8 +1,8 @@
 //! audio-window: Wav2Lip's mel spectrogram and windows against the reference fixtures, the
 //! chunk-span arithmetic, and batched windows equal to windows formed one frame at a time.
 
-use vidflow_nodes::lipsync::audio_window::{WindowBuilder, WindowConfig, chunk_span};
-use vidflow_nodes::lipsync::mel::{self, N_MELS};
+use vidflow_nodes::audio::mel::{self, N_MELS};
+use vidflow_nodes::kinds::audio_window::{WindowBuilder, WindowConfig, chunk_span};
 
 fn fixture(name: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -79,7 +79,7 @@ fn mel_spectrogram_matches_reference() {
 }
 
 /// Feeds the speech in uneven pieces, as decode would.
-fn windows(cfg: WindowConfig) -> Vec<vidflow_nodes::lipsync::audio_window::AudioWindow> {
+fn windows(cfg: WindowConfig) -> Vec<vidflow_nodes::audio::AudioWindow> {
     let samples = speech();
     let mut b = WindowBuilder::new(cfg, false);
     let mut out = vec![];

@@ -11,9 +11,9 @@
 #![cfg(feature = "neural")]
 
 use std::time::{Duration, Instant};
-use vidflow_nodes::lipsync::wav2lip::Wav2Lip;
-use vidflow_nodes::neural::device::{Compute, DevicePreference};
-use vidflow_nodes::neural::weights;
+use vidflow_nodes::gpu::device::{Compute, DevicePreference};
+use vidflow_nodes::models::wav2lip::Wav2Lip;
+use vidflow_nodes::weights;
 
 #[test]
 fn wav2lip_throughput() {

@@ -3,8 +3,8 @@
 #![cfg(feature = "neural")]
 
 use burn::tensor::Device;
-use vidflow_nodes::lipsync::wav2lip::Wav2Lip;
-use vidflow_nodes::neural::weights;
+use vidflow_nodes::models::wav2lip::Wav2Lip;
+use vidflow_nodes::weights;
 
 fn fixture(name: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

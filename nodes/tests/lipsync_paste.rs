@@ -2,7 +2,7 @@
 //! feathered paste, which never touches pixels outside the face box.
 
 use vidflow_engine::{Frame, Rate};
-use vidflow_nodes::lipsync::node::{FACE, FaceBox, face_crop, face_input, paste};
+use vidflow_nodes::kinds::lipsync::{FACE, FaceBox, face_crop, face_input, paste};
 
 fn frame() -> Frame {
     let (w, h) = (64u32, 48u32);

@@ -786,7 +786,7 @@ nodes:
         let back = frames_of(&items, "keep");
         assert_eq!(back.len(), 10);
         for f in back {
-            let want = vidflow_nodes::testsrc::pattern(320, 180, f.index, 25.0);
+            let want = vidflow_nodes::kinds::testsrc::pattern(320, 180, f.index, 25.0);
             // Mean absolute error per channel: a swapped or wrong colour matrix is far off.
             for c in 0..3 {
                 let err: f64 = f

@@ -10,7 +10,7 @@ use vidflow_engine::{
     Frame, Input, NodeError, NodeKind, PortType, Process, Registry, Runtime, SourceFile,
     check_source,
 };
-use vidflow_nodes::shader;
+use vidflow_nodes::kinds::shader;
 
 const INVERT: &str = "
 struct Frame { width: u32, height: u32, out_width: u32, out_height: u32,
@@ -119,7 +119,7 @@ fn assert_like_cpu(frames: &[Frame], (iw, ih): (u32, u32), (ow, oh): (u32, u32),
     for (i, f) in frames.iter().enumerate() {
         assert_eq!(f.index, i as u64, "order kept");
         assert_eq!((f.width, f.height), (ow, oh));
-        let pixels = vidflow_nodes::testsrc::pattern(iw, ih, f.index, 10.0);
+        let pixels = vidflow_nodes::kinds::testsrc::pattern(iw, ih, f.index, 10.0);
         let src = Frame::new(f.index, f.pts, f.rate, iw, ih, pixels);
         let want = expected(&src, ow, oh, k);
         let worst = f

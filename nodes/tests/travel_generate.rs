@@ -6,9 +6,9 @@
 use proptest::prelude::*;
 use std::sync::Arc;
 use vidflow_engine::{Frame, NodeError, Rate};
-use vidflow_nodes::travel::blend::{Blend, cross_fade};
+use vidflow_nodes::kinds::blend::{Blend, cross_fade};
 use vidflow_nodes::travel::generate::{Generator, ModelCall, Runner};
-use vidflow_nodes::travel::mask::GuideBatch;
+use vidflow_nodes::travel::guides::GuideBatch;
 use vidflow_nodes::travel::plan::{Plan, PlanSpec, Quantize, Role};
 
 const W: u32 = 4;

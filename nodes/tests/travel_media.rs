@@ -13,7 +13,7 @@ use vidflow_engine::{
     CheckedGraph, Frame, Input, NodeError, NodeKind, ParamSpec, ParamType, PortType, Process,
     Registry, Runtime, SourceFile, check_source, parse_overrides,
 };
-use vidflow_nodes::travel::mask::{Fit, load_keyframe};
+use vidflow_nodes::travel::guides::{Fit, load_keyframe};
 
 type Kept = Arc<Mutex<Vec<Frame>>>;
 

@@ -13,7 +13,7 @@ use vidflow_engine::{
     CheckedGraph, Frame, Input, NodeError, NodeKind, ParamSpec, ParamType, Payload, PortType,
     Process, Registry, Runtime, SourceFile, check_source, parse_overrides,
 };
-use vidflow_nodes::travel::mask::{Fit, load_keyframe};
+use vidflow_nodes::travel::guides::{Fit, load_keyframe};
 use vidflow_nodes::travel::plan::{Plan, PlanSpec};
 
 /// What the in-memory sinks received, by their `path` param.
@@ -422,7 +422,8 @@ fn plan_report_needs_only_the_counts() {
         Mode::Check,
     )
     .unwrap_or_else(|e| panic!("{}", e.render()));
-    let json = vidflow_nodes::travel::plan_report(&graph, true, None).unwrap();
+    let json =
+        vidflow_nodes::travel::plan_report(&vidflow_engine::Plan::new(&graph), true, None).unwrap();
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
     assert_eq!(v["total_frames"], 82);
     assert_eq!(v["model_calls_before"], 3);
@@ -440,7 +441,8 @@ fn plan_report_needs_only_the_counts() {
         + m["free"].as_u64().unwrap();
     assert_eq!(sum, 82);
 
-    let text = vidflow_nodes::travel::plan_report(&graph, false, None).unwrap();
+    let text = vidflow_nodes::travel::plan_report(&vidflow_engine::Plan::new(&graph), false, None)
+        .unwrap();
     assert!(text.contains("batch-planner `planner`: 4 keyframes, 3 segments, 82 frames"));
     assert!(
         text.contains("model calls: 3 before, 2 after (1.5× fewer)"),
@@ -470,7 +472,9 @@ fn plan_report_draws_a_picture() {
     )
     .unwrap_or_else(|e| panic!("{}", e.render()));
     let png = dir.join("plan.png");
-    let text = vidflow_nodes::travel::plan_report(&graph, false, Some(&png)).unwrap();
+    let text =
+        vidflow_nodes::travel::plan_report(&vidflow_engine::Plan::new(&graph), false, Some(&png))
+            .unwrap();
     assert!(text.contains("wrote the plan picture to"), "{text}");
     assert!(!text.contains("no thumbnail"), "{text}");
     let img = image::open(&png).unwrap().to_rgb8();
@@ -492,7 +496,9 @@ fn plan_report_draws_a_picture() {
         Mode::Check,
     )
     .unwrap();
-    let text = vidflow_nodes::travel::plan_report(&graph, false, Some(&png)).unwrap();
+    let text =
+        vidflow_nodes::travel::plan_report(&vidflow_engine::Plan::new(&graph), false, Some(&png))
+            .unwrap();
     assert!(
         text.contains("(no thumbnail: cannot open `/nowhere/a.png`"),
         "{text}"
@@ -511,6 +517,7 @@ fn plan_report_without_a_planner_says_so() {
         Mode::Check,
     )
     .unwrap();
-    let err = vidflow_nodes::travel::plan_report(&graph, false, None).unwrap_err();
+    let err = vidflow_nodes::travel::plan_report(&vidflow_engine::Plan::new(&graph), false, None)
+        .unwrap_err();
     assert!(err.contains("has no `batch-planner` node"), "{err}");
 }

@@ -19,9 +19,10 @@ use vidflow_engine::node::Shared;
 use vidflow_engine::{
     Frame, Input, Mode, NodeError, NodeKind, Payload, PortType, Process, Rate, Runtime, SourceFile,
 };
-use vidflow_nodes::neural::device::{Compute, DevicePreference};
-use vidflow_nodes::neural::upscale::{UpscaleOptions, Upscaler, load_checkpoint};
-use vidflow_nodes::neural::weights::{self, Arch};
+use vidflow_nodes::gpu::device::{Compute, DevicePreference};
+use vidflow_nodes::kinds::upscale::{UpscaleOptions, Upscaler, load_checkpoint};
+use vidflow_nodes::models::realesrgan::{self, Arch};
+use vidflow_nodes::weights;
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -130,14 +131,14 @@ fn srvgg_pth_matches_pytorch_on_cpu() {
 #[test]
 fn architectures_are_recognised_from_keys_and_shapes() {
     let ck = weights::load(&builtin()).unwrap();
-    let Arch::Srvgg(c) = weights::detect(&ck).unwrap() else {
+    let Arch::Srvgg(c) = realesrgan::detect(&ck).unwrap() else {
         panic!("not SRVGG")
     };
     assert_eq!((c.num_feat, c.num_conv, c.upscale), (64, 16, 4));
     let n: usize = ck.tensors.values().map(|t| t.numel()).sum();
     assert_eq!(n, 621_424);
     let ck = weights::load(&fixture("realesrgan-x4plus-anime-6b.safetensors")).unwrap();
-    let Arch::Rrdb(c) = weights::detect(&ck).unwrap() else {
+    let Arch::Rrdb(c) = realesrgan::detect(&ck).unwrap() else {
         panic!("not RRDB")
     };
     assert_eq!(
@@ -194,7 +195,7 @@ fn max_level_diff(a: &[u8], b: &[u8]) -> u8 {
 }
 
 fn test_frame(index: u64, w: u32, h: u32) -> Frame {
-    let data = vidflow_nodes::testsrc::pattern(w, h, index, 25.0);
+    let data = vidflow_nodes::kinds::testsrc::pattern(w, h, index, 25.0);
     Frame::new(index, index as f64 / 25.0, Rate::new(25, 1), w, h, data)
 }
 
@@ -226,7 +227,7 @@ fn the_gpu_pixel_path_gives_the_cpu_paths_frames() {
 
 #[test]
 fn packed_pixels_round_trip_exactly_on_wgpu() {
-    use vidflow_nodes::neural::pixels;
+    use vidflow_nodes::gpu::pixels;
     let f = [test_frame(3, 20, 12), test_frame(4, 20, 12)];
     let data: Vec<&[u8]> = f.iter().map(|f| f.data.as_slice()).collect();
     let dev = wgpu_device();

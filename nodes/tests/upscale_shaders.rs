@@ -75,7 +75,7 @@ mod on_wgpu {
     use std::borrow::Cow;
     use wgpu::util::DeviceExt;
 
-    use vidflow_nodes::neural::gpu::Gpu;
+    use vidflow_nodes::gpu::Gpu;
 
     fn gpu() -> Gpu {
         Gpu::open().unwrap_or_else(|e| {
@@ -203,7 +203,7 @@ mod on_wgpu {
         let (w, h, n) = (37u32, 21u32, 2u32);
         let plane = (w * h) as usize;
         let rgb: Vec<u8> = (0..n as u64)
-            .flat_map(|i| vidflow_nodes::testsrc::pattern(w, h, i * 7, 25.0))
+            .flat_map(|i| vidflow_nodes::kinds::testsrc::pattern(w, h, i * 7, 25.0))
             .collect();
         let mut padded = rgb.clone();
         padded.resize(rgb.len().div_ceil(4) * 4, 0);
@@ -257,7 +257,7 @@ mod on_wgpu {
             (3 * nw * nh * 4) as usize,
             3 * nw * nh,
         ));
-        let cpu = vidflow_nodes::neural::upscale::resize_lanczos4(
+        let cpu = vidflow_nodes::kinds::upscale::resize_lanczos4(
             &rgb[..plane * 3],
             w as usize,
             h as usize,

@@ -1,11 +1,11 @@
 //! The producing side of edges: each output port fans out to one bounded crossbeam channel per
 //! consumer. A full queue blocks the producer (backpressure) and the time is counted as
 //! "blocked on output"; an edge with `when_full: drop_oldest` instead evicts its oldest item
-//! and counts the drop on the consumer. [`Emitter`] is the handle nodes emit through.
+//! and counts the drop on the consumer. [`NodeIo`] connects a node's `Emitter` to them.
 
 use super::RunState;
 use super::stats::{self, NodeStats};
-use crate::node::NodeError;
+use crate::node::emit::{Io, Outbox};
 use crate::payload::Payload;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use std::sync::Arc;
@@ -98,142 +98,37 @@ impl Outputs {
     }
 }
 
-/// The outputs of `process` calls, held until the call succeeds. Items and their ports are
-/// kept side by side rather than as `(port, item)` pairs: each item is then moved into and out
-/// of the buffer as it is, with no pair built around it on the stack. (Copying such pairs made
-/// the CPU stall on every item; in the chain benchmark this cut the pass-through nodes' own
-/// time per item by about a third.)
-#[derive(Default)]
-pub(crate) struct Outbox {
-    items: Vec<Payload>,
-    ports: Vec<usize>,
+/// Sends every output of a successful call on, in order.
+#[inline(always)]
+pub(crate) fn deliver(buf: &mut Outbox, out: &Outputs) {
+    buf.deliver(|port, item| {
+        out.send(port, item);
+    });
 }
 
-impl Outbox {
-    #[inline]
-    fn push(&mut self, port: usize, item: Payload) {
-        self.items.push(item);
-        self.ports.push(port);
-    }
-    pub fn is_empty(&self) -> bool {
-        self.items.is_empty()
-    }
-    pub fn clear(&mut self) {
-        self.items.clear();
-        self.ports.clear();
-    }
-    /// Sends every output on, in order, leaving the buffer empty (its capacity kept).
-    #[inline]
-    pub fn deliver(&mut self, out: &Outputs) {
-        // One output per call is the common case.
-        if self.items.len() == 1 {
-            let item = self.items.pop().expect("one output");
-            out.send(self.ports[0], item);
-        } else {
-            for (item, port) in self.items.drain(..).zip(&self.ports) {
-                out.send(*port, item);
-            }
-        }
-        self.ports.clear();
-    }
+/// The executor's side of one node's [`Emitter`](crate::node::Emitter): its outgoing edges
+/// (`None` inside `process`, whose outputs are buffered), the run's stop flag and its counters.
+pub(crate) struct NodeIo<'a> {
+    pub outputs: Option<&'a Outputs>,
+    pub state: &'a RunState,
+    pub stats: &'a NodeStats,
 }
 
-enum Sink<'a> {
-    Direct(&'a Outputs),
-    Buffer(&'a mut Outbox),
-}
-
-/// The handle a node emits through. Sources and `finish` send directly (blocking when queues
-/// are full); inside `process` outputs are buffered and delivered when the call succeeds.
-pub struct Emitter<'a> {
-    sink: Sink<'a>,
-    state: &'a RunState,
-    stats: &'a NodeStats,
-    node: &'a str,
-    outputs: usize,
-}
-
-impl<'a> Emitter<'a> {
-    pub(crate) fn direct(outputs: &'a Outputs, state: &'a RunState, node: &'a str) -> Emitter<'a> {
-        Emitter {
-            outputs: outputs.ports.len(),
-            sink: Sink::Direct(outputs),
-            state,
-            stats: &outputs.stats,
-            node,
-        }
-    }
-    pub(crate) fn buffer(
-        buf: &'a mut Outbox,
-        n_outputs: usize,
-        stats: &'a NodeStats,
-        state: &'a RunState,
-        node: &'a str,
-    ) -> Emitter<'a> {
-        Emitter {
-            outputs: n_outputs,
-            sink: Sink::Buffer(buf),
-            state,
-            stats,
-            node,
-        }
-    }
-
-    /// Emits an item on output port `port` (the index in the kind's declared outputs).
-    /// Returns `NodeError::Stopped` when the run is stopping or nobody consumes the output.
-    #[inline]
-    pub fn emit(&mut self, port: usize, item: Payload) -> Result<(), NodeError> {
-        // Inside `process` (the hot path) the item is only buffered.
-        if let (Sink::Buffer(buf), true) = (&mut self.sink, port < self.outputs) {
-            buf.push(port, item);
-            return Ok(());
-        }
-        self.emit_direct(port, item)
-    }
-
-    /// [`Emitter::emit`] from a source or `finish` (sent at once, blocking while a queue is
-    /// full), or on an undeclared port.
-    #[inline(never)]
-    fn emit_direct(&mut self, port: usize, item: Payload) -> Result<(), NodeError> {
-        if port >= self.outputs {
-            return Err(self.undeclared(port));
-        }
-        match &mut self.sink {
-            Sink::Buffer(buf) => {
-                buf.push(port, item);
-                Ok(())
-            }
-            Sink::Direct(out) => {
-                if self.state.stopping() {
-                    return Err(NodeError::Stopped);
-                }
-                if out.send(port, item) {
-                    Ok(())
-                } else {
-                    Err(NodeError::Stopped)
-                }
-            }
-        }
-    }
-
-    #[cold]
-    fn undeclared(&self, port: usize) -> NodeError {
-        NodeError::runtime(format!(
-            "node `{}` emitted on output #{port}, which it does not declare",
-            self.node
-        ))
-    }
-    /// True once the run is stopping; long-running sources and sinks should check it.
-    pub fn stopping(&self) -> bool {
+impl Io for NodeIo<'_> {
+    fn stopping(&self) -> bool {
         self.state.stopping()
     }
-    /// Tells progress how many items this node will emit in all (enables ETA).
-    pub fn set_total(&self, n: u64) {
+    fn send(&self, port: usize, item: Payload) -> bool {
+        match self.outputs {
+            Some(out) => out.send(port, item),
+            // Only reached when a buffered emitter is used from outside `process`.
+            None => true,
+        }
+    }
+    fn set_total(&self, n: u64) {
         self.stats.total.store(n, Relaxed);
     }
-    /// Tells progress how many items this node will emit on output `port`, so the nodes fed
-    /// by that port show their own total (frames, not frames plus audio packets).
-    pub fn set_port_total(&self, port: usize, n: u64) {
+    fn set_port_total(&self, port: usize, n: u64) {
         let mut totals = self
             .stats
             .port_totals
@@ -242,34 +137,8 @@ impl<'a> Emitter<'a> {
         totals.retain(|&(p, _)| p != port);
         totals.push((port, n));
     }
-    pub fn node_id(&self) -> &str {
-        self.node
-    }
-    /// A handle for reporting progress inside this call, for calls that take long before
-    /// their outputs are delivered (a model call making 81 frames). Progress shows the last
-    /// [`WorkMeter::set`] beside the node until the handle is dropped.
-    pub fn work(&self) -> WorkMeter<'a> {
-        WorkMeter { stats: self.stats }
-    }
-}
-
-/// Progress inside one call (see [`Emitter::work`]); `Sync`, so a callback on another thread
-/// may report through it.
-pub struct WorkMeter<'a> {
-    stats: &'a NodeStats,
-}
-
-impl WorkMeter<'_> {
-    /// `done` of the call's `total` units (frames made of a model call's frames).
-    pub fn set(&self, done: u64, total: u64) {
-        self.stats.work_done.store(done, Relaxed);
+    fn set_work(&self, done: u64, total: u64) {
         self.stats.work_total.store(total, Relaxed);
-    }
-}
-
-impl Drop for WorkMeter<'_> {
-    fn drop(&mut self) {
-        self.stats.work_total.store(0, Relaxed);
-        self.stats.work_done.store(0, Relaxed);
+        self.stats.work_done.store(done, Relaxed);
     }
 }

@@ -3,7 +3,8 @@
 //! `wait_ms` of the batch's first item, and at end of stream whatever is left.
 
 use super::stats::{self, NodeStats};
-use crate::node::{BatchConfig, Input};
+use crate::config::BatchConfig;
+use crate::node::Input;
 use crate::payload::Payload;
 use crossbeam_channel::{Receiver, Select, TryRecvError};
 use std::sync::Arc;

@@ -9,15 +9,16 @@ mod edge;
 mod gather;
 pub mod stats;
 
-pub use edge::{Emitter, WorkMeter};
+pub use crate::node::{Emitter, WorkMeter};
 pub use stats::{NodeReport, NodeStats};
 
-use crate::check::{CheckedGraph, CheckedNode};
+use crate::config::{OnError, WhenFull};
+use crate::node::emit::Outbox;
 use crate::node::{BuildCtx, End, Input, NodeError, Process, Runtime, Shared};
 use crate::payload::Payload;
-use crate::spec::{OnError, WhenFull};
+use crate::plan::{Plan, PlanNode, ToPlan};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
-use edge::{EdgeTx, Outbox, Outputs};
+use edge::{EdgeTx, NodeIo, Outputs};
 use gather::Gather;
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -84,7 +85,7 @@ impl RunReport {
 
 /// Receives progress while a run goes on (see `progress` for the bars, lines and JSON events).
 pub trait ProgressSink: Send {
-    fn start(&mut self, _graph: &CheckedGraph) {}
+    fn start(&mut self, _plan: &Plan) {}
     /// Called about ten times a second with every node's current counters.
     fn tick(&mut self, _nodes: &[NodeReport], _elapsed: Duration) {}
     fn finish(&mut self, _report: &RunReport) {}
@@ -154,8 +155,13 @@ impl RunState {
     }
 }
 
-/// Runs a checked graph to completion (or failure, or stop) and reports what every node did.
-pub fn run(graph: &CheckedGraph, mut opts: RunOptions) -> RunReport {
+/// Runs a plan (or a checked graph) to completion (or failure, or stop) and reports what every
+/// node did.
+pub fn run<G: ToPlan + ?Sized>(graph: &G, opts: RunOptions) -> RunReport {
+    run_plan(&graph.to_plan(), opts)
+}
+
+fn run_plan(graph: &Plan, mut opts: RunOptions) -> RunReport {
     let started = Instant::now();
     let n = graph.nodes.len();
     let stats: Vec<Arc<NodeStats>> = (0..n).map(|_| Arc::new(NodeStats::default())).collect();
@@ -248,7 +254,7 @@ pub fn run(graph: &CheckedGraph, mut opts: RunOptions) -> RunReport {
     report
 }
 
-fn snapshot(graph: &CheckedGraph, stats: &[Arc<NodeStats>]) -> Vec<NodeReport> {
+fn snapshot(graph: &Plan, stats: &[Arc<NodeStats>]) -> Vec<NodeReport> {
     graph
         .nodes
         .iter()
@@ -259,7 +265,7 @@ fn snapshot(graph: &CheckedGraph, stats: &[Arc<NodeStats>]) -> Vec<NodeReport> {
 
 /// Runs a node thread's body: a panic that escapes the node calls (a `Drop`, a payload's
 /// `describe`) fails the run instead of unwinding out of the thread.
-fn catch_failure(node: &CheckedNode, state: &RunState, body: impl FnOnce()) {
+fn catch_failure(node: &PlanNode, state: &RunState, body: impl FnOnce()) {
     if let Err(p) = catch_unwind(AssertUnwindSafe(body)) {
         state.fail(Failure {
             node: node.id.clone(),
@@ -271,13 +277,13 @@ fn catch_failure(node: &CheckedNode, state: &RunState, body: impl FnOnce()) {
 }
 
 /// [`catch_failure`], then marks the node done.
-fn guarded(node: &CheckedNode, state: &RunState, stats: &NodeStats, body: impl FnOnce()) {
+fn guarded(node: &PlanNode, state: &RunState, stats: &NodeStats, body: impl FnOnce()) {
     catch_failure(node, state, body);
     stats.done.store(true, Relaxed);
 }
 
 fn build(
-    node: &CheckedNode,
+    node: &PlanNode,
     ins: &[(usize, Receiver<Payload>)],
     out_consumers: Vec<usize>,
     replica: usize,
@@ -296,7 +302,15 @@ fn build(
         workers: node.workers,
         shared,
     };
-    match catch_unwind(AssertUnwindSafe(|| (node.kind.factory)(&ctx))) {
+    let Some(factory) = &node.kind.factory else {
+        return Err(Failure {
+            node: node.id.clone(),
+            item: None,
+            error: node.kind.not_built(&node.id),
+            panicked: false,
+        });
+    };
+    match catch_unwind(AssertUnwindSafe(|| factory(&ctx))) {
         Ok(Ok(rt)) => Ok(rt),
         Ok(Err(error)) => Err(Failure {
             node: node.id.clone(),
@@ -321,14 +335,10 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         .unwrap_or_else(|| "panic with a non-text payload".into())
 }
 
-fn batch_of(node: &CheckedNode) -> Option<(usize, crate::node::BatchConfig)> {
-    node.kind.batch_port.zip(node.batch)
-}
-
 /// A node with one worker: build, (sources: wait for every setup, then run), else gather,
 /// process and emit until the inputs end, then finish.
 fn run_single(
-    node: &CheckedNode,
+    node: &PlanNode,
     out: Outputs,
     mut ins: Vec<(usize, Receiver<Payload>)>,
     state: &RunState,
@@ -353,8 +363,13 @@ fn run_single(
                 return;
             }
             let r = direct_busy(&out.stats, || {
+                let io = NodeIo {
+                    outputs: Some(&out),
+                    state,
+                    stats: &out.stats,
+                };
                 catch_unwind(AssertUnwindSafe(|| {
-                    src.run(&mut Emitter::direct(&out, state, &node.id))
+                    src.run(&mut Emitter::direct(&io, out.ports.len(), &node.id))
                 }))
             });
             match r {
@@ -378,7 +393,7 @@ fn run_single(
             let mut caller = Caller::new(node, stats, state, out.ports.len(), false);
             // Busy = the loop's time less the time blocked on inputs and outputs. The inputs
             // are dropped when their loop ends, before `finish`.
-            direct_busy(stats, || match (batch_of(node), ins.len()) {
+            direct_busy(stats, || match (node.batch, ins.len()) {
                 // The common case, one unbatched input: no `Select`, no `Gather`, and a loop
                 // of its own (`serve` is inlined into each arm: no dispatch per item).
                 (None, 1) => {
@@ -421,15 +436,20 @@ fn serve(
     }
 }
 
-fn finish(proc: &mut dyn Process, node: &CheckedNode, out: &Outputs, state: &RunState) {
+fn finish(proc: &mut dyn Process, node: &PlanNode, out: &Outputs, state: &RunState) {
     let end = if state.stopping() {
         End::Stopped
     } else {
         End::Complete
     };
     let r = direct_busy(&out.stats, || {
+        let io = NodeIo {
+            outputs: Some(out),
+            state,
+            stats: &out.stats,
+        };
         catch_unwind(AssertUnwindSafe(|| {
-            proc.finish(&mut Emitter::direct(out, state, &node.id), end)
+            proc.finish(&mut Emitter::direct(&io, out.ports.len(), &node.id), end)
         }))
     });
     match r {
@@ -531,7 +551,7 @@ fn describe_tags(first: Option<&Tag>, last: Option<&Tag>, count: usize) -> Strin
 /// Makes a node's `process` calls under its `on_error` policy. Outputs of a call are
 /// buffered and delivered only when it succeeds, so a retried call never duplicates output.
 struct Caller<'a> {
-    node: &'a CheckedNode,
+    node: &'a PlanNode,
     stats: &'a NodeStats,
     state: &'a RunState,
     n_out: usize,
@@ -544,7 +564,7 @@ struct Caller<'a> {
 
 impl<'a> Caller<'a> {
     fn new(
-        node: &'a CheckedNode,
+        node: &'a PlanNode,
         stats: &'a NodeStats,
         state: &'a RunState,
         n_out: usize,
@@ -578,9 +598,12 @@ impl<'a> Caller<'a> {
                 input,
                 &mut Emitter::buffer(
                     &mut self.buf,
+                    &NodeIo {
+                        outputs: None,
+                        state: self.state,
+                        stats: self.stats,
+                    },
                     self.n_out,
-                    self.stats,
-                    self.state,
                     &self.node.id,
                 ),
             )
@@ -648,9 +671,12 @@ impl<'a> Caller<'a> {
                     },
                     &mut Emitter::buffer(
                         &mut self.buf,
+                        &NodeIo {
+                            outputs: None,
+                            state: self.state,
+                            stats: self.stats,
+                        },
                         self.n_out,
-                        self.stats,
-                        self.state,
                         &self.node.id,
                     ),
                 )
@@ -693,7 +719,7 @@ impl<'a> Caller<'a> {
     /// Sends the last call's outputs on.
     #[inline(always)]
     fn deliver(&mut self, out: &Outputs) {
-        self.buf.deliver(out);
+        edge::deliver(&mut self.buf, out);
     }
 }
 
@@ -717,7 +743,7 @@ type Done = (Option<u64>, Outbox);
 
 fn spawn_replicated<'s, 'e: 's>(
     scope: &'s std::thread::Scope<'s, 'e>,
-    node: &'e CheckedNode,
+    node: &'e PlanNode,
     out: Outputs,
     ins: Vec<(usize, Receiver<Payload>)>,
     state: &'e RunState,
@@ -734,7 +760,7 @@ fn spawn_replicated<'s, 'e: 's>(
         .name(format!("{}:batch", node.id))
         .spawn_scoped(scope, move || {
             catch_failure(node, state, || {
-                let mut gather = Gather::new(ins, batch_of(node), gather_stats.clone());
+                let mut gather = Gather::new(ins, node.batch, gather_stats.clone());
                 let mut seq = 0u64;
                 while let Some(input) = gather.next() {
                     if state.stopping() {
@@ -792,7 +818,7 @@ fn spawn_replicated<'s, 'e: 's>(
 
 #[allow(clippy::too_many_arguments)]
 fn replica(
-    node: &CheckedNode,
+    node: &PlanNode,
     r: usize,
     consumers: Vec<usize>,
     n_out: usize,
@@ -843,7 +869,16 @@ fn replica(
     let t = Instant::now();
     let r = catch_unwind(AssertUnwindSafe(|| {
         proc.finish(
-            &mut Emitter::buffer(&mut buf, n_out, stats, state, &node.id),
+            &mut Emitter::buffer(
+                &mut buf,
+                &NodeIo {
+                    outputs: None,
+                    state,
+                    stats,
+                },
+                n_out,
+                &node.id,
+            ),
             end,
         )
     }));
@@ -884,7 +919,7 @@ fn merge(done: Receiver<Done>, out: &Outputs) {
             Some(s) => {
                 waiting.insert(s, outputs);
                 while let Some(mut ready) = waiting.remove(&next) {
-                    ready.deliver(out);
+                    edge::deliver(&mut ready, out);
                     next += 1;
                 }
             }
@@ -893,6 +928,6 @@ fn merge(done: Receiver<Done>, out: &Outputs) {
     // Results after a gap (a replica thread that died: the run is failing) still go out in
     // order, so downstream counts them.
     for mut outputs in waiting.into_values().chain(finals) {
-        outputs.deliver(out);
+        edge::deliver(&mut outputs, out);
     }
 }

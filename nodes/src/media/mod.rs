@@ -1,17 +1,14 @@
-//! The media family: FFmpeg-backed `decode` and `encode`, and `split` / `stitch` for segmented
-//! frame streams.
+//! FFmpeg glue shared by the media kinds (`decode`, `encode`, `split` writing files; see
+//! [`crate::kinds`]): the FFmpeg wrappers (`ff`), compressed audio packets (`packets`) and the
+//! file writer with its encoder params (`writer`), plus the `audio_packets` port type and the
+//! error a factory gives in a build without FFmpeg.
 //!
-//! Descriptors are always compiled, so `vidflow check` knows these kinds in every build; the
-//! FFmpeg code (ffmpeg-the-third over the system libraries) sits behind the `media` feature, and
-//! without it the factories of `decode`/`encode` (and `split` writing files) fail with a clear
-//! message. `split` into frame streams and `stitch` are plain Rust and always work.
+//! The FFmpeg code (ffmpeg-the-third over the system libraries) sits behind the `media`
+//! feature; without it the factories of `decode`/`encode` (and `split` writing files) fail with
+//! `not_built`'s message. `split` into frame streams and `stitch` are plain Rust and always
+//! work.
 
-use vidflow_engine::{NodeError, PortType, Registry};
-
-pub mod decode;
-pub mod encode;
-pub mod split;
-pub mod stitch;
+use vidflow_engine::{NodeError, PortType};
 
 #[cfg(feature = "media")]
 pub mod ff;
@@ -23,14 +20,6 @@ pub mod writer;
 /// Compressed audio from `decode` for `encode` to mux untouched (items are
 /// `packets::AudioPacket`; the first one describes the stream).
 pub const AUDIO_PACKETS: PortType = PortType("audio_packets");
-
-/// Registers this family's node kinds.
-pub fn register(r: &mut Registry) {
-    r.register(decode::kind());
-    r.register(encode::kind());
-    r.register(split::kind());
-    r.register(stitch::kind());
-}
 
 /// The error of a media factory in a build without FFmpeg.
 #[allow(dead_code)]

@@ -37,6 +37,19 @@ pub struct EncodeOptions {
     pub audio_bitrate: u64,
 }
 
+/// The encoder params of `encode` (and `split` writing files, which takes the same ones).
+pub fn options(p: &vidflow_engine::Params) -> Result<EncodeOptions, NodeError> {
+    Ok(EncodeOptions {
+        codec: p.opt_str("codec").map(str::to_string),
+        crf: p.opt_f64("crf"),
+        preset: p.opt_str("preset").map(str::to_string),
+        pix_fmt: p.opt_str("pix_fmt").map(str::to_string),
+        rate: p.opt_f64("rate").map(Rate::from_fps),
+        audio_codec: p.opt_str("audio_codec").unwrap_or("aac").to_string(),
+        audio_bitrate: p.opt_u64("audio_bitrate").unwrap_or(128_000),
+    })
+}
+
 enum Dest {
     File(AtomicPath),
     Sequence { dir: PathBuf, temp: PathBuf },

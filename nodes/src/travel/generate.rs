@@ -19,7 +19,7 @@
 //! The runner never emits by itself: [`Runner::run_batch`] returns what to emit, so it can be
 //! tested without an engine.
 
-use super::mask::{GuideBatch, Guides, build_guides};
+use super::guides::{GuideBatch, Guides, build_guides};
 use super::plan::{Call, Role, Segment, segments_text};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;

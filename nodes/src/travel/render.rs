@@ -2,15 +2,15 @@
 //! as one JSON object (`--json`), and optionally as a picture (`--png FILE`). The text and
 //! JSON need only the counts; only the picture opens the keyframe images (for thumbnails).
 
-use super::mask::{Fit, load_keyframe};
+use super::guides::{Fit, load_keyframe};
 use super::plan::{Plan, Role, text_report};
-use super::planner::{KIND, plan_from_params};
+use super::spec::{PLANNER_KIND as KIND, plan_from_params};
 use image::{Rgb, RgbImage};
 use std::path::Path;
-use vidflow_engine::CheckedGraph;
+use vidflow_engine::plan::Plan as GraphPlan;
 
 /// The plans of every batch-planner in a checked graph, by node id, in graph order.
-pub fn graph_plans(graph: &CheckedGraph) -> Result<Vec<(String, Plan)>, String> {
+pub fn graph_plans(graph: &GraphPlan) -> Result<Vec<(String, Plan)>, String> {
     let planners: Vec<_> = graph.nodes.iter().filter(|n| n.kind.name == KIND).collect();
     if planners.is_empty() {
         return Err(format!(
@@ -40,7 +40,7 @@ pub fn graph_plans(graph: &CheckedGraph) -> Result<Vec<(String, Plan)>, String> 
 /// The report `vidflow plan` prints: text, or with `json` one JSON object (for a graph with
 /// several planners, an object with one such object per planner id). With `png`, also draws
 /// the plan into that file (PNG) and says so at the end of the text.
-pub fn plan_report(graph: &CheckedGraph, json: bool, png: Option<&Path>) -> Result<String, String> {
+pub fn plan_report(graph: &GraphPlan, json: bool, png: Option<&Path>) -> Result<String, String> {
     let plans = graph_plans(graph)?;
     let mut out = if json {
         let mut s = match plans.as_slice() {

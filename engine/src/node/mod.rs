@@ -1,0 +1,394 @@
+//! The node API, everything a node kind is written against: a [`NodeKind`] descriptor (name,
+//! doc, typed ports, typed params with defaults, the cargo feature it needs, an example, its
+//! own validation rules) plus a factory that builds the runtime node ([`Source`] or
+//! [`Process`]) from checked params, and the [`Emitter`] it hands its outputs to. Everything
+//! the checker needs is in the descriptor, so config-time checks never load a model or open a
+//! file. This module is a leaf: it knows the payload types and the graph config types, never
+//! the loader, checker or executor.
+
+pub mod emit;
+pub mod params;
+
+pub use crate::config::BatchConfig;
+pub use emit::{Emitter, End, Input, Items, WorkMeter};
+pub use params::{NodeParams, ParamSpec, ParamType, Params};
+
+use crate::payload::PortType;
+use std::any::{Any, TypeId};
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+/// A failure inside a node. `Input` is the user's input being wrong (missing file, unreadable
+/// video, bad weights: exit code 1); `Runtime` is everything else (exit code 2).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum NodeError {
+    #[error("{0}")]
+    Input(String),
+    #[error("{0}")]
+    Runtime(String),
+    /// The run is stopping (Ctrl-C, another node failed, or every consumer is gone).
+    #[error("stopped")]
+    Stopped,
+}
+
+impl NodeError {
+    pub fn input(msg: impl Into<String>) -> NodeError {
+        NodeError::Input(msg.into())
+    }
+    pub fn runtime(msg: impl Into<String>) -> NodeError {
+        NodeError::Runtime(msg.into())
+    }
+}
+
+/// A declared input or output port.
+#[derive(Clone, Debug)]
+pub struct PortSpec {
+    pub name: &'static str,
+    pub ty: PortType,
+    pub doc: &'static str,
+    /// Inputs only: the graph is invalid when it is left unconnected.
+    pub required: bool,
+}
+
+/// Everything a factory gets to build a runtime node.
+pub struct BuildCtx<'a> {
+    pub node_id: &'a str,
+    pub params: &'a Params,
+    /// For each declared input port, whether the graph connects it.
+    pub connected_inputs: Vec<bool>,
+    /// For each declared output port, how many consumers it has.
+    pub output_consumers: Vec<usize>,
+    /// Which replica this is (0-based) when the node has `workers: N`.
+    pub replica: usize,
+    pub workers: usize,
+    /// Run-wide shared objects (the compute device, caches…), created once per run.
+    pub shared: &'a Shared,
+}
+
+impl BuildCtx<'_> {
+    /// The node's typed params (see [`params!`](crate::params)).
+    pub fn params<P: NodeParams>(&self) -> Result<P, NodeError> {
+        P::from_params(self.params)
+    }
+}
+
+/// A run-wide map of shared objects keyed by type, so that every neural node of a run uses the
+/// same device context.
+#[derive(Default)]
+pub struct Shared {
+    map: Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
+}
+
+impl Shared {
+    /// Returns the run's instance of `T`, creating it with `init` on first use.
+    pub fn get_or_try_init<T: Any + Send + Sync, E>(
+        &self,
+        init: impl FnOnce() -> Result<T, E>,
+    ) -> Result<Arc<T>, E> {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(existing) = map.get(&TypeId::of::<T>()) {
+            return Ok(existing.clone().downcast::<T>().expect("keyed by TypeId"));
+        }
+        let value = Arc::new(init()?);
+        map.insert(TypeId::of::<T>(), value.clone());
+        Ok(value)
+    }
+    pub fn insert<T: Any + Send + Sync>(&self, value: T) {
+        let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        map.insert(TypeId::of::<T>(), Arc::new(value));
+    }
+}
+
+/// A node with no inputs: produces items until done. `out.emit` returns `NodeError::Stopped`
+/// when the run is stopping, so `?` ends the loop.
+pub trait Source: Send {
+    fn run(&mut self, out: &mut Emitter<'_>) -> Result<(), NodeError>;
+}
+
+/// A node with inputs. `process` is called once per item, or once per batch on a batched input.
+/// Outputs emitted during a call are delivered only when it succeeds, so a retried call never
+/// duplicates output.
+pub trait Process: Send {
+    fn process(&mut self, input: Input, out: &mut Emitter<'_>) -> Result<(), NodeError>;
+    fn finish(&mut self, _out: &mut Emitter<'_>, _end: End) -> Result<(), NodeError> {
+        Ok(())
+    }
+}
+
+pub enum Runtime {
+    Source(Box<dyn Source>),
+    Process(Box<dyn Process>),
+}
+
+pub type Factory = Arc<dyn Fn(&BuildCtx<'_>) -> Result<Runtime, NodeError> + Send + Sync>;
+
+/// Parses checked params into a kind's typed params, keeping only whether that worked.
+pub type TypedCheck = fn(&Params) -> Result<(), NodeError>;
+
+/// A kind's own config-time rules (beyond param types and ranges), given everything the
+/// checker knows about one node: each problem becomes a located `vidflow check` diagnostic.
+pub type Validator = Arc<dyn Fn(&ValidateCtx<'_>) -> Vec<Problem> + Send + Sync>;
+
+/// What a kind's validator sees of one node.
+pub struct ValidateCtx<'a> {
+    pub node_id: &'a str,
+    pub params: &'a Params,
+    /// For each declared input port, whether the graph connects it.
+    pub connected_inputs: &'a [bool],
+    /// For each declared output port, how many consumers it has.
+    pub output_consumers: &'a [usize],
+}
+
+impl ValidateCtx<'_> {
+    /// The typed params (`None` if they do not parse; the checker reports that itself).
+    pub fn params<P: NodeParams>(&self) -> Option<P> {
+        P::from_params(self.params).ok()
+    }
+}
+
+/// One problem a validator found, located at a param's value (or a position inside it) or at
+/// an input's connection.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Problem {
+    pub at: ProblemAt,
+    pub message: String,
+    pub help: Option<String>,
+}
+
+/// Where a [`Problem`] points.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ProblemAt {
+    /// A param's value; with a 1-based (line, column) inside its text (e.g. a shader error).
+    Param {
+        name: String,
+        pos: Option<(u32, u32)>,
+    },
+    /// The connection of an input port.
+    Input(String),
+}
+
+impl Problem {
+    /// A problem with param `name`'s value.
+    pub fn param(name: &str, message: impl Into<String>) -> Problem {
+        Problem {
+            at: ProblemAt::Param {
+                name: name.to_string(),
+                pos: None,
+            },
+            message: message.into(),
+            help: None,
+        }
+    }
+    /// A problem with the connection of input `port`.
+    pub fn input(port: &str, message: impl Into<String>) -> Problem {
+        Problem {
+            at: ProblemAt::Input(port.to_string()),
+            message: message.into(),
+            help: None,
+        }
+    }
+    pub fn help(mut self, help: impl Into<String>) -> Problem {
+        self.help = Some(help.into());
+        self
+    }
+    /// Points at a 1-based (line, column) inside the param's text.
+    pub fn at_position(mut self, line: u32, col: u32) -> Problem {
+        if let ProblemAt::Param { pos, .. } = &mut self.at {
+            *pos = Some((line, col));
+        }
+        self
+    }
+}
+
+/// A problem with a param, as kinds written before [`Problem`] report it.
+#[derive(Clone, Debug)]
+pub struct ParamProblem {
+    pub param: String,
+    pub message: String,
+    pub help: Option<String>,
+    /// Optional line/column offset inside the param's value (e.g. a shader error), 1-based.
+    pub at: Option<(u32, u32)>,
+}
+
+impl From<ParamProblem> for Problem {
+    fn from(p: ParamProblem) -> Problem {
+        Problem {
+            at: ProblemAt::Param {
+                name: p.param,
+                pos: p.at,
+            },
+            message: p.message,
+            help: p.help,
+        }
+    }
+}
+
+/// A node kind: the descriptor and its factory.
+#[derive(Clone)]
+pub struct NodeKind {
+    pub name: &'static str,
+    pub doc: &'static str,
+    pub inputs: Vec<PortSpec>,
+    pub outputs: Vec<PortSpec>,
+    pub params: Vec<ParamSpec>,
+    /// A YAML snippet showing the node in a graph.
+    pub example: &'static str,
+    /// The input port that `batch:` applies to, and the batching used when the graph gives none.
+    pub batch_port: Option<usize>,
+    pub default_batch: Option<BatchConfig>,
+    /// The cargo feature the kind's runtime needs (`media`, `neural`, `llm`), if any.
+    pub feature: Option<&'static str>,
+    pub validator: Option<Validator>,
+    /// Parses checked params into the kind's typed params (kinds declared with `params!`),
+    /// so a type that does not fit is a check-time error, not a run-time one.
+    pub typed: Option<TypedCheck>,
+    /// `None`: the kind's feature was not built in (see [`NodeKind::not_built`]).
+    pub factory: Option<Factory>,
+}
+
+impl fmt::Debug for NodeKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NodeKind")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NodeKind {
+    pub fn new(
+        name: &'static str,
+        doc: &'static str,
+        factory: impl Fn(&BuildCtx<'_>) -> Result<Runtime, NodeError> + Send + Sync + 'static,
+    ) -> NodeKind {
+        NodeKind {
+            factory: Some(Arc::new(factory)),
+            ..NodeKind::descriptor(name, doc)
+        }
+    }
+    /// A kind whose runtime needs cargo feature `feature`: `factory` is `Some` when the
+    /// feature was built in, else `None` and the node fails to start with one message that
+    /// says how to rebuild.
+    pub fn gated<F>(
+        name: &'static str,
+        doc: &'static str,
+        feature: &'static str,
+        factory: Option<F>,
+    ) -> NodeKind
+    where
+        F: Fn(&BuildCtx<'_>) -> Result<Runtime, NodeError> + Send + Sync + 'static,
+    {
+        NodeKind {
+            feature: Some(feature),
+            factory: factory.map(|f| Arc::new(f) as Factory),
+            ..NodeKind::descriptor(name, doc)
+        }
+    }
+    fn descriptor(name: &'static str, doc: &'static str) -> NodeKind {
+        NodeKind {
+            name,
+            doc,
+            inputs: vec![],
+            outputs: vec![],
+            params: vec![],
+            example: "",
+            batch_port: None,
+            default_batch: None,
+            feature: None,
+            validator: None,
+            typed: None,
+            factory: None,
+        }
+    }
+    /// Whether this build can run the kind (its feature, if any, was built in).
+    pub fn available(&self) -> bool {
+        self.factory.is_some()
+    }
+    /// The error of a node whose kind's feature was not built in.
+    pub fn not_built(&self, node_id: &str) -> NodeError {
+        let feature = self.feature.unwrap_or("?");
+        NodeError::input(format!(
+            "node `{node_id}`: this vidflow was built without the `{feature}` feature, so `{}` cannot run; rebuild with `--features {feature}`",
+            self.name
+        ))
+    }
+    pub fn input(mut self, name: &'static str, ty: PortType, doc: &'static str) -> Self {
+        self.inputs.push(PortSpec {
+            name,
+            ty,
+            doc,
+            required: true,
+        });
+        self
+    }
+    pub fn optional_input(mut self, name: &'static str, ty: PortType, doc: &'static str) -> Self {
+        self.inputs.push(PortSpec {
+            name,
+            ty,
+            doc,
+            required: false,
+        });
+        self
+    }
+    pub fn output(mut self, name: &'static str, ty: PortType, doc: &'static str) -> Self {
+        self.outputs.push(PortSpec {
+            name,
+            ty,
+            doc,
+            required: false,
+        });
+        self
+    }
+    pub fn param(mut self, p: ParamSpec) -> Self {
+        self.params.push(p);
+        self
+    }
+    /// Declares the kind's params as the typed struct `P` (see [`params!`](crate::params)).
+    pub fn params<P: NodeParams>(mut self) -> Self {
+        self.params.extend(P::specs());
+        self.typed = Some(|p| P::from_params(p).map(drop));
+        self
+    }
+    pub fn example(mut self, yaml: &'static str) -> Self {
+        self.example = yaml;
+        self
+    }
+    /// Makes input `port` batchable; `default` is used when the graph sets no `batch:`.
+    pub fn batched(mut self, port: &str, default: Option<BatchConfig>) -> Self {
+        self.batch_port = self.inputs.iter().position(|p| p.name == port);
+        assert!(
+            self.batch_port.is_some(),
+            "{}: batched port `{port}` is not declared",
+            self.name
+        );
+        self.default_batch = default;
+        self
+    }
+    /// The kind's own rules, checked by `vidflow check` with the node's params and wiring.
+    pub fn check(
+        mut self,
+        f: impl Fn(&ValidateCtx<'_>) -> Vec<Problem> + Send + Sync + 'static,
+    ) -> Self {
+        self.validator = Some(Arc::new(f));
+        self
+    }
+    /// [`NodeKind::check`] for rules about params only.
+    pub fn validate(
+        self,
+        f: impl Fn(&Params) -> Vec<ParamProblem> + Send + Sync + 'static,
+    ) -> Self {
+        self.check(move |cx| f(cx.params).into_iter().map(Problem::from).collect())
+    }
+    pub fn input_index(&self, name: &str) -> Option<usize> {
+        self.inputs.iter().position(|p| p.name == name)
+    }
+    pub fn output_index(&self, name: &str) -> Option<usize> {
+        self.outputs.iter().position(|p| p.name == name)
+    }
+    pub fn param_spec(&self, name: &str) -> Option<&ParamSpec> {
+        self.params.iter().find(|p| p.name == name)
+    }
+    pub fn is_source(&self) -> bool {
+        self.inputs.is_empty()
+    }
+}

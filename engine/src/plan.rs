@@ -1,0 +1,180 @@
+//! The plan stage: a checked graph as the executor runs it — a petgraph `DiGraph` with the
+//! nodes in topological order, one edge config per connection (queue size, what a full queue
+//! does), each node's replicas, batched port and error policy. `vidflow graph` renders it as
+//! Graphviz DOT or Mermaid, `vidflow run` executes it.
+
+use crate::check::{CheckedGraph, CheckedNode};
+use crate::config::{BatchConfig, OnError, WhenFull};
+use crate::node::{NodeKind, Params};
+use petgraph::graph::{DiGraph, NodeIndex};
+use std::fmt::Write as _;
+
+/// A graph ready to run.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub name: String,
+    /// The nodes in the order the graph file declares them (reports and progress use it).
+    pub nodes: Vec<PlanNode>,
+    pub edges: Vec<PlanEdge>,
+    /// Node indices in topological order: every producer before its consumers.
+    pub order: Vec<usize>,
+    /// The graph: node weights are indices into `nodes`, edge weights into `edges`.
+    pub graph: DiGraph<usize, usize>,
+}
+
+/// One node of a plan.
+#[derive(Clone, Debug)]
+pub struct PlanNode {
+    pub id: String,
+    pub kind: NodeKind,
+    pub params: Params,
+    /// Replicas, each on its own thread (1: the node runs on one thread).
+    pub workers: usize,
+    /// The batched input port and its batching.
+    pub batch: Option<(usize, BatchConfig)>,
+    pub on_error: OnError,
+}
+
+/// One connection: output port `from.1` of node `from.0` feeds input `to.1` of node `to.0`
+/// through a bounded queue of `queue` items.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlanEdge {
+    pub from: (usize, usize),
+    pub to: (usize, usize),
+    pub queue: usize,
+    pub when_full: WhenFull,
+}
+
+impl Plan {
+    /// Plans a checked graph.
+    pub fn new(graph: &CheckedGraph) -> Plan {
+        let nodes: Vec<PlanNode> = graph.nodes.iter().map(plan_node).collect();
+        let edges: Vec<PlanEdge> = graph
+            .edges
+            .iter()
+            .map(|e| PlanEdge {
+                from: e.from,
+                to: e.to,
+                queue: e.queue,
+                when_full: e.when_full,
+            })
+            .collect();
+        let mut g = DiGraph::new();
+        let idx: Vec<NodeIndex> = (0..nodes.len()).map(|i| g.add_node(i)).collect();
+        for (i, e) in edges.iter().enumerate() {
+            g.add_edge(idx[e.from.0], idx[e.to.0], i);
+        }
+        // The checker rejected cycles, so the sort succeeds.
+        let order = petgraph::algo::toposort(&g, None)
+            .map(|order| order.into_iter().map(|i| g[i]).collect())
+            .unwrap_or_else(|_| (0..nodes.len()).collect());
+        Plan {
+            name: graph.name.clone(),
+            nodes,
+            edges,
+            order,
+            graph: g,
+        }
+    }
+
+    pub fn node(&self, id: &str) -> Option<&PlanNode> {
+        self.nodes.iter().find(|n| n.id == id)
+    }
+
+    /// Graphviz DOT: nodes in topological order, each edge labelled with its ports and queue.
+    pub fn to_dot(&self) -> String {
+        let mut s = format!(
+            "digraph \"{}\" {{\n  rankdir=LR;\n  node [shape=box, style=rounded];\n",
+            self.name
+        );
+        for &i in &self.order {
+            let n = &self.nodes[i];
+            let _ = writeln!(s, "  \"{}\" [label=\"{}\"];", n.id, node_label(n));
+        }
+        for e in &self.edges {
+            let _ = writeln!(
+                s,
+                "  \"{}\" -> \"{}\" [label=\"{}\"];",
+                self.nodes[e.from.0].id,
+                self.nodes[e.to.0].id,
+                self.edge_label(e)
+            );
+        }
+        s.push_str("}\n");
+        s
+    }
+
+    /// A Mermaid flowchart.
+    pub fn to_mermaid(&self) -> String {
+        let mut s = String::from("flowchart LR\n");
+        for &i in &self.order {
+            let n = &self.nodes[i];
+            let _ = writeln!(
+                s,
+                "  {}[\"{}\"]",
+                n.id,
+                node_label(n).replace("\\n", "<br/>")
+            );
+        }
+        for e in &self.edges {
+            let _ = writeln!(
+                s,
+                "  {} -->|\"{}\"| {}",
+                self.nodes[e.from.0].id,
+                self.edge_label(e),
+                self.nodes[e.to.0].id
+            );
+        }
+        s
+    }
+
+    fn edge_label(&self, e: &PlanEdge) -> String {
+        let from = self.nodes[e.from.0].kind.outputs[e.from.1].name;
+        let to = self.nodes[e.to.0].kind.inputs[e.to.1].name;
+        let policy = if e.when_full == WhenFull::DropOldest {
+            ", drop_oldest"
+        } else {
+            ""
+        };
+        format!("{from} → {to} (q{}{policy})", e.queue)
+    }
+}
+
+fn plan_node(n: &CheckedNode) -> PlanNode {
+    PlanNode {
+        id: n.id.clone(),
+        kind: n.kind.clone(),
+        params: n.params.clone(),
+        workers: n.workers,
+        batch: n.kind.batch_port.zip(n.batch),
+        on_error: n.on_error,
+    }
+}
+
+fn node_label(n: &PlanNode) -> String {
+    let mut label = format!("{}\\n{}", n.id, n.kind.name);
+    if n.workers > 1 {
+        let _ = write!(label, " ×{}", n.workers);
+    }
+    if let Some((_, b)) = n.batch {
+        let _ = write!(label, "\\nbatch {} / {} ms", b.max, b.wait_ms);
+    }
+    label
+}
+
+/// What [`crate::exec::run`] takes: a plan, or a checked graph (planned on the way).
+pub trait ToPlan {
+    fn to_plan(&self) -> std::borrow::Cow<'_, Plan>;
+}
+
+impl ToPlan for Plan {
+    fn to_plan(&self) -> std::borrow::Cow<'_, Plan> {
+        std::borrow::Cow::Borrowed(self)
+    }
+}
+
+impl ToPlan for CheckedGraph {
+    fn to_plan(&self) -> std::borrow::Cow<'_, Plan> {
+        std::borrow::Cow::Owned(Plan::new(self))
+    }
+}

@@ -1,0 +1,500 @@
+//! `audio-window`: one window of audio features per video frame, sliced out of spans that
+//! consecutive frames share.
+//!
+//! Two modes:
+//! - `mel` (Wav2Lip): the mel spectrogram of [`crate::audio::mel`] is computed once, incrementally,
+//!   for the whole stream (80 columns per second). Frame `i`'s window is the 16 columns
+//!   starting at `floor(i * 80 / fps)`, or the last 16 columns where that runs past the end.
+//! - `chunks`: the audio is cut into chunks of one frame's duration (40 ms at 25 fps); frame
+//!   `i`'s window is chunks `i - before ..= i + after` (16 with the defaults 8 and 7). A group
+//!   of N consecutive frames starting at F shares one span of `N + before + after` chunks
+//!   (`F - before .. F + N + after`), zero-padded at the stream's edges, instead of N x 16:
+//!   see [`chunk_span`].
+//!
+//! Windows are emitted in groups of `span` frames; every window of a group points into the
+//! same `Arc`'d span ([`AudioWindow`]), so nothing is copied per frame. At the end the node
+//! prints how much audio it computed against the naive one-window-per-frame cost.
+//!
+//! The window payload and the mel spectrogram are shared with `lipsync` and live in
+//! [`crate::audio`]; this module is the kind: descriptor, window building and runtime.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use vidflow_engine::{
+    End, Input, NodeError, NodeKind, ParamSpec, ParamType, Payload, PortType, Process, Runtime,
+    exec::Emitter,
+};
+
+use crate::audio::mel::{MelStream, N_MELS, SAMPLE_RATE, window_start};
+pub use crate::audio::{AUDIO_WINDOWS, AudioWindow, MEL_STEPS, Span, SpanKind};
+
+/// The chunk span a group of `n` consecutive frames starting at `first` needs, as absolute
+/// chunk indices `start..end` (`end - start = n + before + after`), with how many chunks that
+/// is against the naive `n * (before + 1 + after)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChunkSpan {
+    pub start: i64,
+    pub end: i64,
+    pub used: u64,
+    pub naive: u64,
+}
+
+impl ChunkSpan {
+    /// Fraction of the naive chunk count saved, 0..1.
+    pub fn savings(&self) -> f64 {
+        if self.naive == 0 {
+            0.0
+        } else {
+            1.0 - self.used as f64 / self.naive as f64
+        }
+    }
+}
+
+pub fn chunk_span(first: u64, n: u64, before: u64, after: u64) -> ChunkSpan {
+    let start = first as i64 - before as i64;
+    let end = (first + n + after) as i64;
+    ChunkSpan {
+        start,
+        end,
+        used: (end - start) as u64,
+        naive: n * (before + 1 + after),
+    }
+}
+
+/// Settings of the window builder.
+#[derive(Clone, Copy, Debug)]
+pub struct WindowConfig {
+    pub chunks: bool,
+    /// Video frame rate (replaced by the frames' own rate when frames are given).
+    pub fps: f64,
+    /// Frames per shared span.
+    pub span: usize,
+    pub before: u64,
+    pub after: u64,
+}
+
+impl Default for WindowConfig {
+    fn default() -> Self {
+        WindowConfig {
+            chunks: false,
+            fps: 25.0,
+            span: 8,
+            before: 8,
+            after: 7,
+        }
+    }
+}
+
+/// The engine-free core of `audio-window`: feed audio (and optionally frame indices), take
+/// windows. Without frames, frame `i` exists for every `i < ceil(duration * fps)`.
+pub struct WindowBuilder {
+    cfg: WindowConfig,
+    sample_rate: u32,
+    mel: MelStream,
+    /// Mel columns from absolute index `col_base`.
+    cols: VecDeque<[f32; N_MELS]>,
+    col_base: usize,
+    /// Mono samples from absolute index `sample_base` (chunk mode).
+    samples: VecDeque<f32>,
+    sample_base: usize,
+    n_samples: usize,
+    /// Frames waiting for their window: (index, pts).
+    pending: VecDeque<(u64, f64)>,
+    /// Frames come from a frames input (else they are generated).
+    external_frames: bool,
+    next_generated: u64,
+    finished: bool,
+    /// Units computed (mel columns or chunks in spans) and the naive per-frame count.
+    pub used_units: u64,
+    pub naive_units: u64,
+    pub windows: u64,
+    pub spans: u64,
+}
+
+impl WindowBuilder {
+    pub fn new(cfg: WindowConfig, external_frames: bool) -> WindowBuilder {
+        WindowBuilder {
+            cfg,
+            sample_rate: if cfg.chunks { 0 } else { SAMPLE_RATE },
+            mel: MelStream::new(),
+            cols: VecDeque::new(),
+            col_base: 0,
+            samples: VecDeque::new(),
+            sample_base: 0,
+            n_samples: 0,
+            pending: VecDeque::new(),
+            external_frames,
+            next_generated: 0,
+            finished: false,
+            used_units: 0,
+            naive_units: 0,
+            windows: 0,
+            spans: 0,
+        }
+    }
+
+    pub fn set_fps(&mut self, fps: f64) {
+        self.cfg.fps = fps;
+    }
+
+    fn chunk_len(&self) -> usize {
+        ((self.sample_rate as f64 / self.cfg.fps).round() as usize).max(1)
+    }
+    fn chunk_start(&self, c: i64) -> i64 {
+        (c as f64 * self.sample_rate as f64 / self.cfg.fps).floor() as i64
+    }
+
+    /// Adds mono samples at `rate` Hz.
+    pub fn push_audio(&mut self, rate: u32, mono: &[f32]) -> Result<(), String> {
+        if self.cfg.chunks {
+            if self.sample_rate == 0 {
+                self.sample_rate = rate;
+            } else if self.sample_rate != rate {
+                return Err(format!(
+                    "the audio's sample rate changed from {} to {rate} Hz",
+                    self.sample_rate
+                ));
+            }
+            self.samples.extend(mono.iter().copied());
+        } else {
+            if rate != SAMPLE_RATE {
+                return Err(format!(
+                    "mel windows need 16000 Hz audio, got {rate} Hz; set `audio_rate: 16000` on the decode node"
+                ));
+            }
+            let mut new = vec![];
+            self.mel.push(mono, &mut new);
+            self.cols.extend(new);
+        }
+        self.n_samples += mono.len();
+        Ok(())
+    }
+
+    /// Adds a video frame that needs a window.
+    pub fn push_frame(&mut self, index: u64, pts: f64) {
+        self.pending.push_back((index, pts));
+        self.next_generated = self.next_generated.max(index + 1);
+    }
+
+    /// Ends the stream: every pending frame gets its window.
+    pub fn finish(&mut self) {
+        if !self.cfg.chunks {
+            let mut new = vec![];
+            self.mel.finish(&mut new);
+            self.cols.extend(new);
+        }
+        self.finished = true;
+    }
+
+    fn generate_frames(&mut self) {
+        if self.external_frames {
+            return;
+        }
+        // Frames whose start time lies inside the audio received so far.
+        let rate = if self.cfg.chunks {
+            self.sample_rate
+        } else {
+            SAMPLE_RATE
+        };
+        if rate == 0 {
+            return;
+        }
+        let secs = self.n_samples as f64 / rate as f64;
+        let limit = if self.finished {
+            (secs * self.cfg.fps - 1e-9).ceil().max(0.0) as u64
+        } else {
+            (secs * self.cfg.fps).floor() as u64
+        };
+        while self.next_generated < limit {
+            let i = self.next_generated;
+            self.pending.push_back((i, i as f64 / self.cfg.fps));
+            self.next_generated += 1;
+        }
+    }
+
+    /// Whether frame `i`'s window can be formed now.
+    fn ready(&self, i: u64) -> bool {
+        if self.finished {
+            return true;
+        }
+        if self.cfg.chunks {
+            let last = i as i64 + self.cfg.after as i64;
+            let end = self.chunk_start(last) + self.chunk_len() as i64;
+            end <= self.n_samples as i64
+        } else {
+            window_start(i, self.cfg.fps) + MEL_STEPS <= self.mel.columns_done()
+        }
+    }
+
+    /// Takes the windows that are ready, in groups of `span` frames (fewer at the end).
+    pub fn take(&mut self) -> Vec<AudioWindow> {
+        self.generate_frames();
+        let mut out = vec![];
+        loop {
+            let n_ready = self
+                .pending
+                .iter()
+                .take(self.cfg.span)
+                .take_while(|(i, _)| self.ready(*i))
+                .count();
+            if n_ready == 0 || (n_ready < self.cfg.span && !self.finished) {
+                break;
+            }
+            let group: Vec<(u64, f64)> = self.pending.drain(..n_ready).collect();
+            out.extend(self.make_span(&group));
+        }
+        self.trim();
+        out
+    }
+
+    fn make_span(&mut self, group: &[(u64, f64)]) -> Vec<AudioWindow> {
+        self.spans += 1;
+        self.windows += group.len() as u64;
+        if self.cfg.chunks {
+            self.chunk_group(group)
+        } else {
+            self.mel_group(group)
+        }
+    }
+
+    /// Start column of frame `i`'s window (clamped at the end when the total is known).
+    fn mel_start(&self, i: u64) -> i64 {
+        let s = window_start(i, self.cfg.fps) as i64;
+        match self.mel.total_columns() {
+            Some(total) if s + MEL_STEPS as i64 > total as i64 => total as i64 - MEL_STEPS as i64,
+            _ => s,
+        }
+    }
+
+    fn mel_group(&mut self, group: &[(u64, f64)]) -> Vec<AudioWindow> {
+        let starts: Vec<i64> = group.iter().map(|(i, _)| self.mel_start(*i)).collect();
+        let first = *starts.iter().min().expect("non-empty group");
+        let end = starts.iter().max().expect("non-empty group") + MEL_STEPS as i64;
+        let units = (end - first) as usize;
+        let mut data = Vec::with_capacity(units * N_MELS);
+        for c in first..end {
+            // Before the first column (a stream under 200 ms): silence, the normalised floor.
+            let col = if c < self.col_base as i64 {
+                None
+            } else {
+                self.cols.get((c - self.col_base as i64) as usize)
+            };
+            match col {
+                Some(col) => data.extend_from_slice(col),
+                None => data.extend(std::iter::repeat_n(-4.0f32, N_MELS)),
+            }
+        }
+        self.used_units += units as u64;
+        self.naive_units += (group.len() * MEL_STEPS) as u64;
+        let span = Arc::new(Span {
+            kind: SpanKind::Mel,
+            first,
+            units,
+            data,
+            frames: group.len(),
+        });
+        group
+            .iter()
+            .zip(&starts)
+            .map(|(&(frame, pts), &s)| AudioWindow {
+                frame,
+                pts,
+                span: span.clone(),
+                offset: (s - first) as usize,
+                len: MEL_STEPS,
+            })
+            .collect()
+    }
+
+    fn chunk_group(&mut self, group: &[(u64, f64)]) -> Vec<AudioWindow> {
+        let (before, after) = (self.cfg.before as i64, self.cfg.after as i64);
+        let first = group.iter().map(|g| g.0).min().expect("non-empty") as i64 - before;
+        let end = group.iter().map(|g| g.0).max().expect("non-empty") as i64 + after + 1;
+        let units = (end - first) as usize;
+        let len = self.chunk_len();
+        let mut data = Vec::with_capacity(units * len);
+        for c in first..end {
+            let s0 = self.chunk_start(c);
+            for k in 0..len as i64 {
+                let abs = s0 + k;
+                let v = if c < 0 || abs < self.sample_base as i64 {
+                    0.0
+                } else {
+                    self.samples
+                        .get((abs - self.sample_base as i64) as usize)
+                        .copied()
+                        .unwrap_or(0.0)
+                };
+                data.push(v);
+            }
+        }
+        let wlen = (before + after + 1) as usize;
+        self.used_units += units as u64;
+        self.naive_units += (group.len() * wlen) as u64;
+        let span = Arc::new(Span {
+            kind: SpanKind::Chunks { samples: len },
+            first,
+            units,
+            data,
+            frames: group.len(),
+        });
+        group
+            .iter()
+            .map(|&(frame, pts)| AudioWindow {
+                frame,
+                pts,
+                span: span.clone(),
+                offset: (frame as i64 - before - first) as usize,
+                len: wlen,
+            })
+            .collect()
+    }
+
+    /// Drops columns/samples no pending or future frame can need.
+    fn trim(&mut self) {
+        let Some(&(next, _)) = self.pending.front() else {
+            // Later frames continue after the last one seen.
+            self.trim_before(self.next_generated);
+            return;
+        };
+        let lowest = self.pending.iter().map(|p| p.0).min().unwrap_or(next);
+        self.trim_before(lowest);
+    }
+
+    fn trim_before(&mut self, frame: u64) {
+        if self.finished {
+            return; // clamped end windows may reach back; the stream is over anyway
+        }
+        if self.cfg.chunks {
+            let keep = self
+                .chunk_start(frame as i64 - self.cfg.before as i64)
+                .max(0) as usize;
+            while self.sample_base < keep && !self.samples.is_empty() {
+                self.samples.pop_front();
+                self.sample_base += 1;
+            }
+        } else {
+            // Keep 16 columns more than needed, for a clamped last window.
+            let keep = window_start(frame, self.cfg.fps).saturating_sub(MEL_STEPS);
+            while self.col_base < keep && !self.cols.is_empty() {
+                self.cols.pop_front();
+                self.col_base += 1;
+            }
+        }
+    }
+
+    /// One line on the work done: units computed against one window per frame.
+    pub fn summary(&self) -> String {
+        let what = if self.cfg.chunks {
+            "chunks"
+        } else {
+            "mel columns"
+        };
+        let saved = if self.naive_units == 0 {
+            0.0
+        } else {
+            100.0 * (1.0 - self.used_units as f64 / self.naive_units as f64)
+        };
+        format!(
+            "{} windows in {} spans: {} {what} used against {} for one window per frame ({saved:.0} % saved)",
+            self.windows, self.spans, self.used_units, self.naive_units
+        )
+    }
+}
+
+pub fn kind() -> NodeKind {
+    NodeKind::new(
+        "audio-window",
+        "One window of audio features per video frame (Wav2Lip mel windows or raw per-frame audio chunks), sliced from spans computed once and shared by consecutive frames.",
+        |ctx| {
+            let p = ctx.params;
+            let cfg = WindowConfig {
+                chunks: p.str("mode")? == "chunks",
+                fps: p.f64("fps")?,
+                span: p.u64("span")? as usize,
+                before: p.u64("before")?,
+                after: p.u64("after")?,
+            };
+            let external = ctx.connected_inputs.get(1).copied().unwrap_or(false);
+            Ok(Runtime::Process(Box::new(AudioWindowNode {
+                node: ctx.node_id.to_string(),
+                builder: WindowBuilder::new(cfg, external),
+                external,
+                fps_set: false,
+            })))
+        },
+    )
+    .input("audio", PortType::AUDIO, "decoded audio (mel mode: 16 kHz; several channels are averaged)")
+    .optional_input("frames", PortType::FRAMES, "the video frames: one window per frame, at their rate (default: frames at `fps` over the audio's duration)")
+    .output("windows", AUDIO_WINDOWS, "one `AudioWindow` per frame (mel: 80x16), in frame order; consecutive windows share one span")
+    .param(ParamSpec::with_default("mode", ParamType::Enum(vec!["mel", "chunks"]), "mel", "`mel`: Wav2Lip mel windows (16 columns, 200 ms); `chunks`: raw audio, one chunk per frame, `before` + 1 + `after` chunks per window"))
+    .param(ParamSpec::with_default("fps", ParamType::Float { min: Some(0.001), max: Some(1000.0) }, 25.0, "video frame rate when no `frames` input is connected"))
+    .param(ParamSpec::with_default("span", ParamType::Int { min: Some(1), max: Some(4096) }, 8, "frames per shared span (match the model's batch size)"))
+    .param(ParamSpec::with_default("before", ParamType::Int { min: Some(0), max: Some(1000) }, 8, "chunks mode: chunks before the frame's own"))
+    .param(ParamSpec::with_default("after", ParamType::Int { min: Some(0), max: Some(1000) }, 7, "chunks mode: chunks after the frame's own"))
+    .example("- id: windows\n  kind: audio-window\n  params: { mode: mel }\n  inputs: { audio: src.audio, frames: src.frames }\n")
+}
+
+struct AudioWindowNode {
+    node: String,
+    builder: WindowBuilder,
+    external: bool,
+    fps_set: bool,
+}
+
+impl AudioWindowNode {
+    fn emit(&mut self, out: &mut Emitter<'_>) -> Result<(), NodeError> {
+        for w in self.builder.take() {
+            out.emit(0, Payload::Custom(Arc::new(w)))?;
+        }
+        Ok(())
+    }
+}
+
+impl Process for AudioWindowNode {
+    fn process(&mut self, input: Input, out: &mut Emitter<'_>) -> Result<(), NodeError> {
+        for item in &input.items {
+            match item {
+                Payload::Audio(a) => {
+                    let ch = a.channels.max(1) as usize;
+                    let mono: Vec<f32> = if ch == 1 {
+                        a.samples.to_vec()
+                    } else {
+                        a.samples
+                            .chunks_exact(ch)
+                            .map(|f| f.iter().sum::<f32>() / ch as f32)
+                            .collect()
+                    };
+                    self.builder
+                        .push_audio(a.sample_rate, &mono)
+                        .map_err(|e| NodeError::input(format!("node `{}`: {e}", self.node)))?;
+                }
+                Payload::Frame(f) if self.external => {
+                    if !self.fps_set {
+                        self.builder.set_fps(f.rate.fps());
+                        self.fps_set = true;
+                    }
+                    self.builder.push_frame(f.index, f.pts);
+                }
+                other => {
+                    return Err(NodeError::runtime(format!(
+                        "node `{}`: expected audio or frames, got {}",
+                        self.node,
+                        other.describe()
+                    )));
+                }
+            }
+        }
+        self.emit(out)
+    }
+
+    fn finish(&mut self, out: &mut Emitter<'_>, end: End) -> Result<(), NodeError> {
+        if end == End::Stopped {
+            return Ok(());
+        }
+        self.builder.finish();
+        self.emit(out)?;
+        eprintln!("{}: {}", self.node, self.builder.summary());
+        Ok(())
+    }
+}

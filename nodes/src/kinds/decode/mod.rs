@@ -1,0 +1,832 @@
+//! `decode`: a video file, an image file or an image sequence (`frames/%05d.png`, or a glob
+//! `frames/*.png`) → RGB frames with index, timestamp and the stream's rate; decoded audio as
+//! interleaved f32 chunks at a requested rate and channel count; the source audio stream as
+//! compressed packets for muxing untouched; and one `info` record describing the input.
+//!
+//! Time window: `start`/`end` in seconds (the input is sought to `start`), or
+//! `start_frame`/`end_frame` as frame indices. Sampling: `every: N` keeps every Nth frame of the
+//! window, `fps: x` keeps the first frame at or after each multiple of 1/x seconds (`fps:
+//! 0.0333` ≈ one frame every 30 s). Frame `pts` is in seconds from the start of the input, taken
+//! from the stream's own timestamps, so variable-frame-rate input keeps its timing; `index` is
+//! the frame's position in the input (after sampling too).
+//!
+//! Everything streams: one packet is read, decoded and emitted at a time, and a full
+//! downstream queue blocks the reading.
+
+use vidflow_engine::node::ParamProblem;
+use vidflow_engine::{NodeKind, ParamSpec, ParamType, Params, PortType};
+
+pub const FRAMES: usize = 0;
+pub const AUDIO: usize = 1;
+pub const AUDIO_PACKETS: usize = 2;
+pub const INFO: usize = 3;
+
+pub fn kind() -> NodeKind {
+    NodeKind::new(
+        "decode",
+        "Decodes a video file, image file or image sequence into RGB frames, decoded audio (f32) and the source audio as packets for muxing.",
+        |ctx| {
+            #[cfg(feature = "media")]
+            {
+                imp::build(ctx)
+            }
+            #[cfg(not(feature = "media"))]
+            {
+                Err(crate::media::not_built(ctx.node_id, "decode"))
+            }
+        },
+    )
+    .output("frames", PortType::FRAMES, "RGB24 frames (index, pts in seconds, the stream's rate)")
+    .output("audio", PortType::AUDIO, "decoded audio: interleaved f32 chunks at `audio_rate` Hz, `audio_channels` channels")
+    .output("audio_packets", crate::media::AUDIO_PACKETS, "the source audio stream, compressed, for `encode` to mux untouched (first item: the stream header)")
+    .output("info", PortType::RECORDS, "one record: size, rate, frame count, duration, codecs, audio stream")
+    .param(ParamSpec::required("path", ParamType::Path, "video file, image file, image pattern (`frames/%05d.png`) or glob (`frames/*.png`)"))
+    .param(ParamSpec::optional("start", ParamType::Float { min: Some(0.0), max: None }, "first second to decode (seeks)"))
+    .param(ParamSpec::optional("end", ParamType::Float { min: Some(0.0), max: None }, "stop before this second"))
+    .param(ParamSpec::optional("start_frame", ParamType::Int { min: Some(0), max: None }, "first frame index to decode"))
+    .param(ParamSpec::optional("end_frame", ParamType::Int { min: Some(0), max: None }, "stop before this frame index"))
+    .param(ParamSpec::optional("every", ParamType::Int { min: Some(1), max: None }, "keep every Nth frame of the window"))
+    .param(ParamSpec::optional("fps", ParamType::Float { min: Some(1e-6), max: Some(1000.0) }, "keep frames at this rate (e.g. 0.0333: one every 30 s)"))
+    .param(ParamSpec::optional("interval", ParamType::Float { min: Some(1e-3), max: None }, "keep one frame every this many seconds (e.g. 30; the same as `fps: 1/30`)"))
+    .param(ParamSpec::optional("width", ParamType::Int { min: Some(2), max: Some(16384) }, "resize to this width (with only `height` given: keeps the aspect ratio)"))
+    .param(ParamSpec::optional("height", ParamType::Int { min: Some(2), max: Some(16384) }, "resize to this height (with only `width` given: keeps the aspect ratio)"))
+    .param(ParamSpec::optional("rate", ParamType::Float { min: Some(0.001), max: Some(1000.0) }, "frame rate of an image sequence (default 25)"))
+    .param(ParamSpec::optional("audio_rate", ParamType::Int { min: Some(1000), max: Some(384000) }, "sample rate of the `audio` output (default: the source's)"))
+    .param(ParamSpec::optional("audio_channels", ParamType::Int { min: Some(1), max: Some(8) }, "channels of the `audio` output (default: the source's)"))
+    .example("- id: dec\n  kind: decode\n  params: { path: input.mp4, fps: 1 }\n")
+    .validate(validate)
+}
+
+fn validate(p: &Params) -> Vec<ParamProblem> {
+    let mut out = vec![];
+    let problem = |param: &str, message: String, help: &str| ParamProblem {
+        param: param.into(),
+        message,
+        help: Some(help.into()),
+        at: None,
+    };
+    if let (Some(s), Some(e)) = (p.opt_f64("start"), p.opt_f64("end"))
+        && e <= s
+    {
+        out.push(problem(
+            "end",
+            format!("`end` ({e}) must be after `start` ({s})"),
+            "make `end` larger than `start`, or leave it out to decode to the end",
+        ));
+    }
+    if let (Some(s), Some(e)) = (p.opt_u64("start_frame"), p.opt_u64("end_frame"))
+        && e <= s
+    {
+        out.push(problem(
+            "end_frame",
+            format!("`end_frame` ({e}) must be after `start_frame` ({s})"),
+            "make `end_frame` larger than `start_frame`",
+        ));
+    }
+    let secs = p.get("start").is_some() || p.get("end").is_some();
+    let frames = p.get("start_frame").is_some() || p.get("end_frame").is_some();
+    if secs && frames {
+        let which = if p.get("start_frame").is_some() {
+            "start_frame"
+        } else {
+            "end_frame"
+        };
+        out.push(problem(which, "give the window in seconds (`start`/`end`) or in frames (`start_frame`/`end_frame`), not both".into(), "remove one pair"));
+    }
+    let samplers: Vec<&str> = ["every", "fps", "interval"]
+        .into_iter()
+        .filter(|k| p.get(k).is_some())
+        .collect();
+    if samplers.len() > 1 {
+        out.push(problem(
+            samplers[1],
+            format!(
+                "`{}` and `{}` both sample frames; give one",
+                samplers[0], samplers[1]
+            ),
+            "keep one of `every` (frames), `fps` (rate) and `interval` (seconds)",
+        ));
+    }
+    out
+}
+
+#[cfg(feature = "media")]
+mod imp {
+    use super::{AUDIO, AUDIO_PACKETS, FRAMES, INFO};
+    use crate::media::ff::{self, ffmpeg, ffmpeg::ffi};
+    use crate::media::packets::{AudioPacket, AudioStreamInfo};
+    use serde_json::json;
+    use std::sync::Arc;
+    use vidflow_engine::exec::Emitter;
+    use vidflow_engine::{AudioChunk, BuildCtx, Frame, NodeError, Payload, Rate, Runtime, Source};
+
+    const EPS: f64 = 1e-6;
+
+    struct Window {
+        start: Option<f64>,
+        end: Option<f64>,
+        start_frame: Option<u64>,
+        end_frame: Option<u64>,
+        every: Option<u64>,
+        fps: Option<f64>,
+    }
+
+    struct VideoIn {
+        index: usize,
+        /// Seconds per tick of the stream's time base.
+        tb: f64,
+        dec: ffmpeg::decoder::Video,
+        size: Option<(u32, u32)>,
+        scaler: Option<ff::Scaler>,
+        rate: Rate,
+        /// Frames the container announces (0: unknown).
+        announced: i64,
+        decoded: u64,
+        emitted: u64,
+        first_kept: Option<u64>,
+        next_t: Option<f64>,
+        done: bool,
+    }
+
+    struct AudioIn {
+        index: usize,
+        tb: f64,
+        origin_ticks: i64,
+        dec: Option<(ffmpeg::decoder::Audio, Option<ff::Resampler>, u32, u16)>,
+        /// Time of the next decoded sample, in seconds from the input's start.
+        t_next: Option<f64>,
+        pass: Option<Arc<AudioStreamInfo>>,
+        /// Packets the container announces (0: unknown).
+        announced: i64,
+        samples: u64,
+        done: bool,
+    }
+
+    struct Decode {
+        node: String,
+        path: String,
+        input: ffmpeg::format::context::Input,
+        origin: f64,
+        window: Window,
+        seeked: bool,
+        video: Option<VideoIn>,
+        audio: Option<AudioIn>,
+        info: Option<serde_json::Value>,
+        passthrough_wanted: bool,
+        duration: Option<f64>,
+    }
+
+    fn even(x: f64) -> u32 {
+        ((x / 2.0).round() as u32 * 2).max(2)
+    }
+
+    pub fn build(ctx: &BuildCtx<'_>) -> Result<Runtime, NodeError> {
+        let node = ctx.node_id.to_string();
+        let p = ctx.params;
+        let path = p.str("path")?.to_string();
+        let wants = |port: usize| ctx.output_consumers.get(port).copied().unwrap_or(0) > 0;
+        if !ff::is_pattern(&path) && !std::path::Path::new(&path).exists() {
+            return Err(NodeError::input(format!(
+                "node `{node}`: input `{path}` does not exist; check the path (relative paths are from the working folder)"
+            )));
+        }
+        let input = ff::open_input(&path, p.opt_f64("rate")).map_err(|e| {
+            NodeError::input(format!("node `{node}`: cannot open `{path}`: {e} (is it a video or image file FFmpeg can read?)"))
+        })?;
+        let window = Window {
+            start: p.opt_f64("start"),
+            end: p.opt_f64("end"),
+            start_frame: p.opt_u64("start_frame"),
+            end_frame: p.opt_u64("end_frame"),
+            every: p.opt_u64("every"),
+            // `interval` is the reciprocal spelling of `fps` (seconds between kept frames).
+            fps: p
+                .opt_f64("fps")
+                .or_else(|| p.opt_f64("interval").map(|s| 1.0 / s)),
+        };
+        let origin = match unsafe { (*input.as_ptr()).start_time } {
+            t if t == ffi::AV_NOPTS_VALUE => 0.0,
+            t => t as f64 / ffi::AV_TIME_BASE as f64,
+        };
+        let duration = match input.duration() {
+            d if d == ffi::AV_NOPTS_VALUE || d <= 0 => None,
+            d => Some(d as f64 / ffi::AV_TIME_BASE as f64),
+        };
+
+        let best = |kind| input.streams().best(kind).map(|s| s.index());
+        let v_index = best(ffmpeg::media::Type::Video);
+        let a_index = best(ffmpeg::media::Type::Audio);
+        let frames_wanted = wants(FRAMES);
+        let audio_wanted = wants(AUDIO);
+        let passthrough_wanted = wants(AUDIO_PACKETS);
+
+        let mut info = json!({"type": "info", "path": path, "format": input.format().name(), "duration": duration});
+        let mut video = None;
+        if let Some(vi) = v_index {
+            let st = input.stream(vi).expect("stream exists");
+            let params = st.parameters();
+            let (pw, ph) = (params.width(), params.height());
+            let size = match (p.opt_u64("width"), p.opt_u64("height")) {
+                (Some(w), Some(h)) => Some((w as u32, h as u32)),
+                (Some(w), None) if pw > 0 => {
+                    Some((w as u32, even(w as f64 * ph as f64 / pw as f64)))
+                }
+                (None, Some(h)) if ph > 0 => {
+                    Some((even(h as f64 * pw as f64 / ph as f64), h as u32))
+                }
+                _ => None,
+            };
+            let avg = st.avg_frame_rate();
+            let real = st.rate();
+            let valid = |r: ffmpeg::Rational| r.numerator() > 0 && r.denominator() > 0;
+            // Variable frame rate: the base rate (`r_frame_rate`, every timestamp lies on its grid)
+            // when it is plausible, else the average.
+            let pick = match (valid(avg), valid(real)) {
+                (true, true)
+                    if f64::from(real) >= f64::from(avg) - 1e-9
+                        && f64::from(real) <= 3.0 * f64::from(avg) =>
+                {
+                    real
+                }
+                (true, _) => avg,
+                _ => real,
+            };
+            let rate = if pick.numerator() > 0 && pick.denominator() > 0 {
+                Rate::new(pick.numerator() as u32, pick.denominator() as u32)
+            } else {
+                Rate::new(25, 1)
+            };
+            let tb = st.time_base();
+            let announced = st.frames();
+            info["width"] = json!(pw);
+            info["height"] = json!(ph);
+            info["rate"] = json!(rate.to_string());
+            info["fps"] = json!(rate.fps());
+            info["frames"] = if announced > 0 {
+                json!(announced)
+            } else {
+                json!(null)
+            };
+            info["video_codec"] = json!(ff::codec_name(unsafe { (*params.as_ptr()).codec_id }));
+            if frames_wanted {
+                let mut cctx = ffmpeg::codec::Context::from_parameters(params).map_err(|e| {
+                    NodeError::input(format!(
+                        "node `{node}`: cannot read the video stream of `{path}`: {e}"
+                    ))
+                })?;
+                unsafe {
+                    let c = cctx.as_mut_ptr();
+                    (*c).thread_count = 0;
+                    (*c).thread_type = ffi::FF_THREAD_FRAME | ffi::FF_THREAD_SLICE;
+                    (*c).pkt_timebase = tb.into();
+                }
+                let dec = cctx.decoder().video().map_err(|e| {
+                    NodeError::input(format!(
+                        "node `{node}`: cannot decode the video of `{path}` ({}): {e}",
+                        info["video_codec"].as_str().unwrap_or("?")
+                    ))
+                })?;
+                video = Some(VideoIn {
+                    index: vi,
+                    tb: f64::from(tb),
+                    dec,
+                    size,
+                    scaler: None,
+                    rate,
+                    announced,
+                    decoded: 0,
+                    emitted: 0,
+                    first_kept: None,
+                    next_t: None,
+                    done: false,
+                });
+            }
+        } else if frames_wanted {
+            return Err(NodeError::input(format!(
+                "node `{node}`: `{path}` has no video stream, but output `frames` is connected"
+            )));
+        }
+
+        let mut audio = None;
+        match a_index {
+            Some(ai) => {
+                let st = input.stream(ai).expect("stream exists");
+                let tb = st.time_base();
+                let audio_announced = st.frames();
+                let params = st.parameters();
+                let stream_info = unsafe {
+                    AudioStreamInfo::copy_from(params.as_ptr(), (tb.numerator(), tb.denominator()))?
+                };
+                info["audio"] = json!({"codec": stream_info.codec, "sample_rate": stream_info.sample_rate, "channels": stream_info.channels});
+                let dec = if audio_wanted {
+                    let mut cctx =
+                        ffmpeg::codec::Context::from_parameters(params).map_err(|e| {
+                            NodeError::input(format!(
+                                "node `{node}`: cannot read the audio stream of `{path}`: {e}"
+                            ))
+                        })?;
+                    unsafe { (*cctx.as_mut_ptr()).pkt_timebase = tb.into() };
+                    let dec = cctx.decoder().audio().map_err(|e| {
+                        NodeError::input(format!(
+                            "node `{node}`: cannot decode the audio of `{path}` ({}): {e}",
+                            stream_info.codec
+                        ))
+                    })?;
+                    let rate = p
+                        .opt_u64("audio_rate")
+                        .map(|r| r as u32)
+                        .unwrap_or(stream_info.sample_rate.max(1));
+                    let channels = p
+                        .opt_u64("audio_channels")
+                        .map(|c| c as u16)
+                        .unwrap_or(stream_info.channels.max(1));
+                    Some((dec, None, rate, channels))
+                } else {
+                    None
+                };
+                if dec.is_some() || passthrough_wanted {
+                    let tbf = f64::from(tb);
+                    audio = Some(AudioIn {
+                        index: ai,
+                        tb: tbf,
+                        origin_ticks: (origin / tbf).round() as i64,
+                        dec,
+                        t_next: None,
+                        pass: passthrough_wanted.then(|| Arc::new(stream_info)),
+                        announced: audio_announced,
+                        samples: 0,
+                        done: false,
+                    });
+                }
+            }
+            None => {
+                info["audio"] = json!(null);
+                if audio_wanted {
+                    return Err(NodeError::input(format!(
+                        "node `{node}`: `{path}` has no audio stream, but output `audio` is connected; disconnect it or use a file with sound"
+                    )));
+                }
+            }
+        }
+
+        Ok(Runtime::Source(Box::new(Decode {
+            node,
+            path,
+            input,
+            origin,
+            window,
+            seeked: false,
+            video,
+            audio,
+            info: wants(INFO).then_some(info),
+            passthrough_wanted,
+            duration,
+        })))
+    }
+
+    fn is_again(e: &ffmpeg::Error) -> bool {
+        matches!(e, ffmpeg::Error::Other { errno } if *errno == ff::EAGAIN)
+    }
+
+    impl Decode {
+        fn damaged(&self, what: String) -> NodeError {
+            NodeError::input(format!(
+                "node `{}`: {what} in `{}`; the file may be truncated or damaged",
+                self.node, self.path
+            ))
+        }
+
+        /// The window's start and end in seconds (frame windows converted with the nominal rate).
+        fn window_secs(&self) -> (f64, f64) {
+            let fps = self.video.as_ref().map(|v| v.rate.fps()).unwrap_or(25.0);
+            let w = &self.window;
+            let start = w
+                .start
+                .or(w.start_frame.map(|f| f as f64 / fps))
+                .unwrap_or(f64::NEG_INFINITY);
+            let end = w
+                .end
+                .or(w.end_frame.map(|f| f as f64 / fps))
+                .unwrap_or(f64::INFINITY);
+            (start, end)
+        }
+
+        /// Expected items per output port (frames, audio chunks, audio packets with their
+        /// leading stream header, the info record), for progress and ETA.
+        fn expected_per_port(&self) -> Option<Vec<(usize, u64)>> {
+            let mut ports = vec![(FRAMES, self.expected_frames()?)];
+            if let Some(a) = &self.audio {
+                let (s, e) = self.window_secs();
+                let share = match self.duration {
+                    Some(d) if d > 0.0 => ((e.min(d) - s.max(0.0)) / d).clamp(0.0, 1.0),
+                    _ => 1.0,
+                };
+                let per_output = (a.announced.max(0) as f64 * share).round() as u64;
+                if a.dec.is_some() {
+                    ports.push((AUDIO, per_output));
+                }
+                if a.pass.is_some() {
+                    ports.push((AUDIO_PACKETS, per_output + 1));
+                }
+            } else if self.passthrough_wanted {
+                // Only the header that says there is no audio.
+                ports.push((AUDIO_PACKETS, 1));
+            }
+            if self.info.is_some() {
+                ports.push((INFO, 1));
+            }
+            Some(ports)
+        }
+
+        fn expected_frames(&self) -> Option<u64> {
+            let Some(v) = self.video.as_ref() else {
+                return Some(0);
+            };
+            let fps = v.rate.fps();
+            let n = if v.announced > 0 {
+                v.announced as f64
+            } else {
+                self.duration? * fps
+            };
+            let (s, e) = self.window_secs();
+            let first = if s.is_finite() {
+                (s * fps).ceil().max(0.0)
+            } else {
+                0.0
+            };
+            let last = if e.is_finite() {
+                (e * fps).ceil().min(n)
+            } else {
+                n
+            };
+            let count = (last - first).max(0.0);
+            let count = match (self.window.every, self.window.fps) {
+                (Some(k), _) => (count / k as f64).ceil(),
+                (_, Some(r)) => ((count / fps) * r).ceil(),
+                _ => count,
+            };
+            Some(count as u64)
+        }
+
+        fn run_inner(&mut self, out: &mut Emitter<'_>) -> Result<(), NodeError> {
+            if let Some(ports) = self.expected_per_port() {
+                out.set_total(ports.iter().map(|&(_, n)| n).sum());
+                for (port, n) in ports {
+                    out.set_port_total(port, n);
+                }
+            }
+            if let Some(info) = self.info.take() {
+                out.emit(INFO, Payload::record(info))?;
+            }
+            if self.passthrough_wanted {
+                let header = self.audio.as_ref().and_then(|a| a.pass.clone());
+                out.emit(
+                    AUDIO_PACKETS,
+                    Payload::Custom(Arc::new(AudioPacket::Stream(header))),
+                )?;
+            }
+            if let Some(s) = self.window.start.filter(|s| *s > 0.0) {
+                let ts = ((s + self.origin) * ffi::AV_TIME_BASE as f64) as i64;
+                // Seek to the keyframe at or before `start`; frames before it are decoded and dropped.
+                if self.input.seek(ts, ..=ts).is_ok() {
+                    self.seeked = true;
+                }
+            }
+            loop {
+                // A fresh packet per read: `av_read_frame` does not release what the packet
+                // held before, so reusing one would leak every packet's data.
+                let mut packet = ffmpeg::Packet::empty();
+                if out.stopping() {
+                    return Err(NodeError::Stopped);
+                }
+                let video_done = self.video.as_ref().is_none_or(|v| v.done);
+                let audio_done = self.audio.as_ref().is_none_or(|a| a.done);
+                if video_done && audio_done {
+                    break;
+                }
+                match packet.read(&mut self.input) {
+                    Ok(()) => {}
+                    Err(ffmpeg::Error::Eof) => break,
+                    Err(e) if is_again(&e) => continue,
+                    Err(e) => {
+                        let at = self.video.as_ref().map(|v| v.decoded).unwrap_or(0);
+                        return Err(self.damaged(format!("read error after frame {at}: {e}")));
+                    }
+                }
+                let si = packet.stream();
+                if self
+                    .video
+                    .as_ref()
+                    .is_some_and(|v| v.index == si && !v.done)
+                {
+                    let r = self
+                        .video
+                        .as_mut()
+                        .expect("checked")
+                        .dec
+                        .send_packet(&packet);
+                    if let Err(e) = r {
+                        let at = self.video.as_ref().map(|v| v.decoded).unwrap_or(0);
+                        return Err(
+                            self.damaged(format!("cannot decode the video after frame {at}: {e}"))
+                        );
+                    }
+                    self.drain_video(out)?;
+                } else if self
+                    .audio
+                    .as_ref()
+                    .is_some_and(|a| a.index == si && !a.done)
+                {
+                    self.audio_packet(&packet, out)?;
+                }
+            }
+            // Flush the decoders.
+            if let Some(v) = self.video.as_mut().filter(|v| !v.done) {
+                let _ = v.dec.send_eof();
+                self.drain_video(out)?;
+            }
+            if let Some(a) = self.audio.as_mut().filter(|a| !a.done)
+                && let Some((dec, ..)) = a.dec.as_mut()
+            {
+                let _ = dec.send_eof();
+                self.drain_audio(out)?;
+                self.flush_resampler(out)?;
+            }
+            self.check_end()
+        }
+
+        fn check_end(&self) -> Result<(), NodeError> {
+            let Some(v) = &self.video else { return Ok(()) };
+            let unwindowed = self.window.start.is_none()
+                && self.window.end.is_none()
+                && self.window.start_frame.is_none()
+                && self.window.end_frame.is_none();
+            if v.decoded == 0 {
+                return Err(NodeError::input(format!(
+                    "node `{}`: `{}` contains no video frames",
+                    self.node, self.path
+                )));
+            }
+            if v.emitted == 0 {
+                let (s, e) = self.window_secs();
+                return Err(NodeError::input(format!(
+                    "node `{}`: no frames of `{}` fall in the requested window ({}..{}); the input has {} frames{}",
+                    self.node,
+                    self.path,
+                    if s.is_finite() {
+                        format!("{s}s")
+                    } else {
+                        String::new()
+                    },
+                    if e.is_finite() {
+                        format!("{e}s")
+                    } else {
+                        String::new()
+                    },
+                    v.decoded,
+                    self.duration
+                        .map(|d| format!(" over {d:.3}s"))
+                        .unwrap_or_default()
+                )));
+            }
+            if unwindowed && !self.seeked && v.announced > 0 && (v.decoded as i64) < v.announced {
+                return Err(self.damaged(format!(
+                    "only {} of the {} frames announced could be decoded",
+                    v.decoded, v.announced
+                )));
+            }
+            Ok(())
+        }
+
+        fn drain_video(&mut self, out: &mut Emitter<'_>) -> Result<(), NodeError> {
+            let mut frame = ffmpeg::frame::Video::empty();
+            loop {
+                let v = self.video.as_mut().expect("video decoding");
+                match v.dec.receive_frame(&mut frame) {
+                    Ok(()) => {}
+                    Err(ffmpeg::Error::Eof) => return Ok(()),
+                    Err(e) if is_again(&e) => return Ok(()),
+                    Err(e) => {
+                        let at = v.decoded;
+                        return Err(
+                            self.damaged(format!("cannot decode the video after frame {at}: {e}"))
+                        );
+                    }
+                }
+                if v.done {
+                    continue;
+                }
+                let fps = v.rate.fps();
+                let pts = match frame.timestamp().or(frame.pts()) {
+                    Some(t) => t as f64 * v.tb - self.origin,
+                    None => v.decoded as f64 / fps,
+                };
+                let index = if self.seeked {
+                    (pts * fps).round().max(0.0) as u64
+                } else {
+                    v.decoded
+                };
+                v.decoded += 1;
+                let w = &self.window;
+                if w.start_frame.is_some_and(|s| index < s)
+                    || w.start.is_some_and(|s| pts + EPS < s)
+                {
+                    continue;
+                }
+                if w.end_frame.is_some_and(|e| index >= e) || w.end.is_some_and(|e| pts + EPS >= e)
+                {
+                    v.done = true;
+                    continue;
+                }
+                let first = *v.first_kept.get_or_insert(index);
+                if let Some(k) = w.every
+                    && !(index - first).is_multiple_of(k)
+                {
+                    continue;
+                }
+                if let Some(r) = w.fps {
+                    let next = v.next_t.get_or_insert(pts);
+                    if pts + EPS < *next {
+                        continue;
+                    }
+                    let step = 1.0 / r;
+                    while *next <= pts + EPS {
+                        *next += step;
+                    }
+                }
+                let (fw, fh) = (frame.width(), frame.height());
+                if fw == 0 || fh == 0 {
+                    return Err(self.damaged(format!("frame {index} has no picture")));
+                }
+                let (ow, oh) = v.size.unwrap_or((fw, fh));
+                let src_fmt: ffi::AVPixelFormat =
+                    unsafe { ffi::AVPixelFormat((*frame.as_ptr()).format) };
+                let scaler = ff::Scaler::reuse(
+                    &mut v.scaler,
+                    (src_fmt, fw, fh),
+                    (ffi::AVPixelFormat::RGB24, ow, oh),
+                )
+                .map_err(|e| {
+                    NodeError::runtime(format!("node `{}`: `{}`: {e}", self.node, self.path))
+                })?;
+                let data = unsafe { scaler.to_rgb(frame.as_ptr()) };
+                v.emitted += 1;
+                let rate = v.rate;
+                out.emit(
+                    FRAMES,
+                    Payload::Frame(Frame::new(index, pts, rate, ow, oh, data)),
+                )?;
+            }
+        }
+
+        fn audio_packet(
+            &mut self,
+            packet: &ffmpeg::Packet,
+            out: &mut Emitter<'_>,
+        ) -> Result<(), NodeError> {
+            let (start, end) = self.window_secs();
+            let a = self.audio.as_mut().expect("audio");
+            if let Some(stream) = a.pass.clone() {
+                let pts = packet.pts().map(|p| p - a.origin_ticks);
+                let dts = packet.dts().map(|d| d - a.origin_ticks);
+                let t = pts.or(dts).map(|p| p as f64 * a.tb);
+                let dur = packet.duration() as f64 * a.tb;
+                let in_window = t.is_none_or(|t| t + dur > start + EPS && t + EPS < end);
+                if t.is_some_and(|t| t + EPS >= end) && a.dec.is_none() {
+                    a.done = true;
+                }
+                if in_window && let Some(data) = packet.data() {
+                    let item = AudioPacket::Packet {
+                        stream,
+                        data: data.to_vec(),
+                        pts,
+                        dts,
+                        duration: packet.duration(),
+                        flags: packet.flags().bits(),
+                    };
+                    out.emit(AUDIO_PACKETS, Payload::Custom(Arc::new(item)))?;
+                }
+            }
+            if let Some((dec, ..)) = a.dec.as_mut() {
+                if let Err(e) = dec.send_packet(packet) {
+                    let at = a.samples;
+                    return Err(
+                        self.damaged(format!("cannot decode the audio after sample {at}: {e}"))
+                    );
+                }
+                self.drain_audio(out)?;
+            }
+            Ok(())
+        }
+
+        fn drain_audio(&mut self, out: &mut Emitter<'_>) -> Result<(), NodeError> {
+            let mut frame = ffmpeg::frame::Audio::empty();
+            loop {
+                let a = self.audio.as_mut().expect("audio");
+                let (dec, res, rate, channels) = a.dec.as_mut().expect("audio decoding");
+                match dec.receive_frame(&mut frame) {
+                    Ok(()) => {}
+                    Err(ffmpeg::Error::Eof) => return Ok(()),
+                    Err(e) if is_again(&e) => return Ok(()),
+                    Err(e) => {
+                        let at = a.samples;
+                        return Err(
+                            self.damaged(format!("cannot decode the audio after sample {at}: {e}"))
+                        );
+                    }
+                }
+                if a.t_next.is_none() {
+                    let t = frame
+                        .timestamp()
+                        .or(frame.pts())
+                        .map(|t| t as f64 * a.tb - self.origin)
+                        .unwrap_or(0.0);
+                    a.t_next = Some(t);
+                }
+                if res.is_none() {
+                    let r = unsafe {
+                        let f = frame.as_ptr();
+                        let fmt: ffi::AVSampleFormat = ffi::AVSampleFormat((*f).format);
+                        ff::Resampler::new(
+                            fmt,
+                            &(*f).ch_layout,
+                            (*f).sample_rate as u32,
+                            *rate,
+                            *channels,
+                        )
+                    };
+                    *res = Some(r.map_err(|e| {
+                        NodeError::runtime(format!("node `{}`: `{}`: {e}", self.node, self.path))
+                    })?);
+                }
+                let samples = unsafe { res.as_mut().expect("set").convert(frame.as_ptr()) }
+                    .map_err(|e| {
+                        NodeError::runtime(format!("node `{}`: `{}`: {e}", self.node, self.path))
+                    })?;
+                self.emit_samples(samples, out)?;
+            }
+        }
+
+        fn flush_resampler(&mut self, out: &mut Emitter<'_>) -> Result<(), NodeError> {
+            let a = self.audio.as_mut().expect("audio");
+            let Some((_, Some(res), ..)) = a.dec.as_mut() else {
+                return Ok(());
+            };
+            let samples = unsafe { res.convert(std::ptr::null()) }.map_err(|e| {
+                NodeError::runtime(format!("node `{}`: `{}`: {e}", self.node, self.path))
+            })?;
+            self.emit_samples(samples, out)
+        }
+
+        /// Emits converted samples, cut to the window; timestamps follow the sample count, so
+        /// consecutive chunks are contiguous.
+        fn emit_samples(
+            &mut self,
+            samples: Vec<f32>,
+            out: &mut Emitter<'_>,
+        ) -> Result<(), NodeError> {
+            let (start, end) = self.window_secs();
+            let a = self.audio.as_mut().expect("audio");
+            let (_, _, rate, channels) = a.dec.as_ref().expect("audio decoding");
+            let (rate, ch) = (*rate, *channels as usize);
+            let n = samples.len() / ch;
+            let t0 = a.t_next.unwrap_or(0.0);
+            a.t_next = Some(t0 + n as f64 / rate as f64);
+            let skip = if t0 < start {
+                (((start - t0) * rate as f64).round() as usize).min(n)
+            } else {
+                0
+            };
+            let keep_to = if end.is_finite() {
+                (((end - t0) * rate as f64).round().max(0.0) as usize).min(n)
+            } else {
+                n
+            };
+            if t0 + n as f64 / rate as f64 >= end - EPS {
+                a.done = true;
+            }
+            if keep_to <= skip {
+                return Ok(());
+            }
+            let chunk: Vec<f32> = if skip == 0 && keep_to == n {
+                samples
+            } else {
+                samples[skip * ch..keep_to * ch].to_vec()
+            };
+            a.samples += (keep_to - skip) as u64;
+            let chunk = AudioChunk {
+                pts: t0 + skip as f64 / rate as f64,
+                sample_rate: rate,
+                channels: ch as u16,
+                samples: Arc::new(chunk),
+            };
+            out.emit(AUDIO, Payload::Audio(chunk))
+        }
+    }
+
+    impl Source for Decode {
+        fn run(&mut self, out: &mut Emitter<'_>) -> Result<(), NodeError> {
+            self.run_inner(out)
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! `encode`: RGB frames (+ optional audio) → a video file (H.264 via libx264 by default) or an
+//! image sequence (`out/%05d.png`, lossless PNG by default).
+//!
+//! Audio: `audio_packets` (from `decode`) are copied into the container untouched when it can
+//! hold their codec, and re-encoded with `audio_codec` (AAC) otherwise; `audio` (f32 chunks) is
+//! encoded with `audio_codec`. Connect one of the two.
+//!
+//! The output is written under a temporary name (`.out.mp4.partial`) and renamed when the
+//! stream completes; a failed or interrupted run removes it, so no file that looks finished is
+//! left behind. See `writer.rs` for timing details.
+
+use vidflow_engine::node::ParamProblem;
+use vidflow_engine::{NodeKind, ParamSpec, ParamType, Params, PortType};
+
+pub const FRAMES: usize = 0;
+pub const AUDIO_PACKETS: usize = 1;
+pub const AUDIO: usize = 2;
+
+pub fn kind() -> NodeKind {
+    NodeKind::new(
+        "encode",
+        "Encodes RGB frames (and audio) into a video file (libx264 by default) or an image sequence (`out/%05d.png`); written under a temporary name and renamed when complete.",
+        |ctx| {
+            #[cfg(feature = "media")]
+            {
+                imp::build(ctx)
+            }
+            #[cfg(not(feature = "media"))]
+            {
+                Err(crate::media::not_built(ctx.node_id, "encode"))
+            }
+        },
+    )
+    .input("frames", PortType::FRAMES, "RGB24 frames, all of one size")
+    .optional_input("audio_packets", crate::media::AUDIO_PACKETS, "source audio from `decode`, copied when the container allows it, else re-encoded")
+    .optional_input("audio", PortType::AUDIO, "f32 audio chunks, encoded with `audio_codec`")
+    .param(ParamSpec::required("path", ParamType::Path, "output video file (.mp4, .mkv, .mov, …) or image pattern (`out/%05d.png`)"))
+    .param(ParamSpec::optional("codec", ParamType::Str, "video encoder (default libx264; png for .png sequences, mjpeg for .jpg)"))
+    .param(ParamSpec::optional("crf", ParamType::Float { min: Some(0.0), max: Some(63.0) }, "constant rate factor (libx264 default 23; lower is better quality)"))
+    .param(ParamSpec::optional("preset", ParamType::Str, "encoder preset (libx264: ultrafast … medium … veryslow)"))
+    .param(ParamSpec::optional("pix_fmt", ParamType::Str, "output pixel format (default yuv420p; rgb24 for PNG)"))
+    .param(ParamSpec::optional("rate", ParamType::Float { min: Some(0.001), max: Some(1000.0) }, "constant output frame rate; frames are re-timed (default: keep the input frames' timestamps)"))
+    .param(ParamSpec::with_default("audio_codec", ParamType::Str, "aac", "audio encoder for `audio` and for packets the container cannot hold"))
+    .param(ParamSpec::with_default("audio_bitrate", ParamType::Int { min: Some(0), max: Some(2_000_000) }, 128_000, "audio bit rate in bit/s when encoding audio (0: the encoder's default)"))
+    .example("- id: enc\n  kind: encode\n  params: { path: out.mp4, crf: 20, preset: medium }\n  inputs: { frames: dec.frames, audio_packets: dec.audio_packets }\n")
+    .validate(validate)
+}
+
+fn validate(p: &Params) -> Vec<ParamProblem> {
+    let mut out = vec![];
+    if let Some(path) = p.opt_str("path")
+        && !path.contains("${")
+    {
+        let ext = std::path::Path::new(path)
+            .extension()
+            .map(|e| e.to_string_lossy().to_lowercase());
+        if ext.is_none() {
+            out.push(ParamProblem {
+                param: "path".into(),
+                message: format!("`{path}` has no extension, so the container format is unknown"),
+                help: Some("end it with .mp4, .mkv, .mov, .webm, or use an image pattern like out/%05d.png".into()),
+                at: None,
+            });
+        }
+    }
+    out
+}
+
+#[cfg(feature = "media")]
+mod imp {
+    use super::{AUDIO, AUDIO_PACKETS, FRAMES};
+    use crate::media::packets::AudioPacket;
+    use crate::media::writer::{Writer, options};
+    use vidflow_engine::exec::Emitter;
+    use vidflow_engine::{BuildCtx, End, Input, NodeError, Payload, Process, Runtime};
+
+    struct Encode {
+        node: String,
+        writer: Writer,
+        /// Writing an image sequence with an audio input connected: audio items are dropped.
+        drop_audio: bool,
+    }
+
+    pub fn build(ctx: &BuildCtx<'_>) -> Result<Runtime, NodeError> {
+        let node = ctx.node_id.to_string();
+        let connected = |i: usize| ctx.connected_inputs.get(i).copied().unwrap_or(false);
+        if connected(AUDIO_PACKETS) && connected(AUDIO) {
+            return Err(NodeError::input(format!(
+                "node `{node}`: connect `audio_packets` or `audio`, not both (one audio stream is written)"
+            )));
+        }
+        let path = ctx.params.str("path")?;
+        let audio_in = connected(AUDIO_PACKETS) || connected(AUDIO);
+        // An image sequence has no audio track. The audio is read and left out, and the run
+        // says so, so that one graph can write either a video or frames.
+        let drop_audio = audio_in && crate::media::ff::is_printf_pattern(path);
+        if drop_audio {
+            eprintln!(
+                "node `{node}`: `{path}` is an image sequence, which carries no audio: the audio input is not written"
+            );
+        }
+        let writer = Writer::create(&node, path, options(ctx.params)?, audio_in && !drop_audio)?;
+        Ok(Runtime::Process(Box::new(Encode {
+            node,
+            writer,
+            drop_audio,
+        })))
+    }
+
+    impl Process for Encode {
+        fn process(&mut self, input: Input, _out: &mut Emitter<'_>) -> Result<(), NodeError> {
+            if self.drop_audio && input.port != FRAMES {
+                return Ok(());
+            }
+            for item in &input.items {
+                match (input.port, item) {
+                    (FRAMES, Payload::Frame(f)) => self.writer.push_frame(f)?,
+                    (AUDIO, Payload::Audio(a)) => self.writer.push_audio_chunk(a)?,
+                    (AUDIO_PACKETS, p) => match p.downcast::<AudioPacket>() {
+                        Some(pkt) => self.writer.push_audio_packet(pkt)?,
+                        None => {
+                            return Err(NodeError::input(format!(
+                                "node `{}`: `audio_packets` takes audio packets from `decode`, got {}",
+                                self.node,
+                                p.describe()
+                            )));
+                        }
+                    },
+                    (_, other) => {
+                        return Err(NodeError::input(format!(
+                            "node `{}`: unexpected {} on input #{}",
+                            self.node,
+                            other.describe(),
+                            input.port
+                        )));
+                    }
+                }
+            }
+            Ok(())
+        }
+
+        fn finish(&mut self, _out: &mut Emitter<'_>, end: End) -> Result<(), NodeError> {
+            self.writer.finish(end)
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! RIFE for the `interpolate` kind, shared by its stream mode ([`super`]) and its fill mode
+//! ([`super::generator`]) and importing neither: the built-in checkpoint, the loaded
+//! interpolator [`Rife`] over Practical-RIFE's IFNet v4.25 in Burn
+//! ([`IfNet`](crate::models::ifnet::IfNet)), and loading it from the node's params.
+//!
+//! The built-in weights are `models/rife-v4.25-flownet.pkl` (Practical-RIFE's flownet.pkl for
+//! v4.25, MIT), compiled into the binary; `weights:` takes any v4.25 `flownet.pkl` or the same
+//! keys as `.safetensors`.
+
+#[cfg(feature = "neural")]
+use vidflow_engine::BuildCtx;
+use vidflow_engine::NodeError;
+
+/// The kind's name, in the messages of both modes.
+pub const KIND: &str = "interpolate";
+
+/// The built-in checkpoint's name, as messages show it.
+pub const BUILTIN_WEIGHTS: &str = "models/rife-v4.25-flownet.pkl";
+
+#[cfg(not(feature = "neural"))]
+pub(crate) fn without_neural(node: &str) -> NodeError {
+    NodeError::input(format!(
+        "node `{node}`: this vidflow was built without the `neural` feature, so `{KIND}` cannot run; rebuild with `--features neural`"
+    ))
+}
+
+/// Loads the node's weights on the run's device.
+#[cfg(feature = "neural")]
+pub(crate) fn load_rife(ctx: &BuildCtx<'_>) -> Result<Rife, NodeError> {
+    use crate::gpu::device::Compute;
+    let p = ctx.params;
+    let compute = Compute::for_run(ctx.shared)?;
+    // An empty string (a graph param left at its default) means the built-in weights.
+    let path = p
+        .opt_str("weights")
+        .filter(|s| !s.trim().is_empty())
+        .map(std::path::PathBuf::from);
+    let ck = load_checkpoint(path.as_deref())
+        .map_err(|e| NodeError::input(format!("node `{}`: {e}", ctx.node_id)))?;
+    let mut rife = Rife::new(&ck, &compute.device, p.f64("scale")? as f32)
+        .map_err(|e| NodeError::input(format!("node `{}`: {e}", ctx.node_id)))?;
+    rife.max_batch = p.u64("max_batch")? as usize;
+    Ok(rife)
+}
+
+#[cfg(feature = "neural")]
+pub use imp::*;
+
+#[cfg(feature = "neural")]
+mod imp {
+    use crate::gpu::pixels;
+    use crate::models::ifnet::{IfNet, SCALES};
+    use crate::weights::{self, Checkpoint, WeightsError};
+    use burn::tensor::Device;
+    use std::path::Path;
+    use std::sync::Arc;
+
+    /// The built-in RIFE v4.25 checkpoint.
+    pub static BUILTIN: &[u8] = include_bytes!("../../../../models/rife-v4.25-flownet.pkl");
+
+    /// Loads `path`, or the built-in checkpoint when `None`.
+    pub fn load_checkpoint(path: Option<&Path>) -> Result<Checkpoint, WeightsError> {
+        match path {
+            Some(p) => weights::load(p),
+            None => weights::from_bytes(Path::new(super::BUILTIN_WEIGHTS), BUILTIN),
+        }
+    }
+
+    /// A loaded interpolator: the network, its scale and the most frames per network call.
+    #[derive(Clone, Debug)]
+    pub struct Rife {
+        pub net: Arc<IfNet>,
+        /// 1.0, 0.5 (for large frames: flow estimated at half resolution) or 0.25.
+        pub scale: f32,
+        /// Output frames per network call; more are split into several calls.
+        pub max_batch: usize,
+    }
+
+    impl Rife {
+        pub fn new(ck: &Checkpoint, device: &Device, scale: f32) -> Result<Rife, WeightsError> {
+            assert!(SCALES.contains(&scale), "scale {scale} is not supported");
+            Ok(Rife {
+                net: Arc::new(IfNet::load(ck, device)?),
+                scale,
+                max_batch: 8,
+            })
+        }
+
+        /// Interpolates packed RGB24 pairs of one size. `items` are (pair index, timestep in
+        /// (0, 1)); returns one packed RGB24 frame per item. All items go through the network
+        /// in calls of up to `max_batch` frames (the batch dimension is the timesteps).
+        pub fn interpolate_rgb(
+            &self,
+            pairs: &[(&[u8], &[u8])],
+            width: usize,
+            height: usize,
+            items: &[(usize, f32)],
+        ) -> Vec<Vec<u8>> {
+            self.interpolate_rgb_with(pairs, width, height, items, &|_| {})
+        }
+
+        /// [`interpolate_rgb`](Self::interpolate_rgb), telling `progress` how many frames are
+        /// made after each network call.
+        pub fn interpolate_rgb_with(
+            &self,
+            pairs: &[(&[u8], &[u8])],
+            width: usize,
+            height: usize,
+            items: &[(usize, f32)],
+            progress: &dyn Fn(usize),
+        ) -> Vec<Vec<u8>> {
+            let mut out = Vec::with_capacity(items.len());
+            for chunk in items.chunks(self.max_batch.max(1)) {
+                // Only the pairs this chunk uses, renumbered.
+                let mut used: Vec<usize> = chunk.iter().map(|&(k, _)| k).collect();
+                used.sort_unstable();
+                used.dedup();
+                let planar: Vec<(Vec<f32>, Vec<f32>)> = used
+                    .iter()
+                    .map(|&k| {
+                        (
+                            pixels::to_planar(&[pairs[k].0], height, width),
+                            pixels::to_planar(&[pairs[k].1], height, width),
+                        )
+                    })
+                    .collect();
+                let refs: Vec<(&[f32], &[f32])> = planar
+                    .iter()
+                    .map(|(a, b)| (a.as_slice(), b.as_slice()))
+                    .collect();
+                let local: Vec<(usize, f32)> = chunk
+                    .iter()
+                    .map(|&(k, t)| (used.binary_search(&k).expect("listed"), t))
+                    .collect();
+                for f in self
+                    .net
+                    .interpolate(&refs, height, width, &local, self.scale)
+                {
+                    out.extend(pixels::from_planar(&f, 1, height, width));
+                }
+                progress(out.len());
+            }
+            out
+        }
+    }
+}

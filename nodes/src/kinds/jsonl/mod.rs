@@ -1,0 +1,83 @@
+//! `jsonl`: a sink that writes one JSON object per line. Records are written as they are;
+//! frames and audio chunks as a line of their metadata. The file is written under a temporary
+//! name and renamed when the stream ends, so an interrupted run leaves no finished-looking file.
+//! `path: "-"` writes to standard output.
+
+use crate::output::{AtomicPath, line_for};
+use std::io::{BufWriter, Write};
+use vidflow_engine::{
+    End, Input, NodeError, NodeKind, ParamSpec, ParamType, PortType, Process, Runtime,
+    exec::Emitter,
+};
+
+pub fn kind() -> NodeKind {
+    NodeKind::new("jsonl", "Writes one JSON object per item to a JSON-lines file (records as they are; frames and audio as metadata).", |ctx| {
+        let node = ctx.node_id.to_string();
+        let path = ctx.params.str("path")?;
+        let (writer, file): (Box<dyn Write + Send>, Option<AtomicPath>) = if path == "-" {
+            (Box::new(std::io::stdout()), None)
+        } else {
+            let file = AtomicPath::new(&node, path)?;
+            let f = std::fs::File::create(&file.temp).map_err(|e| {
+                NodeError::input(format!("node `{node}`: cannot write `{}` (temporary file `{}`): {e}", file.target.display(), file.temp.display()))
+            })?;
+            (Box::new(f), Some(file))
+        };
+        let shown = file.as_ref().map_or_else(|| "standard output".to_string(), |f| format!("`{}`", f.target.display()));
+        Ok(Runtime::Process(Box::new(Jsonl { node, out: BufWriter::new(writer), file, shown })))
+    })
+    .input("items", PortType::ANY, "records (or frames/audio, written as metadata)")
+    .param(ParamSpec::required("path", ParamType::Path, "output file (`-` for standard output)"))
+    .example("- id: out\n  kind: jsonl\n  params: { path: results.jsonl }\n  inputs: { items: analyze.records }\n")
+}
+
+struct Jsonl {
+    node: String,
+    out: BufWriter<Box<dyn Write + Send>>,
+    file: Option<AtomicPath>,
+    /// The destination as messages name it.
+    shown: String,
+}
+
+impl Process for Jsonl {
+    fn process(&mut self, input: Input, _out: &mut Emitter<'_>) -> Result<(), NodeError> {
+        for item in &input.items {
+            let mut line = serde_json::to_vec(&line_for(item)).expect("JSON value serialises");
+            line.push(b'\n');
+            self.out.write_all(&line).map_err(|e| {
+                NodeError::runtime(format!(
+                    "node `{}`: cannot write {}: {e}",
+                    self.node, self.shown
+                ))
+            })?;
+        }
+        Ok(())
+    }
+    fn finish(&mut self, _out: &mut Emitter<'_>, end: End) -> Result<(), NodeError> {
+        let flushed = self.out.flush();
+        let Some(file) = self.file.take() else {
+            return Ok(());
+        };
+        if end == End::Stopped {
+            file.abandon();
+            return Ok(());
+        }
+        if let Err(e) = flushed {
+            file.abandon();
+            return Err(NodeError::runtime(format!(
+                "node `{}`: cannot write {}: {e}",
+                self.node, self.shown
+            )));
+        }
+        file.commit(&self.node).inspect_err(|_| file.abandon())
+    }
+}
+
+impl Drop for Jsonl {
+    /// A sink dropped without a complete `finish` leaves no temporary file behind.
+    fn drop(&mut self) {
+        if let Some(file) = self.file.take() {
+            file.abandon();
+        }
+    }
+}

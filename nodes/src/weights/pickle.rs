@@ -1,0 +1,557 @@
+//! The pickle inside a `torch.save` zip, read by a small stack machine that builds plain
+//! values; tensors are rebuilt from their storages in `data/<key>`.
+use super::{DType, ParseError, RawTensor, zip};
+use std::collections::BTreeMap;
+
+/// Pickle values; the payloads of scalars are kept for debugging though only tensors,
+/// strings and containers are read.
+#[derive(Clone, Debug)]
+#[allow(dead_code)]
+enum V {
+    None,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+    Bytes(Vec<u8>),
+    Tuple(Vec<V>),
+    List(Vec<V>),
+    Dict(Vec<(V, V)>),
+    Global(String, String),
+    Storage {
+        key: String,
+        dtype: Option<DType>,
+    },
+    Tensor(Box<TensorRef>),
+    /// An object built by a callable this reader does not model (kept for messages).
+    Object(String),
+    Mark,
+}
+
+#[derive(Clone, Debug)]
+struct TensorRef {
+    key: String,
+    dtype: Option<DType>,
+    offset: usize,
+    size: Vec<usize>,
+    stride: Vec<usize>,
+}
+
+fn storage_dtype(name: &str) -> Option<DType> {
+    match name {
+        "FloatStorage" => Some(DType::F32),
+        "HalfStorage" => Some(DType::F16),
+        "BFloat16Storage" => Some(DType::BF16),
+        "DoubleStorage" => Some(DType::F64),
+        _ => None,
+    }
+}
+
+fn as_usize_list(v: &V) -> Option<Vec<usize>> {
+    match v {
+        V::Tuple(items) | V::List(items) => items
+            .iter()
+            .map(|i| match i {
+                V::Int(n) if *n >= 0 => Some(*n as usize),
+                _ => None,
+            })
+            .collect(),
+        _ => None,
+    }
+}
+
+struct Machine<'a> {
+    code: &'a [u8],
+    pos: usize,
+    stack: Vec<V>,
+    memo: BTreeMap<u32, V>,
+}
+
+impl<'a> Machine<'a> {
+    fn bad(&self, what: &str) -> ParseError {
+        ParseError::Not(format!("its pickle (data.pkl) {what} at byte {}", self.pos))
+    }
+    fn take(&mut self, n: usize) -> Result<&'a [u8], ParseError> {
+        let s = self
+            .code
+            .get(self.pos..self.pos + n)
+            .ok_or_else(|| ParseError::Damaged("its pickle (data.pkl) is cut short".into()))?;
+        self.pos += n;
+        Ok(s)
+    }
+    fn u8(&mut self) -> Result<u8, ParseError> {
+        Ok(self.take(1)?[0])
+    }
+    fn u16(&mut self) -> Result<u16, ParseError> {
+        Ok(u16::from_le_bytes(self.take(2)?.try_into().expect("2")))
+    }
+    fn u32(&mut self) -> Result<u32, ParseError> {
+        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4")))
+    }
+    fn line(&mut self) -> Result<String, ParseError> {
+        let rest = &self.code[self.pos.min(self.code.len())..];
+        let end = rest
+            .iter()
+            .position(|&c| c == b'\n')
+            .ok_or_else(|| self.bad("has an unterminated line"))?;
+        let s = String::from_utf8_lossy(&rest[..end]).into_owned();
+        self.pos += end + 1;
+        Ok(s)
+    }
+    fn pop(&mut self) -> Result<V, ParseError> {
+        self.stack
+            .pop()
+            .ok_or_else(|| self.bad("pops an empty stack"))
+    }
+    fn pop_mark(&mut self) -> Result<Vec<V>, ParseError> {
+        let m = self
+            .stack
+            .iter()
+            .rposition(|v| matches!(v, V::Mark))
+            .ok_or_else(|| self.bad("has no mark"))?;
+        let items = self.stack.split_off(m + 1);
+        self.stack.pop();
+        Ok(items)
+    }
+    fn top(&mut self) -> Result<&mut V, ParseError> {
+        let pos = self.pos;
+        self.stack.last_mut().ok_or(ParseError::Not(format!(
+            "its pickle (data.pkl) uses an empty stack at byte {pos}"
+        )))
+    }
+    fn str_of(&self, bytes: &[u8]) -> V {
+        V::Str(String::from_utf8_lossy(bytes).into_owned())
+    }
+
+    fn run(&mut self) -> Result<V, ParseError> {
+        loop {
+            let op = self.u8()?;
+            match op {
+                0x80 => {
+                    self.u8()?; // PROTO
+                }
+                0x95 => {
+                    self.take(8)?; // FRAME
+                }
+                b'.' => return self.pop(), // STOP
+                b'(' => self.stack.push(V::Mark),
+                b'}' => self.stack.push(V::Dict(vec![])),
+                b']' => self.stack.push(V::List(vec![])),
+                b')' => self.stack.push(V::Tuple(vec![])),
+                b'N' => self.stack.push(V::None),
+                0x88 => self.stack.push(V::Bool(true)),
+                0x89 => self.stack.push(V::Bool(false)),
+                b'J' => {
+                    let n = self.u32()? as i32;
+                    self.stack.push(V::Int(n as i64))
+                }
+                b'K' => {
+                    let n = self.u8()?;
+                    self.stack.push(V::Int(n as i64))
+                }
+                b'M' => {
+                    let n = self.u16()?;
+                    self.stack.push(V::Int(n as i64))
+                }
+                0x8a => {
+                    // LONG1
+                    let n = self.u8()? as usize;
+                    let b = self.take(n)?;
+                    let mut v: i64 = 0;
+                    for (i, byte) in b.iter().enumerate().take(8) {
+                        v |= (*byte as i64) << (8 * i);
+                    }
+                    if n > 0 && n < 8 && b[n - 1] & 0x80 != 0 {
+                        v -= 1i64 << (8 * n);
+                    }
+                    self.stack.push(V::Int(v))
+                }
+                b'G' => {
+                    let b = self.take(8)?;
+                    self.stack
+                        .push(V::Float(f64::from_be_bytes(b.try_into().expect("8"))))
+                }
+                b'X' => {
+                    let n = self.u32()? as usize;
+                    let b = self.take(n)?;
+                    let v = self.str_of(b);
+                    self.stack.push(v)
+                }
+                0x8c => {
+                    let n = self.u8()? as usize;
+                    let b = self.take(n)?;
+                    let v = self.str_of(b);
+                    self.stack.push(v)
+                }
+                0x8d => {
+                    let n = u64::from_le_bytes(self.take(8)?.try_into().expect("8")) as usize;
+                    let b = self.take(n)?;
+                    let v = self.str_of(b);
+                    self.stack.push(v)
+                }
+                b'U' => {
+                    let n = self.u8()? as usize;
+                    let b = self.take(n)?;
+                    let v = self.str_of(b);
+                    self.stack.push(v)
+                }
+                b'T' => {
+                    let n = self.u32()? as usize;
+                    let b = self.take(n)?;
+                    let v = self.str_of(b);
+                    self.stack.push(v)
+                }
+                b'C' => {
+                    let n = self.u8()? as usize;
+                    let b = self.take(n)?.to_vec();
+                    self.stack.push(V::Bytes(b))
+                }
+                b'B' => {
+                    let n = self.u32()? as usize;
+                    let b = self.take(n)?.to_vec();
+                    self.stack.push(V::Bytes(b))
+                }
+                b'c' => {
+                    let module = self.line()?;
+                    let name = self.line()?;
+                    self.stack.push(V::Global(module, name))
+                }
+                0x93 => {
+                    let name = self.pop()?;
+                    let module = self.pop()?;
+                    match (module, name) {
+                        (V::Str(m), V::Str(n)) => self.stack.push(V::Global(m, n)),
+                        _ => return Err(self.bad("has a STACK_GLOBAL without names")),
+                    }
+                }
+                b'q' => {
+                    let i = self.u8()? as u32;
+                    let v = self.top()?.clone();
+                    self.memo.insert(i, v);
+                }
+                b'r' => {
+                    let i = self.u32()?;
+                    let v = self.top()?.clone();
+                    self.memo.insert(i, v);
+                }
+                0x94 => {
+                    let i = self.memo.len() as u32;
+                    let v = self.top()?.clone();
+                    self.memo.insert(i, v);
+                }
+                b'h' => {
+                    let i = self.u8()? as u32;
+                    let v = self
+                        .memo
+                        .get(&i)
+                        .cloned()
+                        .ok_or_else(|| self.bad("reads an unset memo"))?;
+                    self.stack.push(v)
+                }
+                b'j' => {
+                    let i = self.u32()?;
+                    let v = self
+                        .memo
+                        .get(&i)
+                        .cloned()
+                        .ok_or_else(|| self.bad("reads an unset memo"))?;
+                    self.stack.push(v)
+                }
+                b't' => {
+                    let items = self.pop_mark()?;
+                    self.stack.push(V::Tuple(items))
+                }
+                0x85 => {
+                    let a = self.pop()?;
+                    self.stack.push(V::Tuple(vec![a]))
+                }
+                0x86 => {
+                    let b = self.pop()?;
+                    let a = self.pop()?;
+                    self.stack.push(V::Tuple(vec![a, b]))
+                }
+                0x87 => {
+                    let c = self.pop()?;
+                    let b = self.pop()?;
+                    let a = self.pop()?;
+                    self.stack.push(V::Tuple(vec![a, b, c]))
+                }
+                b'l' => {
+                    let items = self.pop_mark()?;
+                    self.stack.push(V::List(items))
+                }
+                b'd' => {
+                    let items = self.pop_mark()?;
+                    let pairs = pairs(items);
+                    self.stack.push(V::Dict(pairs))
+                }
+                b'a' => {
+                    let v = self.pop()?;
+                    if let V::List(l) = self.top()? {
+                        l.push(v)
+                    }
+                }
+                b'e' => {
+                    let items = self.pop_mark()?;
+                    if let V::List(l) = self.top()? {
+                        l.extend(items)
+                    }
+                }
+                b's' => {
+                    let v = self.pop()?;
+                    let k = self.pop()?;
+                    if let V::Dict(d) = self.top()? {
+                        d.push((k, v))
+                    }
+                }
+                b'u' => {
+                    let items = self.pop_mark()?;
+                    let new = pairs(items);
+                    if let V::Dict(d) = self.top()? {
+                        d.extend(new)
+                    }
+                }
+                0x8f => self.stack.push(V::List(vec![])), // EMPTY_SET
+                0x90 => {
+                    let items = self.pop_mark()?; // ADDITEMS
+                    if let V::List(l) = self.top()? {
+                        l.extend(items)
+                    }
+                }
+                0x91 => {
+                    let items = self.pop_mark()?; // FROZENSET
+                    self.stack.push(V::List(items))
+                }
+                b'Q' => {
+                    // BINPERSID: ('storage', storage_type, key, location, numel)
+                    let pid = self.pop()?;
+                    let V::Tuple(t) = pid else {
+                        return Err(self.bad("has a persistent id that is not a tuple"));
+                    };
+                    let dtype = match t.get(1) {
+                        Some(V::Global(_, name)) => storage_dtype(name),
+                        _ => None,
+                    };
+                    let key = match t.get(2) {
+                        Some(V::Str(k)) => k.clone(),
+                        Some(V::Int(k)) => k.to_string(),
+                        _ => return Err(self.bad("has a storage without a key")),
+                    };
+                    self.stack.push(V::Storage { key, dtype })
+                }
+                b'R' => {
+                    let args = self.pop()?;
+                    let func = self.pop()?;
+                    let v = self.reduce(func, args)?;
+                    self.stack.push(v)
+                }
+                0x81 => {
+                    // NEWOBJ
+                    let args = self.pop()?;
+                    let cls = self.pop()?;
+                    let v = self.reduce(cls, args)?;
+                    self.stack.push(v)
+                }
+                b'b' => {
+                    // BUILD: state applied to an object. Dicts (OrderedDict `_metadata`) and
+                    // tensors need nothing from it.
+                    self.pop()?;
+                }
+                b'0' => {
+                    self.pop()?;
+                }
+                b'2' => {
+                    let v = self.top()?.clone();
+                    self.stack.push(v)
+                }
+                b'1' => {
+                    self.pop_mark()?;
+                }
+                other => {
+                    return Err(self.bad(&format!(
+                        "uses opcode 0x{other:02x}, which a torch.save checkpoint does not"
+                    )));
+                }
+            }
+        }
+    }
+
+    fn reduce(&self, func: V, args: V) -> Result<V, ParseError> {
+        let V::Global(module, name) = &func else {
+            return Ok(V::Object("?".into()));
+        };
+        let args = match args {
+            V::Tuple(a) => a,
+            other => vec![other],
+        };
+        Ok(match (module.as_str(), name.as_str()) {
+            ("collections", "OrderedDict") | ("builtins", "dict") => V::Dict(vec![]),
+            ("torch._utils", "_rebuild_tensor_v2") | ("torch._utils", "_rebuild_tensor") => {
+                let (Some(V::Storage { key, dtype }), Some(V::Int(offset))) =
+                    (args.first(), args.get(1))
+                else {
+                    return Err(self.bad("rebuilds a tensor without a storage"));
+                };
+                let size = args.get(2).and_then(as_usize_list);
+                let stride = args.get(3).and_then(as_usize_list);
+                let (Some(size), Some(stride)) = (size, stride) else {
+                    return Err(self.bad("rebuilds a tensor without size and stride"));
+                };
+                V::Tensor(Box::new(TensorRef {
+                    key: key.clone(),
+                    dtype: *dtype,
+                    offset: *offset as usize,
+                    size,
+                    stride,
+                }))
+            }
+            ("torch._utils", "_rebuild_parameter")
+            | ("torch._utils", "_rebuild_parameter_with_state") => {
+                args.into_iter().next().unwrap_or(V::None)
+            }
+            _ => V::Object(format!("{module}.{name}")),
+        })
+    }
+}
+
+fn pairs(items: Vec<V>) -> Vec<(V, V)> {
+    let mut it = items.into_iter();
+    let mut out = vec![];
+    while let (Some(k), Some(v)) = (it.next(), it.next()) {
+        out.push((k, v));
+    }
+    out
+}
+
+fn is_tensor_dict(d: &[(V, V)]) -> bool {
+    d.iter().any(|(_, v)| matches!(v, V::Tensor(_)))
+}
+
+type Read = (Option<String>, BTreeMap<String, RawTensor>);
+
+pub(super) fn read(bytes: &[u8]) -> Result<Read, ParseError> {
+    let entries = zip::entries(bytes)?;
+    let pkl = entries
+        .iter()
+        .find(|e| e.name == "data.pkl" || e.name.ends_with("/data.pkl"))
+        .ok_or_else(|| {
+            ParseError::Not("it is a zip archive without data.pkl (not a torch.save file)".into())
+        })?;
+    let prefix = &pkl.name[..pkl.name.len() - "data.pkl".len()];
+    let code = zip::data(bytes, pkl)?;
+    let mut m = Machine {
+        code,
+        pos: 0,
+        stack: vec![],
+        memo: BTreeMap::new(),
+    };
+    let root = m.run()?;
+    let V::Dict(top) = root else {
+        return Err(ParseError::Not(
+            "its pickled object is not a dict (a state dict or {'params': …})".into(),
+        ));
+    };
+    // Choose the state dict.
+    let (entry, dict) = if is_tensor_dict(&top) {
+        (None, top)
+    } else {
+        let mut found = None;
+        for want in ["params_ema", "params", "state_dict", "model", "net_g"] {
+            if let Some((_, V::Dict(d))) = top
+                .iter()
+                .find(|(k, _)| matches!(k, V::Str(s) if s == want))
+                && is_tensor_dict(d)
+            {
+                found = Some((Some(want.to_string()), d.clone()));
+                break;
+            }
+        }
+        found.ok_or_else(|| {
+            let keys: Vec<String> = top
+                .iter()
+                .filter_map(|(k, _)| match k {
+                    V::Str(s) => Some(format!("`{s}`")),
+                    _ => None,
+                })
+                .take(8)
+                .collect();
+            ParseError::Not(format!(
+                "it holds a dict with keys [{}] and no state dict (expected tensors at the top level or under `params_ema`, `params` or `state_dict`)",
+                keys.join(", ")
+            ))
+        })?
+    };
+    let mut out = BTreeMap::new();
+    for (k, v) in dict {
+        let (V::Str(name), V::Tensor(t)) = (k, v) else {
+            continue;
+        };
+        // Integer tensors are bookkeeping (BatchNorm's `num_batches_tracked`), never the
+        // weights of a network we run: leave them out.
+        let Some(dtype) = t.dtype else {
+            continue;
+        };
+        let file = format!("{prefix}data/{}", t.key);
+        let e = entries.iter().find(|e| e.name == file).ok_or_else(|| {
+            ParseError::Damaged(format!(
+                "the storage of tensor `{name}` ({file}) is missing from the archive"
+            ))
+        })?;
+        let storage = zip::data(bytes, e)?;
+        let numel: usize = t.size.iter().product();
+        let es = dtype.size();
+        // Highest element index touched, to check the storage is large enough.
+        let last = t.offset
+            + t.size
+                .iter()
+                .zip(&t.stride)
+                .map(|(s, st)| s.saturating_sub(1) * st)
+                .sum::<usize>();
+        if numel > 0 && (last + 1) * es > storage.len() {
+            return Err(ParseError::Damaged(format!(
+                "tensor `{name}` needs {} bytes of storage {file}, which has {}",
+                (last + 1) * es,
+                storage.len()
+            )));
+        }
+        let contiguous = {
+            let mut expect = 1;
+            let mut ok = true;
+            for (s, st) in t.size.iter().zip(&t.stride).rev() {
+                if *s > 1 && *st != expect {
+                    ok = false;
+                }
+                expect *= s;
+            }
+            ok
+        };
+        let data = if contiguous {
+            dtype.decode(&storage[t.offset * es..(t.offset + numel) * es])
+        } else {
+            let all = dtype.decode(storage);
+            let mut data = Vec::with_capacity(numel);
+            let mut idx = vec![0usize; t.size.len()];
+            for _ in 0..numel {
+                let o: usize =
+                    t.offset + idx.iter().zip(&t.stride).map(|(i, s)| i * s).sum::<usize>();
+                data.push(all[o]);
+                for d in (0..idx.len()).rev() {
+                    idx[d] += 1;
+                    if idx[d] < t.size[d] {
+                        break;
+                    }
+                    idx[d] = 0;
+                }
+            }
+            data
+        };
+        out.insert(
+            name,
+            RawTensor {
+                shape: t.size.clone(),
+                data,
+            },
+        );
+    }
+    Ok((entry, out))
+}

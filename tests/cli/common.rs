@@ -1,0 +1,210 @@
+//! Helpers shared by the CLI test files: scratch folders, running `vidflow`, reading results.
+//!
+//! The media helpers (the ffmpeg CLI to make clips, ffprobe to read results, graph files of
+//! the repository) exist only with the features of the files that use them.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `vidflow` binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_vidflow");
+
+/// A fresh, empty folder for one test, removed when the test passes (kept for a look when
+/// it fails).
+pub struct TmpDir(PathBuf);
+
+impl std::ops::Deref for TmpDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TmpDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TmpDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+impl TmpDir {
+    /// `name` inside the folder.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    /// Writes `text` to `name` inside the folder; its path.
+    pub fn write(&self, name: &str, text: &str) -> String {
+        let p = self.path(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_string()
+    }
+
+    /// File names in the folder, sorted (hidden ones included).
+    pub fn files(&self) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&self.0)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+/// `prefix` names the test file, `name` the test.
+pub fn tmp(prefix: &str, name: &str) -> TmpDir {
+    let d = std::env::temp_dir().join(format!("vidflow-{prefix}-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    TmpDir(d)
+}
+
+/// What a `vidflow` process ended with.
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Reads a pipe to its end on a thread.
+fn collect(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<String> {
+    let mut pipe = pipe.expect("piped");
+    std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = pipe.read_to_string(&mut s);
+        s
+    })
+}
+
+/// Waits for a child for at most `limit`; kills it and fails the test when it takes longer.
+pub fn finish(mut child: Child, limit: Duration) -> Out {
+    let (out, err) = (collect(child.stdout.take()), collect(child.stderr.take()));
+    let started = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "vidflow did not finish within {limit:?}; stderr:\n{}",
+                err.join().unwrap()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Out {
+        code: status.code().unwrap_or(-1),
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+    }
+}
+
+/// Runs vidflow in `dir` with the variables `env` added (at most 60 s).
+pub fn vidflow_in(args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Out {
+    let child = Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start vidflow");
+    finish(child, Duration::from_secs(60))
+}
+
+/// The records of a JSON-lines file.
+pub fn read_jsonl(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+/// Runs vidflow in the current folder, without a time limit.
+#[cfg(feature = "media")]
+pub fn vidflow(args: &[&str]) -> std::process::Output {
+    Command::new(BIN).args(args).output().expect("vidflow runs")
+}
+
+/// A graph file of the repository, by name (`upscale` → `graphs/upscale.yaml`).
+#[cfg(feature = "media")]
+pub fn graph(name: &str) -> String {
+    format!("{}/graphs/{name}.yaml", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `vidflow run` must have succeeded; its stderr otherwise.
+#[cfg(all(feature = "media", feature = "neural"))]
+pub fn assert_ok(out: &std::process::Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what}: exit {:?}\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[cfg(feature = "media")]
+pub fn ffmpeg(args: &[&str]) {
+    ffmpeg_stdout(args);
+}
+
+/// Runs the ffmpeg CLI quietly (overwriting outputs), asserts it succeeded and returns what
+/// it wrote to stdout.
+#[cfg(feature = "media")]
+fn ffmpeg_stdout(args: &[&str]) -> Vec<u8> {
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y"])
+        .args(args)
+        .output()
+        .expect("the ffmpeg CLI runs");
+    assert!(
+        out.status.success(),
+        "ffmpeg {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// `ffprobe` of one stream (`v:0`, `a:0`): its `key=value` entries, empty when it has none.
+#[cfg(feature = "media")]
+pub fn probe(path: &Path, stream: &str, entries: &str) -> String {
+    let out = Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", stream, "-count_frames"])
+        .args(["-show_entries", &format!("stream={entries}")])
+        .args(["-of", "default=noprint_wrappers=1"])
+        .arg(path)
+        .output()
+        .expect("ffprobe runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The pixels of an image file (any format ffmpeg reads) as packed RGB24.
+#[cfg(all(feature = "media", feature = "neural"))]
+pub fn rgb24(path: &Path) -> Vec<u8> {
+    let path = path.to_str().expect("test paths are UTF-8");
+    ffmpeg_stdout(&["-i", path, "-f", "rawvideo", "-pix_fmt", "rgb24", "-"])
+}
+
+/// The files of `dir`, sorted by name.
+#[cfg(all(feature = "media", feature = "neural"))]
+pub fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    v.sort();
+    v
+}

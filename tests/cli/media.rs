@@ -1,0 +1,302 @@
+//! Media bad input through the `vidflow` binary: a missing file, a text file named .mp4, a
+//! truncated mp4 (without and with its index at the front), a video with no frames, audio asked
+//! of a video without audio, and an output folder that cannot be written. Each must give one
+//! clear `error:` line naming the node and the path, exit with 1 or 2, never panic, and leave no
+//! output file (nor a temporary one). Plus the happy path: graphs/transcode.yaml.
+
+use crate::common::{TmpDir, ffmpeg, graph, probe, vidflow};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+fn tmp(name: &str) -> TmpDir {
+    crate::common::tmp("media-cli", name)
+}
+
+fn clip(path: &Path, audio: bool, extra: &[&str]) {
+    let mut args = vec!["-f", "lavfi", "-i", "testsrc2=size=160x120:rate=25"];
+    if audio {
+        args.extend([
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:sample_rate=44100",
+            "-c:a",
+            "aac",
+        ]);
+    }
+    args.extend(["-t", "2", "-c:v", "libx264", "-pix_fmt", "yuv420p"]);
+    args.extend(extra);
+    args.push(path.to_str().unwrap());
+    ffmpeg(&args);
+}
+
+fn transcode(input: &Path, output: &Path) -> Output {
+    vidflow(&[
+        "run",
+        &graph("transcode"),
+        "--progress",
+        "none",
+        "--set",
+        &format!("input={}", input.display()),
+        "--set",
+        &format!("output={}", output.display()),
+    ])
+}
+
+/// The run failed cleanly: exit 1 or 2, one `error:` line naming `node` and `path`, no panic,
+/// and nothing written next to `output`.
+fn assert_clean_failure(out: &Output, node: &str, path: &str, output: &Path, case: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let code = out.status.code();
+    assert!(
+        matches!(code, Some(1) | Some(2)),
+        "{case}: exit code {code:?}, stderr:\n{stderr}"
+    );
+    assert!(!stderr.contains("panic"), "{case}: panicked:\n{stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error")).collect();
+    assert_eq!(
+        errors.len(),
+        1,
+        "{case}: want exactly one error line, got:\n{stderr}"
+    );
+    let line = errors[0];
+    assert!(
+        line.contains(&format!("`{node}`")),
+        "{case}: the message should name node `{node}`: {line}"
+    );
+    assert!(
+        line.contains(path),
+        "{case}: the message should name `{path}`: {line}"
+    );
+    assert!(!output.exists(), "{case}: {} was written", output.display());
+    if let Some(dir) = output.parent().filter(|d| d.is_dir()) {
+        let partial: Vec<_> = std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.contains("partial"))
+            .collect();
+        assert!(
+            partial.is_empty(),
+            "{case}: temporary files left: {partial:?}"
+        );
+    }
+}
+
+#[test]
+fn transcode_graph_runs_from_the_cli() {
+    let dir = tmp("ok");
+    let input = dir.join("in.mp4");
+    clip(&input, true, &[]);
+    let output = dir.join("out.mp4");
+    let out = transcode(&input, &output);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(output.exists());
+    let check = vidflow(&["check", &graph("transcode")]);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
+/// Widths that are multiples of 8 but not of 16 once made swscale's SIMD YUV → RGB store spill
+/// past the last row of the frame buffer and corrupt the heap (`malloc(): invalid size`).
+#[test]
+fn narrow_frames_decode_and_encode() {
+    let dir = tmp("narrow");
+    for size in ["40x24", "24x40", "16x8", "38x22"] {
+        let input = dir.join(format!("in-{size}.mp4"));
+        ffmpeg(&[
+            "-f",
+            "lavfi",
+            "-i",
+            &format!("testsrc2=size={size}:rate=10"),
+            "-frames:v",
+            "4",
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+            input.to_str().unwrap(),
+        ]);
+        let output = dir.join(format!("out-{size}.mp4"));
+        let out = transcode(&input, &output);
+        assert!(
+            out.status.success(),
+            "{size}: exit {:?}\n{}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v = probe(&output, "v:0", "width,height,nb_read_frames");
+        let (w, h) = size.split_once('x').unwrap();
+        assert!(
+            v.contains(&format!("width={w}\n")) && v.contains(&format!("height={h}\n")),
+            "{size}: {v}"
+        );
+        assert!(v.contains("nb_read_frames=4"), "{size}: {v}");
+    }
+}
+
+#[test]
+fn bad_inputs_fail_cleanly() {
+    let dir = tmp("bad");
+    let output = dir.join("out.mp4");
+    let good = dir.join("good.mp4");
+    clip(&good, true, &[]);
+
+    // A missing file.
+    let missing = dir.join("missing.mp4");
+    assert_clean_failure(
+        &transcode(&missing, &output),
+        "dec",
+        "missing.mp4",
+        &output,
+        "missing file",
+    );
+
+    // A text file named .mp4.
+    let text = dir.join("notes.mp4");
+    std::fs::write(&text, "these are not the frames you are looking for\n").unwrap();
+    assert_clean_failure(
+        &transcode(&text, &output),
+        "dec",
+        "notes.mp4",
+        &output,
+        "text file",
+    );
+
+    // Truncated: the index (at the end) is cut off…
+    let bytes = std::fs::read(&good).unwrap();
+    let cut = dir.join("cut.mp4");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    assert_clean_failure(
+        &transcode(&cut, &output),
+        "dec",
+        "cut.mp4",
+        &output,
+        "truncated mp4",
+    );
+    // …or the index is at the front and the frames are cut off.
+    let fast = dir.join("fast.mp4");
+    clip(&fast, true, &["-movflags", "+faststart"]);
+    let bytes = std::fs::read(&fast).unwrap();
+    let cut2 = dir.join("cut-faststart.mp4");
+    std::fs::write(&cut2, &bytes[..bytes.len() / 2]).unwrap();
+    assert_clean_failure(
+        &transcode(&cut2, &output),
+        "dec",
+        "cut-faststart.mp4",
+        &output,
+        "truncated faststart mp4",
+    );
+
+    // A video stream without frames, and a file without a video stream.
+    let zero = dir.join("zero.avi");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=64x48:rate=25",
+        "-frames:v",
+        "0",
+        "-c:v",
+        "mpeg4",
+        zero.to_str().unwrap(),
+    ]);
+    let out = transcode(&zero, &output);
+    assert_clean_failure(&out, "dec", "zero.avi", &output, "zero-frame video");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no video frames"));
+    let empty = dir.join("zero.mp4");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=64x48:rate=25",
+        "-frames:v",
+        "0",
+        "-c:v",
+        "libx264",
+        empty.to_str().unwrap(),
+    ]);
+    assert_clean_failure(
+        &transcode(&empty, &output),
+        "dec",
+        "zero.mp4",
+        &output,
+        "mp4 with no video",
+    );
+
+    // Audio asked of a video without audio.
+    let silent = dir.join("silent.mp4");
+    clip(&silent, false, &[]);
+    let graph = dir.join("with-audio.yaml");
+    std::fs::write(
+        &graph,
+        format!(
+            "name: with-audio\nnodes:\n  - {{ id: dec, kind: decode, params: {{ path: \"{}\", audio_rate: 16000 }} }}\n  - {{ id: enc, kind: encode, params: {{ path: \"{}\" }}, inputs: {{ frames: dec.frames, audio: dec.audio }} }}\n",
+            silent.display(),
+            output.display()
+        ),
+    )
+    .unwrap();
+    let out = vidflow(&["run", graph.to_str().unwrap(), "--progress", "none"]);
+    assert_clean_failure(
+        &out,
+        "dec",
+        "silent.mp4",
+        &output,
+        "audio of a silent video",
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no audio stream"));
+
+    // The same graph keeps working on the silent clip with the audio passed through instead.
+    let out = transcode(&silent, &output);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::remove_file(&output).unwrap();
+}
+
+#[test]
+fn unwritable_outputs_fail_before_any_work() {
+    let dir = tmp("unwritable");
+    let input = dir.join("in.mp4");
+    clip(&input, false, &[]);
+    // A folder that does not exist.
+    let nowhere = dir.join("no-such-folder").join("out.mp4");
+    assert_clean_failure(
+        &transcode(&input, &nowhere),
+        "enc",
+        "no-such-folder",
+        &nowhere,
+        "missing folder",
+    );
+    // A folder without write permission (root may write anyway; /proc refuses everyone).
+    let ro = dir.join("read-only");
+    std::fs::create_dir(&ro).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o555)).unwrap();
+    let writable_anyway = std::fs::write(ro.join("probe"), b"x").is_ok();
+    let _ = std::fs::remove_file(ro.join("probe"));
+    let target = if writable_anyway {
+        PathBuf::from(format!("/proc/vidflow-test-{}.mp4", std::process::id()))
+    } else {
+        ro.join("out.mp4")
+    };
+    let shown = target.to_string_lossy().into_owned();
+    assert_clean_failure(
+        &transcode(&input, &target),
+        "enc",
+        &shown,
+        &target,
+        "unwritable folder",
+    );
+    std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
