@@ -13,7 +13,8 @@ use crossbeam_channel::bounded;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
-use vidflow_engine::exec::{self, Emitter, RunOptions};
+use vidflow_engine::Emitter;
+use vidflow_engine::exec::{self, RunOptions};
 use vidflow_engine::{
     CheckedGraph, Frame, Input, Mode, NodeError, NodeKind, ParamSpec, ParamType, Payload, PortType,
     Process, Rate, Registry, Runtime, Source, SourceFile,
@@ -95,7 +96,7 @@ fn engine_graph(items: usize, queue: usize, seen: Arc<AtomicU64>) -> CheckedGrap
     r.register(
         NodeKind::new("bsrc", "bench source", |ctx| {
             Ok(Runtime::Source(Box::new(Src {
-                count: ctx.params.u64("count")?,
+                count: ctx.params.parse::<u64>("count")?,
                 data: Arc::new(vec![7u8; Frame::byte_len(4, 2)]),
             })))
         })

@@ -11,7 +11,11 @@ pub fn list(registry: &Registry) -> String {
     let mut s = String::new();
     for k in registry.kinds() {
         let first = k.doc.lines().next().unwrap_or("");
-        let _ = writeln!(s, "{:width$}  {first}", k.name);
+        let missing = match (k.feature, k.available()) {
+            (Some(f), false) => format!(" (not built: needs feature `{f}`)"),
+            _ => String::new(),
+        };
+        let _ = writeln!(s, "{:width$}  {first}{missing}", k.name);
     }
     s.push_str("\n`vidflow nodes KIND` shows a kind's ports, params and an example.\n");
     s
@@ -20,6 +24,18 @@ pub fn list(registry: &Registry) -> String {
 /// The full page for one kind.
 pub fn describe(k: &NodeKind) -> String {
     let mut s = format!("{}\n\n{}\n", k.name, k.doc);
+    match (k.feature, k.available()) {
+        (Some(f), true) => {
+            let _ = writeln!(s, "\nneeds cargo feature `{f}` (built in)");
+        }
+        (Some(f), false) => {
+            let _ = writeln!(
+                s,
+                "\nneeds cargo feature `{f}`, which this vidflow was built without; rebuild with `--features {f}`"
+            );
+        }
+        (None, _) => {}
+    }
     let ports = |s: &mut String, title: &str, ports: &[crate::node::PortSpec], inputs: bool| {
         let _ = writeln!(s, "\n{title}:");
         if ports.is_empty() {

@@ -20,6 +20,7 @@ pub mod catalog;
 pub mod check;
 pub mod config;
 pub mod diag;
+pub mod error;
 pub mod exec;
 pub mod load;
 pub mod node;
@@ -43,27 +44,7 @@ pub use payload::{AudioChunk, Frame, Payload, PortType, Rate};
 pub use plan::Plan;
 pub use registry::Registry;
 
-// Earlier names of modules, kept so code written against them still builds.
-pub use load as spec;
-pub use load::yaml;
-/// `vidflow graph`'s pictures, now [`Plan::to_dot`] and [`Plan::to_mermaid`].
-pub mod compile {
-    use crate::{CheckedGraph, Plan};
-    pub fn to_dot(g: &CheckedGraph) -> String {
-        Plan::new(g).to_dot()
-    }
-    pub fn to_mermaid(g: &CheckedGraph) -> String {
-        Plan::new(g).to_mermaid()
-    }
-}
-impl CheckedGraph {
-    /// Node indices in topological order (see [`Plan::order`]).
-    pub fn topo_order(&self) -> Vec<usize> {
-        Plan::new(self).order
-    }
-}
-
-use load::yaml::Yv;
+use load::yaml::{self, Yv};
 
 /// Why a graph could not be loaded: unreadable file, or diagnostics.
 #[derive(Debug)]

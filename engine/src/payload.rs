@@ -141,9 +141,9 @@ impl Payload {
         }
     }
     /// The frame inside, or the input error a node that takes only frames reports.
-    pub fn frame_for(&self, node: &str) -> Result<&Frame, crate::NodeError> {
+    pub fn frame_for(&self, node: &str) -> Result<&Frame, crate::error::NodeError> {
         self.as_frame().ok_or_else(|| {
-            crate::NodeError::input(format!(
+            crate::error::NodeError::input(format!(
                 "node `{node}`: expected frames, got {}",
                 self.describe()
             ))

@@ -71,7 +71,7 @@ pub fn json_schema(registry: &Registry) -> Value {
                     "kind": {"enum": registry.names().collect::<Vec<_>>()},
                     "params": {"type": "object"},
                     "inputs": {"type": "object"},
-                    "workers": {"type": "integer", "minimum": 1, "maximum": crate::spec::MAX_WORKERS},
+                    "workers": {"type": "integer", "minimum": 1, "maximum": crate::config::MAX_WORKERS},
                     "batch": {"type": "object", "additionalProperties": false, "required": ["max"],
                         "properties": {"max": {"type": "integer", "minimum": 1, "maximum": 4096}, "wait_ms": {"type": "integer", "minimum": 0}}},
                     "on_error": {"oneOf": [{"enum": ["fail", "skip"]},

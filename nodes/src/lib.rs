@@ -28,3 +28,22 @@ pub fn registry() -> Registry {
     kinds::register_all(&mut r);
     r
 }
+
+/// The factory of a kind whose runtime needs cargo feature `$feature`: `Some(f)` when the
+/// feature was built in, else `None`, and the engine's one message says how to rebuild. Use it
+/// with [`vidflow_engine::NodeKind::gated`].
+#[macro_export]
+#[doc(hidden)]
+macro_rules! gated_factory {
+    ($feature:literal, $f:expr) => {{
+        #[cfg(feature = $feature)]
+        let f = Some($f);
+        #[cfg(not(feature = $feature))]
+        let f: Option<
+            fn(
+                &vidflow_engine::BuildCtx<'_>,
+            ) -> Result<vidflow_engine::Runtime, vidflow_engine::NodeError>,
+        > = None;
+        f
+    }};
+}

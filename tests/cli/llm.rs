@@ -1,10 +1,10 @@
 //! `vidflow` with `llm-analyze` end to end, against the OpenAI-compatible test server
-//! (`nodes/tests/llm_fake`): a run writes one record per frame; the API key goes only into
+//! (`nodes/tests/nodes/llm_fake`): a run writes one record per frame; the API key goes only into
 //! the Authorization header (never into output, messages or the cache); a missing key
 //! variable exits 1, an unreachable server exits 2, each with one clear message; `vidflow
 //! nodes` and `vidflow check` know the kind and `graphs/analyze.yaml`.
 
-#[path = "../../nodes/tests/llm_fake/mod.rs"]
+#[path = "../../nodes/tests/nodes/llm_fake/mod.rs"]
 mod llm_fake;
 
 use crate::common::{TmpDir, read_jsonl, vidflow_in};

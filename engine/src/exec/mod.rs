@@ -9,12 +9,11 @@ mod edge;
 mod gather;
 pub mod stats;
 
-pub use crate::node::{Emitter, WorkMeter};
 pub use stats::{NodeReport, NodeStats};
 
 use crate::config::{OnError, WhenFull};
 use crate::node::emit::Outbox;
-use crate::node::{BuildCtx, End, Input, NodeError, Process, Runtime, Shared};
+use crate::node::{BuildCtx, Emitter, End, Input, NodeError, Process, Runtime, Shared};
 use crate::payload::Payload;
 use crate::plan::{Plan, PlanNode, ToPlan};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};

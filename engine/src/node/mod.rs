@@ -10,6 +10,7 @@ pub mod emit;
 pub mod params;
 
 pub use crate::config::BatchConfig;
+pub use crate::error::NodeError;
 pub use emit::{Emitter, End, Input, Items, WorkMeter};
 pub use params::{NodeParams, ParamSpec, ParamType, Params};
 
@@ -18,28 +19,6 @@ use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
-
-/// A failure inside a node. `Input` is the user's input being wrong (missing file, unreadable
-/// video, bad weights: exit code 1); `Runtime` is everything else (exit code 2).
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum NodeError {
-    #[error("{0}")]
-    Input(String),
-    #[error("{0}")]
-    Runtime(String),
-    /// The run is stopping (Ctrl-C, another node failed, or every consumer is gone).
-    #[error("stopped")]
-    Stopped,
-}
-
-impl NodeError {
-    pub fn input(msg: impl Into<String>) -> NodeError {
-        NodeError::Input(msg.into())
-    }
-    pub fn runtime(msg: impl Into<String>) -> NodeError {
-        NodeError::Runtime(msg.into())
-    }
-}
 
 /// A declared input or output port.
 #[derive(Clone, Debug)]
@@ -201,29 +180,6 @@ impl Problem {
     }
 }
 
-/// A problem with a param, as kinds written before [`Problem`] report it.
-#[derive(Clone, Debug)]
-pub struct ParamProblem {
-    pub param: String,
-    pub message: String,
-    pub help: Option<String>,
-    /// Optional line/column offset inside the param's value (e.g. a shader error), 1-based.
-    pub at: Option<(u32, u32)>,
-}
-
-impl From<ParamProblem> for Problem {
-    fn from(p: ParamProblem) -> Problem {
-        Problem {
-            at: ProblemAt::Param {
-                name: p.param,
-                pos: p.at,
-            },
-            message: p.message,
-            help: p.help,
-        }
-    }
-}
-
 /// A node kind: the descriptor and its factory.
 #[derive(Clone)]
 pub struct NodeKind {
@@ -371,13 +327,6 @@ impl NodeKind {
     ) -> Self {
         self.validator = Some(Arc::new(f));
         self
-    }
-    /// [`NodeKind::check`] for rules about params only.
-    pub fn validate(
-        self,
-        f: impl Fn(&Params) -> Vec<ParamProblem> + Send + Sync + 'static,
-    ) -> Self {
-        self.check(move |cx| f(cx.params).into_iter().map(Problem::from).collect())
     }
     pub fn input_index(&self, name: &str) -> Option<usize> {
         self.inputs.iter().position(|p| p.name == name)

@@ -242,50 +242,6 @@ impl Params {
     }
 }
 
-// Lookups by name, for kinds not yet declared with `params!`.
-impl Params {
-    fn missing(&self, name: &str, what: &str) -> NodeError {
-        NodeError::input(format!(
-            "node `{}`: param `{name}` must be {what}",
-            self.node
-        ))
-    }
-    pub fn str(&self, name: &str) -> Result<&str, NodeError> {
-        self.get(name)
-            .and_then(Value::as_str)
-            .ok_or_else(|| self.missing(name, "a string"))
-    }
-    pub fn opt_str(&self, name: &str) -> Option<&str> {
-        self.get(name).and_then(Value::as_str)
-    }
-    pub fn i64(&self, name: &str) -> Result<i64, NodeError> {
-        self.get(name)
-            .and_then(Value::as_i64)
-            .ok_or_else(|| self.missing(name, "an integer"))
-    }
-    pub fn u64(&self, name: &str) -> Result<u64, NodeError> {
-        self.get(name)
-            .and_then(Value::as_u64)
-            .ok_or_else(|| self.missing(name, "a non-negative integer"))
-    }
-    pub fn opt_u64(&self, name: &str) -> Option<u64> {
-        self.get(name).and_then(Value::as_u64)
-    }
-    pub fn f64(&self, name: &str) -> Result<f64, NodeError> {
-        self.get(name)
-            .and_then(Value::as_f64)
-            .ok_or_else(|| self.missing(name, "a number"))
-    }
-    pub fn opt_f64(&self, name: &str) -> Option<f64> {
-        self.get(name).and_then(Value::as_f64)
-    }
-    pub fn bool(&self, name: &str) -> Result<bool, NodeError> {
-        self.get(name)
-            .and_then(Value::as_bool)
-            .ok_or_else(|| self.missing(name, "true or false"))
-    }
-}
-
 /// A kind's params as one typed Rust struct. Written with the [`params!`](crate::params)
 /// macro, which derives the specs from the struct's fields and doc comments.
 pub trait NodeParams: Sized + Send + Sync + 'static {

@@ -5,7 +5,8 @@ use serde_json::json;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use vidflow_engine::exec::{self, Emitter, NodeReport, ProgressSink, RunOptions, RunReport};
+use vidflow_engine::Emitter;
+use vidflow_engine::exec::{self, NodeReport, ProgressSink, RunOptions, RunReport};
 use vidflow_engine::{
     BuildCtx, CheckedGraph, End, Input, Mode, NodeError, NodeKind, ParamSpec, ParamType, Payload,
     PortType, Process, Registry, Runtime, Source, SourceFile,
@@ -90,7 +91,7 @@ pub fn indices(items: &[Payload]) -> Vec<u64> {
 /// `src`: emits records 0..`count`; counts successful emits in `emitted`.
 pub fn counting_source(emitted: Arc<AtomicU64>) -> NodeKind {
     source_kind("src", move |ctx| {
-        let count = ctx.params.u64("count").expect("count");
+        let count = ctx.params.parse::<u64>("count").expect("count");
         let emitted = emitted.clone();
         Box::new(move |out| {
             out.set_total(count);

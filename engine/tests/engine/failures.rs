@@ -4,7 +4,7 @@ use crate::common::*;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use vidflow_engine::exec::Emitter;
+use vidflow_engine::Emitter;
 use vidflow_engine::{End, Input, NodeError, NodeKind, PortType, Process, Registry, Runtime};
 
 const LONG: u64 = 10_000_000;

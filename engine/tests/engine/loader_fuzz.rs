@@ -10,12 +10,12 @@
 
 use proptest::prelude::*;
 use proptest::test_runner::Config;
+use vidflow_engine::Problem;
 use vidflow_engine::diag::source_lines;
-use vidflow_engine::node::ParamProblem;
-use vidflow_engine::yaml::Yv;
+use vidflow_engine::load::yaml::Yv;
 use vidflow_engine::{
-    BatchConfig, LoadError, Mode, NodeError, NodeKind, ParamSpec, ParamType, PortType, Registry,
-    Runtime, SourceFile, check_source, compile, parse_overrides,
+    BatchConfig, LoadError, Mode, NodeError, NodeKind, ParamSpec, ParamType, Plan, PortType,
+    Registry, Runtime, SourceFile, check_source, parse_overrides,
 };
 
 /// Cases per property; `VIDFLOW_FUZZ_CASES=100000` for a longer run.
@@ -68,26 +68,23 @@ fn registry() -> Registry {
             ))
             .batched("items", Some(BatchConfig { max: 2, wait_ms: 1 }))
             // Reports a position for every `bad` in the code, and one far outside it.
-            .validate(|p| {
-                let code = p.opt_str("code").unwrap_or("");
+            .check(|cx| {
+                let code = cx.params.get("code").and_then(|c| c.as_str()).unwrap_or("");
                 let mut out = vec![];
                 for (i, line) in code.split('\n').enumerate() {
                     if let Some(b) = line.find("bad") {
-                        out.push(ParamProblem {
-                            param: "code".into(),
-                            message: "bad code".into(),
-                            help: None,
-                            at: Some((i as u32 + 1, line[..b].chars().count() as u32 + 1)),
-                        });
+                        out.push(
+                            Problem::param("code", "bad code")
+                                .at_position(i as u32 + 1, line[..b].chars().count() as u32 + 1),
+                        );
                     }
                 }
                 if code.contains("far") {
-                    out.push(ParamProblem {
-                        param: "code".into(),
-                        message: "far away".into(),
-                        help: Some("a position past the end of the value".into()),
-                        at: Some((1000, 1000)),
-                    });
+                    out.push(
+                        Problem::param("code", "far away")
+                            .help("a position past the end of the value")
+                            .at_position(1000, 1000),
+                    );
                 }
                 out
             }),
@@ -319,10 +316,10 @@ fn check_invariants(
     match check_source(file.clone(), &registry, overrides, mode) {
         Ok(graph) => {
             // A graph that passes can be planned and printed.
-            let order = graph.topo_order();
-            prop_assert_eq!(order.len(), graph.nodes.len());
-            let _ = compile::to_dot(&graph);
-            let _ = compile::to_mermaid(&graph);
+            let plan = Plan::new(&graph);
+            prop_assert_eq!(plan.order.len(), graph.nodes.len());
+            let _ = plan.to_dot();
+            let _ = plan.to_mermaid();
         }
         Err(LoadError::Io { .. }) => prop_assert!(false, "no I/O happens here"),
         Err(e @ LoadError::Invalid { .. }) => {

@@ -10,6 +10,7 @@ mod backpressure;
 mod batching;
 mod failures;
 mod loader_fuzz;
+mod node_api;
 mod on_error;
 mod pipeline;
 mod progress;

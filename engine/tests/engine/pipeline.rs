@@ -100,7 +100,7 @@ fn two_input_kind(batch_a: bool) -> NodeKind {
 fn two_sources() -> [NodeKind; 2] {
     let mk = |name: &'static str| {
         source_kind(name, |ctx| {
-            let count = ctx.params.u64("count").unwrap();
+            let count = ctx.params.parse::<u64>("count").unwrap();
             Box::new(move |out| {
                 for i in 0..count {
                     if mix(i).is_multiple_of(8) {

@@ -12,7 +12,10 @@
 //! At 16 kHz that is 80 columns per second. [`MelStream`] computes each column once, as soon as
 //! the samples it covers have arrived; nothing is recomputed per video frame.
 
+use realfft::num_complex::Complex;
+use realfft::{RealFftPlanner, RealToComplex};
 use std::f64::consts::PI;
+use std::sync::Arc;
 
 /// Sample rate the features are defined at.
 pub const SAMPLE_RATE: u32 = 16_000;
@@ -24,112 +27,29 @@ pub const FMAX: f64 = 7600.0;
 const PREEMPHASIS: f64 = 0.97;
 const N_BINS: usize = N_FFT / 2 + 1;
 
-#[derive(Clone, Copy, Debug, Default)]
-struct C {
-    re: f64,
-    im: f64,
+/// The one-sided spectrum (`N_FFT / 2 + 1` bins) of a real frame, by `realfft` (f64).
+struct Spectrum {
+    fft: Arc<dyn RealToComplex<f64>>,
+    out: Vec<Complex<f64>>,
+    scratch: Vec<Complex<f64>>,
 }
 
-impl C {
-    #[inline]
-    fn mul(self, o: C) -> C {
-        C {
-            re: self.re * o.re - self.im * o.im,
-            im: self.re * o.im + self.im * o.re,
-        }
-    }
-}
-
-/// A mixed-radix FFT (decimation in time, any factorisation; 800 = 2^5 * 5^2).
-struct Fft {
-    n: usize,
-    factors: Vec<usize>,
-    twiddles: Vec<C>,
-}
-
-impl Fft {
-    fn new(n: usize) -> Fft {
-        let mut factors = vec![];
-        let mut rest = n;
-        for p in [4, 2, 3, 5] {
-            while rest.is_multiple_of(p) {
-                factors.push(p);
-                rest /= p;
-            }
-        }
-        let mut p = 7;
-        while rest > 1 {
-            while rest.is_multiple_of(p) {
-                factors.push(p);
-                rest /= p;
-            }
-            p += 2;
-        }
-        let twiddles = (0..n)
-            .map(|k| {
-                let a = -2.0 * PI * k as f64 / n as f64;
-                C {
-                    re: a.cos(),
-                    im: a.sin(),
-                }
-            })
-            .collect();
-        Fft {
-            n,
-            factors,
-            twiddles,
+impl Spectrum {
+    fn new(n: usize) -> Spectrum {
+        let fft = RealFftPlanner::<f64>::new().plan_fft_forward(n);
+        Spectrum {
+            out: fft.make_output_vec(),
+            scratch: fft.make_scratch_vec(),
+            fft,
         }
     }
 
-    fn run(&self, input: &[C], out: &mut [C]) {
-        debug_assert_eq!(input.len(), self.n);
-        self.work(out, input, 0, 1, &self.factors);
-    }
-
-    /// DFT of `input[off + l * fstride]`, `l < out.len()`, into `out`.
-    fn work(&self, out: &mut [C], input: &[C], off: usize, fstride: usize, factors: &[usize]) {
-        let n = out.len();
-        let p = factors[0];
-        let m = n / p;
-        if m == 1 {
-            for (j, o) in out.iter_mut().enumerate() {
-                *o = input[off + j * fstride];
-            }
-        } else {
-            for j in 0..p {
-                self.work(
-                    &mut out[j * m..(j + 1) * m],
-                    input,
-                    off + j * fstride,
-                    fstride * p,
-                    &factors[1..],
-                );
-            }
-        }
-        let big_n = self.n;
-        let mut scratch = [C::default(); 8];
-        let mut scratch_vec;
-        let scratch: &mut [C] = if p <= 8 {
-            &mut scratch[..p]
-        } else {
-            scratch_vec = vec![C::default(); p];
-            &mut scratch_vec
-        };
-        for k in 0..m {
-            for (j, s) in scratch.iter_mut().enumerate() {
-                *s = out[k + j * m].mul(self.twiddles[(j * k * fstride) % big_n]);
-            }
-            for q in 0..p {
-                let mut acc = C::default();
-                for (j, s) in scratch.iter().enumerate() {
-                    let w = self.twiddles[(j * q * fstride * m) % big_n];
-                    let t = s.mul(w);
-                    acc.re += t.re;
-                    acc.im += t.im;
-                }
-                out[k + q * m] = acc;
-            }
-        }
+    /// Transforms `input` (its contents are used as scratch space and left undefined).
+    fn run(&mut self, input: &mut [f64]) -> &[Complex<f64>] {
+        self.fft
+            .process_with_scratch(input, &mut self.out, &mut self.scratch)
+            .expect("buffers sized by the plan");
+        &self.out
     }
 }
 
@@ -185,7 +105,7 @@ pub fn mel_filterbank() -> Vec<[f64; N_BINS]> {
 /// Streaming mel spectrogram: push samples (16 kHz mono, in [-1, 1]) as they arrive, take the
 /// finished columns; `finish` adds the columns of the zero-padded end.
 pub struct MelStream {
-    fft: Fft,
+    spectrum: Spectrum,
     window: Vec<f64>,
     bank: Vec<[f64; N_BINS]>,
     /// Bank rows as (first non-zero bin, last+1), to skip the zeros.
@@ -200,8 +120,8 @@ pub struct MelStream {
     /// Next column to compute.
     next_col: usize,
     finished: bool,
-    fft_in: Vec<C>,
-    fft_out: Vec<C>,
+    /// The windowed frame of the column being computed.
+    frame: Vec<f64>,
 }
 
 impl Default for MelStream {
@@ -222,7 +142,7 @@ impl MelStream {
             })
             .collect();
         MelStream {
-            fft: Fft::new(N_FFT),
+            spectrum: Spectrum::new(N_FFT),
             window: (0..N_FFT)
                 .map(|n| 0.5 - 0.5 * (2.0 * PI * n as f64 / N_FFT as f64).cos())
                 .collect(),
@@ -234,8 +154,7 @@ impl MelStream {
             n_samples: 0,
             next_col: 0,
             finished: false,
-            fft_in: vec![C::default(); N_FFT],
-            fft_out: vec![C::default(); N_FFT],
+            frame: vec![0.0; N_FFT],
         }
     }
 
@@ -300,15 +219,11 @@ impl MelStream {
                     .copied()
                     .unwrap_or(0.0)
             };
-            self.fft_in[i] = C {
-                re: x * self.window[i],
-                im: 0.0,
-            };
+            self.frame[i] = x * self.window[i];
         }
-        self.fft.run(&self.fft_in, &mut self.fft_out);
+        let spectrum = self.spectrum.run(&mut self.frame);
         let mut mag = [0.0f64; N_BINS];
-        for (b, m) in mag.iter_mut().enumerate() {
-            let c = self.fft_out[b];
+        for (m, c) in mag.iter_mut().zip(spectrum) {
             *m = (c.re * c.re + c.im * c.im).sqrt();
         }
         let mut col = [0.0f32; N_MELS];
@@ -405,24 +320,21 @@ mod tests {
     #[test]
     fn fft_matches_naive_dft() {
         let n = 800;
-        let x: Vec<C> = (0..n)
-            .map(|i| C {
-                re: ((i * 37 % 101) as f64 - 50.0) / 50.0,
-                im: 0.0,
-            })
+        let x: Vec<f64> = (0..n)
+            .map(|i| ((i * 37 % 101) as f64 - 50.0) / 50.0)
             .collect();
-        let fft = Fft::new(n);
-        let mut out = vec![C::default(); n];
-        fft.run(&x, &mut out);
-        for k in [0, 1, 7, 100, 399, 400, 401, 799] {
-            let mut acc = C::default();
+        let mut spectrum = Spectrum::new(n);
+        let out = spectrum.run(&mut x.clone()).to_vec();
+        assert_eq!(out.len(), n / 2 + 1);
+        for k in [0, 1, 7, 100, 399, 400] {
+            let (mut re, mut im) = (0.0, 0.0);
             for (i, v) in x.iter().enumerate() {
                 let a = -2.0 * PI * (i * k % n) as f64 / n as f64;
-                acc.re += v.re * a.cos();
-                acc.im += v.re * a.sin();
+                re += v * a.cos();
+                im += v * a.sin();
             }
-            assert!((acc.re - out[k].re).abs() < 1e-9, "bin {k}");
-            assert!((acc.im - out[k].im).abs() < 1e-9, "bin {k}");
+            assert!((re - out[k].re).abs() < 1e-9, "bin {k}");
+            assert!((im - out[k].im).abs() < 1e-9, "bin {k}");
         }
     }
 

@@ -25,7 +25,8 @@ use std::ptr;
 use std::sync::Arc;
 use vidflow_engine::{AudioChunk, End, Frame, NodeError, Rate};
 
-/// Encoder settings from params.
+/// Encoder settings, from the params of `encode` (and of `split` writing files, which takes
+/// its video ones).
 #[derive(Clone, Debug, Default)]
 pub struct EncodeOptions {
     pub codec: Option<String>,
@@ -35,19 +36,6 @@ pub struct EncodeOptions {
     pub rate: Option<Rate>,
     pub audio_codec: String,
     pub audio_bitrate: u64,
-}
-
-/// The encoder params of `encode` (and `split` writing files, which takes the same ones).
-pub fn options(p: &vidflow_engine::Params) -> Result<EncodeOptions, NodeError> {
-    Ok(EncodeOptions {
-        codec: p.opt_str("codec").map(str::to_string),
-        crf: p.opt_f64("crf"),
-        preset: p.opt_str("preset").map(str::to_string),
-        pix_fmt: p.opt_str("pix_fmt").map(str::to_string),
-        rate: p.opt_f64("rate").map(Rate::from_fps),
-        audio_codec: p.opt_str("audio_codec").unwrap_or("aac").to_string(),
-        audio_bitrate: p.opt_u64("audio_bitrate").unwrap_or(128_000),
-    })
 }
 
 enum Dest {

@@ -566,7 +566,7 @@ impl<G: Generator> vidflow_engine::Process for GeneratorNode<G> {
     fn process(
         &mut self,
         input: vidflow_engine::Input,
-        out: &mut vidflow_engine::exec::Emitter<'_>,
+        out: &mut vidflow_engine::Emitter<'_>,
     ) -> Result<(), NodeError> {
         use vidflow_engine::Payload;
         for item in input.items {
@@ -611,7 +611,7 @@ impl<G: Generator> vidflow_engine::Process for GeneratorNode<G> {
 
     fn finish(
         &mut self,
-        out: &mut vidflow_engine::exec::Emitter<'_>,
+        out: &mut vidflow_engine::Emitter<'_>,
         end: vidflow_engine::End,
     ) -> Result<(), NodeError> {
         if end == vidflow_engine::End::Stopped {

@@ -158,6 +158,11 @@ impl PlanError {
             help: None,
         }
     }
+    /// Params that do not parse into the planner's typed params (`param` is empty: the message
+    /// names it). Never after `vidflow check`, which parses them itself.
+    pub fn params(message: impl Into<String>) -> PlanError {
+        PlanError::new("", message)
+    }
     pub fn help(mut self, help: impl Into<String>) -> PlanError {
         self.help = Some(help.into());
         self
@@ -166,7 +171,11 @@ impl PlanError {
 
 impl std::fmt::Display for PlanError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "`{}`: {}", self.param, self.message)?;
+        if self.param.is_empty() {
+            write!(f, "{}", self.message)?;
+        } else {
+            write!(f, "`{}`: {}", self.param, self.message)?;
+        }
         if let Some(h) = &self.help {
             write!(f, " ({h})")?;
         }

@@ -3,8 +3,10 @@
 //! needs only a graph's params; and the `plan` port type between `batch-planner` and `mask`.
 
 use super::plan::{self, Plan, PlanError, PlanSpec, Quantize};
-use serde_json::Value;
-use vidflow_engine::{Params, PortType};
+use serde::Deserialize;
+use serde_json::json;
+use vidflow_engine::node::{NodeParams, ParamType};
+use vidflow_engine::{Params, PortType, params};
 
 /// The type of the planner's `plan` port: one JSON record per batch
 /// ([`BatchRecord`](super::plan::BatchRecord)).
@@ -12,159 +14,106 @@ pub const PLAN: PortType = PortType("plan");
 /// The planner's kind name (`vidflow plan` finds its nodes by it).
 pub const PLANNER_KIND: &str = "batch-planner";
 
-/// Plans from a node's checked params (also what `vidflow plan` does, from the graph alone).
+/// A param that takes one value (the same for all) or a list of values.
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum OneOrList<T> {
+    List(Vec<T>),
+    One(T),
+}
+
+impl<T> OneOrList<T> {
+    /// A single value (or a one-entry list) repeated `n` times, or the list as it is.
+    fn expand(&self, n: usize) -> Vec<&T> {
+        match self {
+            OneOrList::List(items) if items.len() == 1 => vec![&items[0]; n],
+            OneOrList::List(items) => items.iter().collect(),
+            OneOrList::One(single) => vec![single; n],
+        }
+    }
+}
+
+params! {
+    /// The params of `batch-planner` (read by the kind and by `vidflow plan`).
+    pub struct PlannerParams {
+        /// the images the video passes through, in order (n+1 for n segments); opened by
+        /// `mask`, never by the planner
+        keyframes: Vec<String> = required(ParamType::list(ParamType::Path)),
+        /// frames of each segment (n), or one count for all
+        segment_frames: OneOrList<u64> = required(ParamType::one_or_list(ParamType::int_from(1))),
+        /// frames shared by each pair of neighbouring segments (n-1), or one count for all
+        overlaps: OneOrList<u64> = default(ParamType::one_or_list(ParamType::int_from(0)), 0),
+        /// prompt of each segment (n); a single value means all the same
+        prompts: OneOrList<String> = default(ParamType::one_or_list(ParamType::Str), ""),
+        /// negative prompt of each segment (n); a single value means all the same
+        negative_prompts: OneOrList<String> = default(ParamType::one_or_list(ParamType::Str), ""),
+        /// LoRA set of each segment (n entries, each a name or a list of names; compared as
+        /// sets); a single entry means all the same; [] means none
+        loras: OneOrList<OneOrList<String>> = default(
+            ParamType::one_or_list(ParamType::one_or_list(ParamType::Str)),
+            json!([])
+        ),
+        /// most frames the model makes in one call (81; some models need 65)
+        max_frames: u64 = default(ParamType::int_in(1, 100_000), plan::DEFAULT_MAX_FRAMES),
+        /// frame-count rule of the model: `none`, or `4n+1` (Wan-style models; calls are padded
+        /// up and the padding discarded)
+        quantize: Quantize = default(ParamType::Enum(Quantize::NAMES.to_vec()), "none"),
+        /// frames on each side of an anchor that get `transition_value`
+        transition: u64 = default(ParamType::int_in(0, 1000), plan::DEFAULT_TRANSITION),
+        /// mask value of transition frames (0.0 anchored … 1.0 free)
+        transition_value: f64 = default(
+            ParamType::float_in(0.0, 1.0),
+            plan::DEFAULT_TRANSITION_VALUE
+        ),
+    }
+}
+
+/// Plans from a node's checked params (what `vidflow plan` does, from the graph alone).
 pub fn plan_from_params(p: &Params) -> Result<Plan, Vec<PlanError>> {
-    Plan::new(spec_from_params(p)?)
+    let typed =
+        PlannerParams::from_params(p).map_err(|e| vec![PlanError::params(e.to_string())])?;
+    plan_from_typed(&typed)
+}
+
+/// Plans from the planner's typed params.
+pub fn plan_from_typed(p: &PlannerParams) -> Result<Plan, Vec<PlanError>> {
+    Plan::new(spec_from_params(p))
 }
 
 /// Reads the planner's params, expanding single values to one per segment.
-pub fn spec_from_params(p: &Params) -> Result<PlanSpec, Vec<PlanError>> {
-    let mut errors = vec![];
-    let keyframes: Vec<String> = match p.get("keyframes") {
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|v| v.as_str().unwrap_or_default().to_string())
-            .collect(),
-        _ => {
-            return Err(vec![
-                PlanError::new("keyframes", "has no value").help("give a list of image paths"),
-            ]);
-        }
-    };
-    let n = keyframes.len().saturating_sub(1);
-    let segment_frames = ints(p, "segment_frames", n, &mut errors);
-    let overlaps = ints(p, "overlaps", n.saturating_sub(1), &mut errors);
-    let prompts = strings(p, "prompts", n, &mut errors);
-    let negative_prompts = strings(p, "negative_prompts", n, &mut errors);
-    let loras = lora_sets(p, n, &mut errors);
-    let max_frames = p.get("max_frames").and_then(Value::as_u64);
-    let quantize = p
-        .get("quantize")
-        .and_then(Value::as_str)
-        .map(|q| Quantize::parse(q).ok_or(q));
-    let transition = p.get("transition").and_then(Value::as_u64);
-    let transition_value = p.get("transition_value").and_then(Value::as_f64);
-    let max_frames = max_frames.unwrap_or_else(|| {
-        errors.push(PlanError::new("max_frames", "must be a positive integer"));
-        0
-    });
-    let quantize = match quantize {
-        Some(Ok(q)) => q,
-        Some(Err(other)) => {
-            errors.push(PlanError::new(
-                "quantize",
-                format!("`{other}` is not `none` or `4n+1`"),
-            ));
-            Quantize::None
-        }
-        None => Quantize::None,
-    };
-    if !errors.is_empty() {
-        return Err(errors);
-    }
-    Ok(PlanSpec {
-        keyframes,
-        segment_frames,
-        overlaps,
-        prompts,
-        negative_prompts,
-        loras,
-        max_frames,
-        quantize,
-        transition: transition.unwrap_or(plan::DEFAULT_TRANSITION),
-        transition_value: transition_value.unwrap_or(plan::DEFAULT_TRANSITION_VALUE),
-    })
-}
-
-/// A single value (or a one-entry list) repeated `n` times, or the list as it is.
-fn expand(v: Option<&Value>, n: usize) -> Vec<&Value> {
-    match v {
-        None => vec![],
-        Some(Value::Array(items)) if items.len() == 1 => vec![&items[0]; n],
-        Some(Value::Array(items)) => items.iter().collect(),
-        Some(single) => vec![single; n],
-    }
-}
-
-fn ints(p: &Params, name: &'static str, n: usize, errors: &mut Vec<PlanError>) -> Vec<u64> {
-    if p.get(name).is_none() {
-        if n > 0 {
-            errors.push(PlanError::new(name, "has no value"));
-        }
-        return vec![];
-    }
-    let mut out = vec![];
-    for (i, v) in expand(p.get(name), n).into_iter().enumerate() {
-        match v.as_u64() {
-            Some(x) => out.push(x),
-            None => errors.push(PlanError::new(
-                name,
-                format!("entry {i} is `{v}`, not a non-negative integer"),
-            )),
-        }
-    }
-    out
-}
-
-fn strings(p: &Params, name: &'static str, n: usize, errors: &mut Vec<PlanError>) -> Vec<String> {
-    match p.get(name) {
-        None => vec![String::new(); n],
-        Some(v) => expand(Some(v), n)
+pub fn spec_from_params(p: &PlannerParams) -> PlanSpec {
+    let n = p.keyframes.len().saturating_sub(1);
+    PlanSpec {
+        keyframes: p.keyframes.clone(),
+        segment_frames: p.segment_frames.expand(n).into_iter().copied().collect(),
+        overlaps: p
+            .overlaps
+            .expand(n.saturating_sub(1))
             .into_iter()
-            .enumerate()
-            .map(|(i, v)| match v {
-                Value::String(s) => s.clone(),
-                other => {
-                    errors.push(PlanError::new(
-                        name,
-                        format!("entry {i} is `{other}`, not a string"),
-                    ));
-                    String::new()
-                }
-            })
+            .copied()
             .collect(),
+        prompts: p.prompts.expand(n).into_iter().cloned().collect(),
+        negative_prompts: p.negative_prompts.expand(n).into_iter().cloned().collect(),
+        loras: lora_sets(&p.loras, n),
+        max_frames: p.max_frames,
+        quantize: p.quantize,
+        transition: p.transition,
+        transition_value: p.transition_value,
     }
 }
 
 /// `loras`: `[]` or `""` (none), a name (all the same), a one-entry list (all the same), or one
 /// entry per segment, each a name or a list of names.
-fn lora_sets(p: &Params, n: usize, errors: &mut Vec<PlanError>) -> Vec<Vec<String>> {
-    let set = |v: &Value, i: usize, errors: &mut Vec<PlanError>| -> Vec<String> {
+fn lora_sets(loras: &OneOrList<OneOrList<String>>, n: usize) -> Vec<Vec<String>> {
+    let set = |v: &OneOrList<String>| -> Vec<String> {
         match v {
-            Value::String(s) if s.trim().is_empty() => vec![],
-            Value::String(s) => vec![s.clone()],
-            Value::Array(items) => items
-                .iter()
-                .filter_map(|x| match x {
-                    Value::String(s) => Some(s.clone()),
-                    other => {
-                        errors.push(PlanError::new(
-                            "loras",
-                            format!("entry {i} holds `{other}`, not a LoRA name"),
-                        ));
-                        None
-                    }
-                })
-                .collect(),
-            other => {
-                errors.push(PlanError::new(
-                    "loras",
-                    format!("entry {i} is `{other}`, not a LoRA name or list of names"),
-                ));
-                vec![]
-            }
+            OneOrList::One(s) if s.trim().is_empty() => vec![],
+            OneOrList::One(s) => vec![s.clone()],
+            OneOrList::List(items) => items.clone(),
         }
     };
-    match p.get("loras") {
-        None => vec![vec![]; n],
-        Some(Value::Array(items)) if items.is_empty() => vec![vec![]; n],
-        Some(v) => {
-            let entries = expand(Some(v), n);
-            entries
-                .into_iter()
-                .enumerate()
-                .map(|(i, e)| set(e, i, errors))
-                .collect()
-        }
+    match loras {
+        OneOrList::List(items) if items.is_empty() => vec![vec![]; n],
+        entries => entries.expand(n).into_iter().map(set).collect(),
     }
 }

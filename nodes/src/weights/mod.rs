@@ -13,8 +13,8 @@
 //! `models::realesrgan::detect`.
 //!
 //! This module owns the checkpoint formats only: [`Checkpoint`], [`load`] / [`from_bytes`] and
-//! their errors here, the `.safetensors` reader in `safetensors`, the `torch.save` zip in `zip`
-//! and its pickle in `pickle`.
+//! their errors here, the `.safetensors` reader in `safetensors` (on the `safetensors` crate),
+//! the `torch.save` zip and its pickle in `pickle` (zip container via the `zip` crate).
 //!
 //! Pure Rust, no Burn: compiled in every build.
 
@@ -23,7 +23,6 @@ use std::path::{Path, PathBuf};
 
 mod pickle;
 mod safetensors;
-mod zip;
 
 /// One named array of a checkpoint, converted to f32, row-major (C order).
 #[derive(Clone, Debug, PartialEq)]

@@ -1,7 +1,58 @@
 //! The pickle inside a `torch.save` zip, read by a small stack machine that builds plain
-//! values; tensors are rebuilt from their storages in `data/<key>`.
-use super::{DType, ParseError, RawTensor, zip};
+//! values; tensors are rebuilt from their storages in `data/<key>`. The zip container itself
+//! is read by the `zip` crate.
+//!
+//! Why this pickle machine is our own code and not a crate (measured 2026-12, on
+//! models/rife-v4.25-flownet.pkl, realesr-animevideov3-x4.pth and
+//! wav2lip-random-seed0.fp16.pth, all zip-format `torch.save` files):
+//! - `pytorch-reader` =0.22.1 (the reader behind `burn-store` 0.22.1; reads zip, legacy, TAR;
+//!   fp16; nested dicts flattened as `state_dict.module.x`) loads all three from a *path*, but
+//!   has no in-memory API for checkpoints with tensors: `PytorchReader::from_reader` on the
+//!   bytes fails with "pickle: invalid data in pickle file: Invalid UTF-8 ..." (it reads
+//!   plain pickles only; its docs: "a checkpoint with tensors must be loaded from a file").
+//!   [`super::from_bytes`] serves the built-in weights, compiled in with `include_bytes!`, so
+//!   it would need a temporary file. It also adds `tar`, `filetime`, `xattr`, `rustix`,
+//!   `zlib-rs`, `typed-path`, `zeroize` and more (40 crates in its own tree).
+//!   `burn-store` itself needs `burn-core`, which `weights/` (compiled without `neural`)
+//!   must not.
+//! - `serde-pickle` has no persistent-id (BINPERSID) support, which every torch tensor uses,
+//!   and refuses `torch._utils._rebuild_tensor_v2` globals.
+//! - `candle-core`'s pickle module reads from a file path too, and brings a second tensor
+//!   framework.
+use super::{DType, ParseError, RawTensor};
 use std::collections::BTreeMap;
+use std::io::{Cursor, Read as _};
+use zip::ZipArchive;
+use zip::result::ZipError;
+
+type Archive<'a> = ZipArchive<Cursor<&'a [u8]>>;
+
+/// The bytes of entry `name`, which `torch.save` writes stored (uncompressed).
+fn entry_bytes(archive: &mut Archive<'_>, name: &str) -> Result<Vec<u8>, ParseError> {
+    let mut file = archive.by_name(name).map_err(|e| match e {
+        ZipError::UnsupportedArchive(why) => ParseError::Not(format!(
+            "zip entry `{name}` is compressed ({why}); torch.save writes stored entries"
+        )),
+        ZipError::FileNotFound => {
+            ParseError::Damaged(format!("zip entry `{name}` is missing from the archive"))
+        }
+        other => ParseError::Damaged(format!("zip entry `{name}` cannot be read ({other})")),
+    })?;
+    if file.compression() != zip::CompressionMethod::Stored {
+        return Err(ParseError::Not(format!(
+            "zip entry `{name}` is compressed ({}); torch.save writes stored entries",
+            file.compression()
+        )));
+    }
+    let mut out = Vec::with_capacity(file.size() as usize);
+    file.read_to_end(&mut out).map_err(|e| {
+        ParseError::Damaged(format!(
+            "zip entry `{name}` is cut short or corrupt ({e}); it should hold {} bytes",
+            file.size()
+        ))
+    })?;
+    Ok(out)
+}
 
 /// Pickle values; the payloads of scalars are kept for debugging though only tensors,
 /// strings and containers are read.
@@ -430,17 +481,20 @@ fn is_tensor_dict(d: &[(V, V)]) -> bool {
 type Read = (Option<String>, BTreeMap<String, RawTensor>);
 
 pub(super) fn read(bytes: &[u8]) -> Result<Read, ParseError> {
-    let entries = zip::entries(bytes)?;
-    let pkl = entries
-        .iter()
-        .find(|e| e.name == "data.pkl" || e.name.ends_with("/data.pkl"))
+    let mut archive = ZipArchive::new(Cursor::new(bytes)).map_err(|e| {
+        ParseError::Damaged(format!("its zip archive cannot be read, cut short? ({e})"))
+    })?;
+    let pkl = archive
+        .file_names_raw()
+        .find(|n| *n == b"data.pkl" || n.ends_with(b"/data.pkl"))
+        .map(|n| String::from_utf8_lossy(n).into_owned())
         .ok_or_else(|| {
             ParseError::Not("it is a zip archive without data.pkl (not a torch.save file)".into())
         })?;
-    let prefix = &pkl.name[..pkl.name.len() - "data.pkl".len()];
-    let code = zip::data(bytes, pkl)?;
+    let prefix = &pkl[..pkl.len() - "data.pkl".len()];
+    let code = entry_bytes(&mut archive, &pkl)?;
     let mut m = Machine {
-        code,
+        code: &code,
         pos: 0,
         stack: vec![],
         memo: BTreeMap::new(),
@@ -492,12 +546,13 @@ pub(super) fn read(bytes: &[u8]) -> Result<Read, ParseError> {
             continue;
         };
         let file = format!("{prefix}data/{}", t.key);
-        let e = entries.iter().find(|e| e.name == file).ok_or_else(|| {
-            ParseError::Damaged(format!(
+        if archive.index_for_name(&file).is_none() {
+            return Err(ParseError::Damaged(format!(
                 "the storage of tensor `{name}` ({file}) is missing from the archive"
-            ))
-        })?;
-        let storage = zip::data(bytes, e)?;
+            )));
+        }
+        let storage = entry_bytes(&mut archive, &file)?;
+        let storage = &storage[..];
         let numel: usize = t.size.iter().product();
         let es = dtype.size();
         // Highest element index touched, to check the storage is large enough.

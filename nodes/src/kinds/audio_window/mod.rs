@@ -21,8 +21,8 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use vidflow_engine::{
-    End, Input, NodeError, NodeKind, ParamSpec, ParamType, Payload, PortType, Process, Runtime,
-    exec::Emitter,
+    Emitter, End, Input, NodeError, NodeKind, Payload, PortType, Process, Runtime, node::ParamType,
+    params,
 };
 
 use crate::audio::mel::{MelStream, N_MELS, SAMPLE_RATE, window_start};
@@ -402,18 +402,35 @@ impl WindowBuilder {
     }
 }
 
+params! {
+    /// The params of `audio-window`.
+    pub struct AudioWindowParams {
+        /// `mel`: Wav2Lip mel windows (16 columns, 200 ms); `chunks`: raw audio, one chunk per
+        /// frame, `before` + 1 + `after` chunks per window
+        mode: String = default(ParamType::one_of(&["mel", "chunks"]), "mel"),
+        /// video frame rate when no `frames` input is connected
+        fps: f64 = default(ParamType::float_in(0.001, 1000.0), 25.0),
+        /// frames per shared span (match the model's batch size)
+        span: usize = default(ParamType::int_in(1, 4096), 8),
+        /// chunks mode: chunks before the frame's own
+        before: u64 = default(ParamType::int_in(0, 1000), 8),
+        /// chunks mode: chunks after the frame's own
+        after: u64 = default(ParamType::int_in(0, 1000), 7),
+    }
+}
+
 pub fn kind() -> NodeKind {
     NodeKind::new(
         "audio-window",
         "One window of audio features per video frame (Wav2Lip mel windows or raw per-frame audio chunks), sliced from spans computed once and shared by consecutive frames.",
         |ctx| {
-            let p = ctx.params;
+            let p: AudioWindowParams = ctx.params()?;
             let cfg = WindowConfig {
-                chunks: p.str("mode")? == "chunks",
-                fps: p.f64("fps")?,
-                span: p.u64("span")? as usize,
-                before: p.u64("before")?,
-                after: p.u64("after")?,
+                chunks: p.mode == "chunks",
+                fps: p.fps,
+                span: p.span,
+                before: p.before,
+                after: p.after,
             };
             let external = ctx.connected_inputs.get(1).copied().unwrap_or(false);
             Ok(Runtime::Process(Box::new(AudioWindowNode {
@@ -427,11 +444,7 @@ pub fn kind() -> NodeKind {
     .input("audio", PortType::AUDIO, "decoded audio (mel mode: 16 kHz; several channels are averaged)")
     .optional_input("frames", PortType::FRAMES, "the video frames: one window per frame, at their rate (default: frames at `fps` over the audio's duration)")
     .output("windows", AUDIO_WINDOWS, "one `AudioWindow` per frame (mel: 80x16), in frame order; consecutive windows share one span")
-    .param(ParamSpec::with_default("mode", ParamType::Enum(vec!["mel", "chunks"]), "mel", "`mel`: Wav2Lip mel windows (16 columns, 200 ms); `chunks`: raw audio, one chunk per frame, `before` + 1 + `after` chunks per window"))
-    .param(ParamSpec::with_default("fps", ParamType::Float { min: Some(0.001), max: Some(1000.0) }, 25.0, "video frame rate when no `frames` input is connected"))
-    .param(ParamSpec::with_default("span", ParamType::Int { min: Some(1), max: Some(4096) }, 8, "frames per shared span (match the model's batch size)"))
-    .param(ParamSpec::with_default("before", ParamType::Int { min: Some(0), max: Some(1000) }, 8, "chunks mode: chunks before the frame's own"))
-    .param(ParamSpec::with_default("after", ParamType::Int { min: Some(0), max: Some(1000) }, 7, "chunks mode: chunks after the frame's own"))
+    .params::<AudioWindowParams>()
     .example("- id: windows\n  kind: audio-window\n  params: { mode: mel }\n  inputs: { audio: src.audio, frames: src.frames }\n")
 }
 

@@ -13,11 +13,24 @@
 use crate::travel::generate::{Generator, GeneratorNode, ModelCall, Runner};
 use crate::travel::guides::GUIDES;
 use crate::travel::plan::Role;
-use serde_json::Value;
+use serde_json::json;
 use std::sync::Arc;
-use vidflow_engine::{NodeError, NodeKind, ParamSpec, ParamType, PortType};
+use vidflow_engine::{NodeError, NodeKind, PortType, node::ParamType, params};
 
 pub const KIND: &str = "blend";
+
+params! {
+    /// The params of `blend`.
+    pub struct BlendParams {
+        /// tries again this many times before a batch falls back to its segments (and before a
+        /// segment fails)
+        retries: u32 = default(ParamType::int_in(0, 100), 1),
+        /// testing aid: the batch calls of these batches fail, so that their fallback runs
+        fail_batches: Vec<usize> = default(ParamType::list(ParamType::int_from(0)), json!([])),
+        /// testing aid: fallback calls of these segments fail too
+        fail_segments: Vec<usize> = default(ParamType::list(ParamType::int_from(0)), json!([])),
+    }
+}
 
 pub fn kind() -> NodeKind {
     NodeKind::new(
@@ -30,12 +43,12 @@ pub fn kind() -> NodeKind {
                     ctx.node_id
                 )));
             }
-            let p = ctx.params;
+            let p: BlendParams = ctx.params()?;
             let blend = Blend {
-                fail_batches: p.parse::<Vec<usize>>("fail_batches")?,
-                fail_segments: p.parse::<Vec<usize>>("fail_segments")?,
+                fail_batches: p.fail_batches,
+                fail_segments: p.fail_segments,
             };
-            let runner = Runner::new(ctx.node_id, blend, p.u64("retries")? as u32);
+            let runner = Runner::new(ctx.node_id, blend, p.retries);
             Ok(GeneratorNode::runtime(ctx, runner))
         },
     )
@@ -55,33 +68,7 @@ pub fn kind() -> NodeKind {
         PortType::RECORDS,
         "one record per batch (model calls, attempts, whether it fell back) and a summary at the end",
     )
-    .param(ParamSpec::with_default(
-        "retries",
-        ParamType::Int {
-            min: Some(0),
-            max: Some(100),
-        },
-        1,
-        "tries again this many times before a batch falls back to its segments (and before a segment fails)",
-    ))
-    .param(ParamSpec::with_default(
-        "fail_batches",
-        ParamType::list(ParamType::Int {
-            min: Some(0),
-            max: None,
-        }),
-        Value::Array(vec![]),
-        "testing aid: the batch calls of these batches fail, so that their fallback runs",
-    ))
-    .param(ParamSpec::with_default(
-        "fail_segments",
-        ParamType::list(ParamType::Int {
-            min: Some(0),
-            max: None,
-        }),
-        Value::Array(vec![]),
-        "testing aid: fallback calls of these segments fail too",
-    ))
+    .params::<BlendParams>()
     .example("- id: gen\n  kind: blend\n  inputs: { guides: mask.guides }\n")
 }
 

@@ -13,59 +13,69 @@
 //! Everything streams: one packet is read, decoded and emitted at a time, and a full
 //! downstream queue blocks the reading.
 
-use vidflow_engine::node::ParamProblem;
-use vidflow_engine::{NodeKind, ParamSpec, ParamType, Params, PortType};
+use vidflow_engine::{NodeKind, ParamType, PortType, Problem, params};
 
 pub const FRAMES: usize = 0;
 pub const AUDIO: usize = 1;
 pub const AUDIO_PACKETS: usize = 2;
 pub const INFO: usize = 3;
 
+params! {
+    /// The params of `decode`.
+    pub struct DecodeParams {
+        /// video file, image file, image pattern (`frames/%05d.png`) or glob (`frames/*.png`)
+        path: String = required(ParamType::Path),
+        /// first second to decode (seeks)
+        start: Option<f64> = optional(ParamType::float_from(0.0)),
+        /// stop before this second
+        end: Option<f64> = optional(ParamType::float_from(0.0)),
+        /// first frame index to decode
+        start_frame: Option<u64> = optional(ParamType::int_from(0)),
+        /// stop before this frame index
+        end_frame: Option<u64> = optional(ParamType::int_from(0)),
+        /// keep every Nth frame of the window
+        every: Option<u64> = optional(ParamType::int_from(1)),
+        /// keep frames at this rate (e.g. 0.0333: one every 30 s)
+        fps: Option<f64> = optional(ParamType::float_in(1e-6, 1000.0)),
+        /// keep one frame every this many seconds (e.g. 30; the same as `fps: 1/30`)
+        interval: Option<f64> = optional(ParamType::float_from(1e-3)),
+        /// resize to this width (with only `height` given: keeps the aspect ratio)
+        width: Option<u32> = optional(ParamType::int_in(2, 16384)),
+        /// resize to this height (with only `width` given: keeps the aspect ratio)
+        height: Option<u32> = optional(ParamType::int_in(2, 16384)),
+        /// frame rate of an image sequence (default 25)
+        rate: Option<f64> = optional(ParamType::float_in(0.001, 1000.0)),
+        /// sample rate of the `audio` output (default: the source's)
+        audio_rate: Option<u32> = optional(ParamType::int_in(1000, 384000)),
+        /// channels of the `audio` output (default: the source's)
+        audio_channels: Option<u16> = optional(ParamType::int_in(1, 8)),
+    }
+}
+
 pub fn kind() -> NodeKind {
-    NodeKind::new(
+    NodeKind::gated(
         "decode",
         "Decodes a video file, image file or image sequence into RGB frames, decoded audio (f32) and the source audio as packets for muxing.",
-        |ctx| {
-            #[cfg(feature = "media")]
-            {
-                imp::build(ctx)
-            }
-            #[cfg(not(feature = "media"))]
-            {
-                Err(crate::media::not_built(ctx.node_id, "decode"))
-            }
-        },
+        "media",
+        crate::gated_factory!("media", imp::build),
     )
     .output("frames", PortType::FRAMES, "RGB24 frames (index, pts in seconds, the stream's rate)")
     .output("audio", PortType::AUDIO, "decoded audio: interleaved f32 chunks at `audio_rate` Hz, `audio_channels` channels")
     .output("audio_packets", crate::media::AUDIO_PACKETS, "the source audio stream, compressed, for `encode` to mux untouched (first item: the stream header)")
     .output("info", PortType::RECORDS, "one record: size, rate, frame count, duration, codecs, audio stream")
-    .param(ParamSpec::required("path", ParamType::Path, "video file, image file, image pattern (`frames/%05d.png`) or glob (`frames/*.png`)"))
-    .param(ParamSpec::optional("start", ParamType::Float { min: Some(0.0), max: None }, "first second to decode (seeks)"))
-    .param(ParamSpec::optional("end", ParamType::Float { min: Some(0.0), max: None }, "stop before this second"))
-    .param(ParamSpec::optional("start_frame", ParamType::Int { min: Some(0), max: None }, "first frame index to decode"))
-    .param(ParamSpec::optional("end_frame", ParamType::Int { min: Some(0), max: None }, "stop before this frame index"))
-    .param(ParamSpec::optional("every", ParamType::Int { min: Some(1), max: None }, "keep every Nth frame of the window"))
-    .param(ParamSpec::optional("fps", ParamType::Float { min: Some(1e-6), max: Some(1000.0) }, "keep frames at this rate (e.g. 0.0333: one every 30 s)"))
-    .param(ParamSpec::optional("interval", ParamType::Float { min: Some(1e-3), max: None }, "keep one frame every this many seconds (e.g. 30; the same as `fps: 1/30`)"))
-    .param(ParamSpec::optional("width", ParamType::Int { min: Some(2), max: Some(16384) }, "resize to this width (with only `height` given: keeps the aspect ratio)"))
-    .param(ParamSpec::optional("height", ParamType::Int { min: Some(2), max: Some(16384) }, "resize to this height (with only `width` given: keeps the aspect ratio)"))
-    .param(ParamSpec::optional("rate", ParamType::Float { min: Some(0.001), max: Some(1000.0) }, "frame rate of an image sequence (default 25)"))
-    .param(ParamSpec::optional("audio_rate", ParamType::Int { min: Some(1000), max: Some(384000) }, "sample rate of the `audio` output (default: the source's)"))
-    .param(ParamSpec::optional("audio_channels", ParamType::Int { min: Some(1), max: Some(8) }, "channels of the `audio` output (default: the source's)"))
+    .params::<DecodeParams>()
     .example("- id: dec\n  kind: decode\n  params: { path: input.mp4, fps: 1 }\n")
-    .validate(validate)
+    .check(|cx| match cx.params::<DecodeParams>() {
+        Some(p) => validate(&p),
+        None => vec![],
+    })
 }
 
-fn validate(p: &Params) -> Vec<ParamProblem> {
+fn validate(p: &DecodeParams) -> Vec<Problem> {
     let mut out = vec![];
-    let problem = |param: &str, message: String, help: &str| ParamProblem {
-        param: param.into(),
-        message,
-        help: Some(help.into()),
-        at: None,
-    };
-    if let (Some(s), Some(e)) = (p.opt_f64("start"), p.opt_f64("end"))
+    let problem =
+        |param: &str, message: String, help: &str| Problem::param(param, message).help(help);
+    if let (Some(s), Some(e)) = (p.start, p.end)
         && e <= s
     {
         out.push(problem(
@@ -74,7 +84,7 @@ fn validate(p: &Params) -> Vec<ParamProblem> {
             "make `end` larger than `start`, or leave it out to decode to the end",
         ));
     }
-    if let (Some(s), Some(e)) = (p.opt_u64("start_frame"), p.opt_u64("end_frame"))
+    if let (Some(s), Some(e)) = (p.start_frame, p.end_frame)
         && e <= s
     {
         out.push(problem(
@@ -83,20 +93,24 @@ fn validate(p: &Params) -> Vec<ParamProblem> {
             "make `end_frame` larger than `start_frame`",
         ));
     }
-    let secs = p.get("start").is_some() || p.get("end").is_some();
-    let frames = p.get("start_frame").is_some() || p.get("end_frame").is_some();
+    let secs = p.start.is_some() || p.end.is_some();
+    let frames = p.start_frame.is_some() || p.end_frame.is_some();
     if secs && frames {
-        let which = if p.get("start_frame").is_some() {
+        let which = if p.start_frame.is_some() {
             "start_frame"
         } else {
             "end_frame"
         };
         out.push(problem(which, "give the window in seconds (`start`/`end`) or in frames (`start_frame`/`end_frame`), not both".into(), "remove one pair"));
     }
-    let samplers: Vec<&str> = ["every", "fps", "interval"]
-        .into_iter()
-        .filter(|k| p.get(k).is_some())
-        .collect();
+    let samplers: Vec<&str> = [
+        ("every", p.every.is_some()),
+        ("fps", p.fps.is_some()),
+        ("interval", p.interval.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(name, given)| given.then_some(name))
+    .collect();
     if samplers.len() > 1 {
         out.push(problem(
             samplers[1],
@@ -112,12 +126,12 @@ fn validate(p: &Params) -> Vec<ParamProblem> {
 
 #[cfg(feature = "media")]
 mod imp {
-    use super::{AUDIO, AUDIO_PACKETS, FRAMES, INFO};
+    use super::{AUDIO, AUDIO_PACKETS, DecodeParams, FRAMES, INFO};
     use crate::media::ff::{self, ffmpeg, ffmpeg::ffi};
     use crate::media::packets::{AudioPacket, AudioStreamInfo};
     use serde_json::json;
     use std::sync::Arc;
-    use vidflow_engine::exec::Emitter;
+    use vidflow_engine::Emitter;
     use vidflow_engine::{AudioChunk, BuildCtx, Frame, NodeError, Payload, Rate, Runtime, Source};
 
     const EPS: f64 = 1e-6;
@@ -182,27 +196,25 @@ mod imp {
 
     pub fn build(ctx: &BuildCtx<'_>) -> Result<Runtime, NodeError> {
         let node = ctx.node_id.to_string();
-        let p = ctx.params;
-        let path = p.str("path")?.to_string();
+        let p: DecodeParams = ctx.params()?;
+        let path = p.path.clone();
         let wants = |port: usize| ctx.output_consumers.get(port).copied().unwrap_or(0) > 0;
         if !ff::is_pattern(&path) && !std::path::Path::new(&path).exists() {
             return Err(NodeError::input(format!(
                 "node `{node}`: input `{path}` does not exist; check the path (relative paths are from the working folder)"
             )));
         }
-        let input = ff::open_input(&path, p.opt_f64("rate")).map_err(|e| {
+        let input = ff::open_input(&path, p.rate).map_err(|e| {
             NodeError::input(format!("node `{node}`: cannot open `{path}`: {e} (is it a video or image file FFmpeg can read?)"))
         })?;
         let window = Window {
-            start: p.opt_f64("start"),
-            end: p.opt_f64("end"),
-            start_frame: p.opt_u64("start_frame"),
-            end_frame: p.opt_u64("end_frame"),
-            every: p.opt_u64("every"),
+            start: p.start,
+            end: p.end,
+            start_frame: p.start_frame,
+            end_frame: p.end_frame,
+            every: p.every,
             // `interval` is the reciprocal spelling of `fps` (seconds between kept frames).
-            fps: p
-                .opt_f64("fps")
-                .or_else(|| p.opt_f64("interval").map(|s| 1.0 / s)),
+            fps: p.fps.or_else(|| p.interval.map(|s| 1.0 / s)),
         };
         let origin = match unsafe { (*input.as_ptr()).start_time } {
             t if t == ffi::AV_NOPTS_VALUE => 0.0,
@@ -226,14 +238,10 @@ mod imp {
             let st = input.stream(vi).expect("stream exists");
             let params = st.parameters();
             let (pw, ph) = (params.width(), params.height());
-            let size = match (p.opt_u64("width"), p.opt_u64("height")) {
-                (Some(w), Some(h)) => Some((w as u32, h as u32)),
-                (Some(w), None) if pw > 0 => {
-                    Some((w as u32, even(w as f64 * ph as f64 / pw as f64)))
-                }
-                (None, Some(h)) if ph > 0 => {
-                    Some((even(h as f64 * pw as f64 / ph as f64), h as u32))
-                }
+            let size = match (p.width, p.height) {
+                (Some(w), Some(h)) => Some((w, h)),
+                (Some(w), None) if pw > 0 => Some((w, even(w as f64 * ph as f64 / pw as f64))),
+                (None, Some(h)) if ph > 0 => Some((even(h as f64 * pw as f64 / ph as f64), h)),
                 _ => None,
             };
             let avg = st.avg_frame_rate();
@@ -332,14 +340,8 @@ mod imp {
                             stream_info.codec
                         ))
                     })?;
-                    let rate = p
-                        .opt_u64("audio_rate")
-                        .map(|r| r as u32)
-                        .unwrap_or(stream_info.sample_rate.max(1));
-                    let channels = p
-                        .opt_u64("audio_channels")
-                        .map(|c| c as u16)
-                        .unwrap_or(stream_info.channels.max(1));
+                    let rate = p.audio_rate.unwrap_or(stream_info.sample_rate.max(1));
+                    let channels = p.audio_channels.unwrap_or(stream_info.channels.max(1));
                     Some((dec, None, rate, channels))
                 } else {
                     None

@@ -9,58 +9,68 @@
 //! stream completes; a failed or interrupted run removes it, so no file that looks finished is
 //! left behind. See `writer.rs` for timing details.
 
-use vidflow_engine::node::ParamProblem;
-use vidflow_engine::{NodeKind, ParamSpec, ParamType, Params, PortType};
+use vidflow_engine::{NodeKind, ParamType, PortType, Problem, params};
 
 pub const FRAMES: usize = 0;
 pub const AUDIO_PACKETS: usize = 1;
 pub const AUDIO: usize = 2;
 
+params! {
+    /// The params of `encode`.
+    pub struct EncodeParams {
+        /// output video file (.mp4, .mkv, .mov, …) or image pattern (`out/%05d.png`)
+        path: String = required(ParamType::Path),
+        /// video encoder (default libx264; png for .png sequences, mjpeg for .jpg)
+        codec: Option<String> = optional(ParamType::Str),
+        /// constant rate factor (libx264 default 23; lower is better quality)
+        crf: Option<f64> = optional(ParamType::float_in(0.0, 63.0)),
+        /// encoder preset (libx264: ultrafast … medium … veryslow)
+        preset: Option<String> = optional(ParamType::Str),
+        /// output pixel format (default yuv420p; rgb24 for PNG)
+        pix_fmt: Option<String> = optional(ParamType::Str),
+        /// constant output frame rate; frames are re-timed (default: keep the input frames'
+        /// timestamps)
+        rate: Option<f64> = optional(ParamType::float_in(0.001, 1000.0)),
+        /// audio encoder for `audio` and for packets the container cannot hold
+        audio_codec: String = default(ParamType::Str, "aac"),
+        /// audio bit rate in bit/s when encoding audio (0: the encoder's default)
+        audio_bitrate: u64 = default(ParamType::int_in(0, 2_000_000), 128_000),
+    }
+}
+
 pub fn kind() -> NodeKind {
-    NodeKind::new(
+    NodeKind::gated(
         "encode",
         "Encodes RGB frames (and audio) into a video file (libx264 by default) or an image sequence (`out/%05d.png`); written under a temporary name and renamed when complete.",
-        |ctx| {
-            #[cfg(feature = "media")]
-            {
-                imp::build(ctx)
-            }
-            #[cfg(not(feature = "media"))]
-            {
-                Err(crate::media::not_built(ctx.node_id, "encode"))
-            }
-        },
+        "media",
+        crate::gated_factory!("media", imp::build),
     )
     .input("frames", PortType::FRAMES, "RGB24 frames, all of one size")
     .optional_input("audio_packets", crate::media::AUDIO_PACKETS, "source audio from `decode`, copied when the container allows it, else re-encoded")
     .optional_input("audio", PortType::AUDIO, "f32 audio chunks, encoded with `audio_codec`")
-    .param(ParamSpec::required("path", ParamType::Path, "output video file (.mp4, .mkv, .mov, …) or image pattern (`out/%05d.png`)"))
-    .param(ParamSpec::optional("codec", ParamType::Str, "video encoder (default libx264; png for .png sequences, mjpeg for .jpg)"))
-    .param(ParamSpec::optional("crf", ParamType::Float { min: Some(0.0), max: Some(63.0) }, "constant rate factor (libx264 default 23; lower is better quality)"))
-    .param(ParamSpec::optional("preset", ParamType::Str, "encoder preset (libx264: ultrafast … medium … veryslow)"))
-    .param(ParamSpec::optional("pix_fmt", ParamType::Str, "output pixel format (default yuv420p; rgb24 for PNG)"))
-    .param(ParamSpec::optional("rate", ParamType::Float { min: Some(0.001), max: Some(1000.0) }, "constant output frame rate; frames are re-timed (default: keep the input frames' timestamps)"))
-    .param(ParamSpec::with_default("audio_codec", ParamType::Str, "aac", "audio encoder for `audio` and for packets the container cannot hold"))
-    .param(ParamSpec::with_default("audio_bitrate", ParamType::Int { min: Some(0), max: Some(2_000_000) }, 128_000, "audio bit rate in bit/s when encoding audio (0: the encoder's default)"))
+    .params::<EncodeParams>()
     .example("- id: enc\n  kind: encode\n  params: { path: out.mp4, crf: 20, preset: medium }\n  inputs: { frames: dec.frames, audio_packets: dec.audio_packets }\n")
-    .validate(validate)
+    .check(|cx| match cx.params::<EncodeParams>() {
+        Some(p) => validate(&p),
+        None => vec![],
+    })
 }
 
-fn validate(p: &Params) -> Vec<ParamProblem> {
+fn validate(p: &EncodeParams) -> Vec<Problem> {
     let mut out = vec![];
-    if let Some(path) = p.opt_str("path")
-        && !path.contains("${")
-    {
+    let path = &p.path;
+    if !path.contains("${") {
         let ext = std::path::Path::new(path)
             .extension()
             .map(|e| e.to_string_lossy().to_lowercase());
         if ext.is_none() {
-            out.push(ParamProblem {
-                param: "path".into(),
-                message: format!("`{path}` has no extension, so the container format is unknown"),
-                help: Some("end it with .mp4, .mkv, .mov, .webm, or use an image pattern like out/%05d.png".into()),
-                at: None,
-            });
+            out.push(
+                Problem::param(
+                    "path",
+                    format!("`{path}` has no extension, so the container format is unknown"),
+                )
+                .help("end it with .mp4, .mkv, .mov, .webm, or use an image pattern like out/%05d.png"),
+            );
         }
     }
     out
@@ -68,11 +78,11 @@ fn validate(p: &Params) -> Vec<ParamProblem> {
 
 #[cfg(feature = "media")]
 mod imp {
-    use super::{AUDIO, AUDIO_PACKETS, FRAMES};
+    use super::{AUDIO, AUDIO_PACKETS, EncodeParams, FRAMES};
     use crate::media::packets::AudioPacket;
-    use crate::media::writer::{Writer, options};
-    use vidflow_engine::exec::Emitter;
-    use vidflow_engine::{BuildCtx, End, Input, NodeError, Payload, Process, Runtime};
+    use crate::media::writer::{EncodeOptions, Writer};
+    use vidflow_engine::Emitter;
+    use vidflow_engine::{BuildCtx, End, Input, NodeError, Payload, Process, Rate, Runtime};
 
     struct Encode {
         node: String,
@@ -89,7 +99,8 @@ mod imp {
                 "node `{node}`: connect `audio_packets` or `audio`, not both (one audio stream is written)"
             )));
         }
-        let path = ctx.params.str("path")?;
+        let p: EncodeParams = ctx.params()?;
+        let path = p.path.as_str();
         let audio_in = connected(AUDIO_PACKETS) || connected(AUDIO);
         // An image sequence has no audio track. The audio is read and left out, and the run
         // says so, so that one graph can write either a video or frames.
@@ -99,7 +110,16 @@ mod imp {
                 "node `{node}`: `{path}` is an image sequence, which carries no audio: the audio input is not written"
             );
         }
-        let writer = Writer::create(&node, path, options(ctx.params)?, audio_in && !drop_audio)?;
+        let opts = EncodeOptions {
+            codec: p.codec.clone(),
+            crf: p.crf,
+            preset: p.preset.clone(),
+            pix_fmt: p.pix_fmt.clone(),
+            rate: p.rate.map(Rate::from_fps),
+            audio_codec: p.audio_codec.clone(),
+            audio_bitrate: p.audio_bitrate,
+        };
+        let writer = Writer::create(&node, path, opts, audio_in && !drop_audio)?;
         Ok(Runtime::Process(Box::new(Encode {
             node,
             writer,

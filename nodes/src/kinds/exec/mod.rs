@@ -21,8 +21,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use vidflow_engine::{
-    End, Frame, Input, NodeError, NodeKind, ParamSpec, ParamType, Payload, PortType, Process, Rate,
-    Runtime, Source, exec::Emitter,
+    Emitter, End, Frame, Input, NodeError, NodeKind, ParamType, Payload, PortType, Process, Rate,
+    Runtime, Source, params,
 };
 
 const FRAMES: usize = 0;
@@ -34,13 +34,39 @@ const STDERR_GRACE: Duration = Duration::from_millis(500);
 /// Bytes written to the command per `write` call, so progress is seen within a large frame.
 const WRITE_SLICE: usize = 1 << 16;
 
+params! {
+    /// The params of `exec`.
+    pub struct ExecParams {
+        /// program and arguments as a list, or one string run by `sh -c`
+        command: CommandParam = required(ParamType::one_or_list(ParamType::Str)),
+        /// what flows through the pipes
+        format: String = default(ParamType::one_of(&["rgb24", "jsonl"]), "rgb24"),
+        /// width of the frames the command writes (default: that of the input)
+        width: Option<u32> = optional(ParamType::int_in(1, 16384)),
+        /// height of the frames the command writes (default: that of the input)
+        height: Option<u32> = optional(ParamType::int_in(1, 16384)),
+        /// frame rate of the output when it is a source (default 25)
+        rate: Option<f64> = optional(ParamType::float_in(0.001, 1000.0)),
+        /// error when the command neither reads nor writes for this long
+        timeout_s: f64 = default(ParamType::float_from(0.01), 30.0),
+    }
+}
+
+/// The `command` param: one string run by `sh -c`, or the program and its arguments.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(untagged)]
+pub enum CommandParam {
+    Shell(String),
+    Argv(Vec<String>),
+}
+
 pub fn kind() -> NodeKind {
     NodeKind::new(
         "exec",
         "Runs a command and pipes items through it: raw RGB24 frames (`format: rgb24`) or JSON lines (`format: jsonl`) on its stdin and stdout.",
         |ctx| {
             let with_input = ctx.connected_inputs.first().copied().unwrap_or(false);
-            let cfg = Config::from_params(ctx.node_id, ctx.params, with_input)?;
+            let cfg = Config::from_params(ctx.node_id, ctx.params()?, with_input)?;
             let (used, unused) = if cfg.jsonl {
                 ("records", FRAMES)
             } else {
@@ -65,12 +91,7 @@ pub fn kind() -> NodeKind {
     .optional_input("items", PortType::ANY, "frames (rgb24) or records (jsonl) written to the command's stdin")
     .output("frames", PortType::FRAMES, "frames read from stdout (format rgb24)")
     .output("records", PortType::RECORDS, "records read from stdout (format jsonl)")
-    .param(ParamSpec::required("command", ParamType::one_or_list(ParamType::Str), "program and arguments as a list, or one string run by `sh -c`"))
-    .param(ParamSpec::with_default("format", ParamType::Enum(vec!["rgb24", "jsonl"]), "rgb24", "what flows through the pipes"))
-    .param(ParamSpec::optional("width", ParamType::Int { min: Some(1), max: Some(16384) }, "width of the frames the command writes (default: that of the input)"))
-    .param(ParamSpec::optional("height", ParamType::Int { min: Some(1), max: Some(16384) }, "height of the frames the command writes (default: that of the input)"))
-    .param(ParamSpec::optional("rate", ParamType::Float { min: Some(0.001), max: Some(1000.0) }, "frame rate of the output when it is a source (default 25)"))
-    .param(ParamSpec::with_default("timeout_s", ParamType::Float { min: Some(0.01), max: None }, 30.0, "error when the command neither reads nor writes for this long"))
+    .params::<ExecParams>()
     .example("- id: invert\n  kind: exec\n  params:\n    command: [python3, invert.py]\n    format: rgb24\n  inputs: { items: src.frames }\n")
 }
 
@@ -87,17 +108,10 @@ struct Config {
 }
 
 impl Config {
-    fn from_params(
-        node: &str,
-        p: &vidflow_engine::Params,
-        with_input: bool,
-    ) -> Result<Config, NodeError> {
-        let (argv, shown) = match p.get("command") {
-            Some(serde_json::Value::String(s)) => {
-                (vec!["sh".into(), "-c".into(), s.clone()], s.clone())
-            }
-            _ => {
-                let argv = p.parse::<Vec<String>>("command")?;
+    fn from_params(node: &str, p: ExecParams, with_input: bool) -> Result<Config, NodeError> {
+        let (argv, shown) = match p.command {
+            CommandParam::Shell(s) => (vec!["sh".into(), "-c".into(), s.clone()], s),
+            CommandParam::Argv(argv) => {
                 let shown = argv.join(" ");
                 (argv, shown)
             }
@@ -107,8 +121,8 @@ impl Config {
                 "node `{node}`: `command` is empty"
             )));
         }
-        let size = match (p.opt_u64("width"), p.opt_u64("height")) {
-            (Some(w), Some(h)) => Some((w as u32, h as u32)),
+        let size = match (p.width, p.height) {
+            (Some(w), Some(h)) => Some((w, h)),
             (None, None) => None,
             _ => {
                 return Err(NodeError::input(format!(
@@ -116,7 +130,7 @@ impl Config {
                 )));
             }
         };
-        let jsonl = p.str("format")? == "jsonl";
+        let jsonl = p.format == "jsonl";
         if !jsonl && !with_input && size.is_none() {
             return Err(NodeError::input(format!(
                 "node `{node}`: as a source (no `items` input) with `format: rgb24`, set `width` and `height` of the frames the command writes"
@@ -128,8 +142,8 @@ impl Config {
             shown,
             jsonl,
             size,
-            rate: Rate::from_fps(p.opt_f64("rate").unwrap_or(25.0)),
-            timeout: Duration::from_secs_f64(p.f64("timeout_s")?),
+            rate: Rate::from_fps(p.rate.unwrap_or(25.0)),
+            timeout: Duration::from_secs_f64(p.timeout_s),
         })
     }
     fn shown(&self) -> &str {

@@ -11,6 +11,7 @@
 // Without `neural` only the descriptor and the network-free logic are compiled.
 #![cfg_attr(not(feature = "neural"), allow(unused_imports, dead_code))]
 
+use super::rife::InterpolateParams;
 use crate::travel::generate::ModelCall;
 use crate::travel::plan::Role;
 use std::sync::Arc;
@@ -76,25 +77,16 @@ pub fn mix_mask(guide: &[u8], made: &[u8], m: f32) -> Vec<u8> {
         .collect()
 }
 
-#[cfg(not(feature = "neural"))]
-pub(crate) fn build_fill(ctx: &BuildCtx<'_>) -> Result<Runtime, NodeError> {
-    Err(super::rife::without_neural(ctx.node_id))
-}
-
 #[cfg(feature = "neural")]
-pub(crate) fn build_fill(ctx: &BuildCtx<'_>) -> Result<Runtime, NodeError> {
+pub(crate) fn build_fill(ctx: &BuildCtx<'_>, p: &InterpolateParams) -> Result<Runtime, NodeError> {
     if ctx.workers > 1 {
         return Err(NodeError::input(format!(
             "node `{}`: each batch continues the one before, so fill mode runs as one worker; remove `workers`",
             ctx.node_id
         )));
     }
-    let rife = super::rife::load_rife(ctx)?;
-    let runner = crate::travel::generate::Runner::new(
-        ctx.node_id,
-        RifeFill { rife },
-        ctx.params.u64("retries")? as u32,
-    );
+    let rife = super::rife::load_rife(ctx, p)?;
+    let runner = crate::travel::generate::Runner::new(ctx.node_id, RifeFill { rife }, p.retries);
     Ok(crate::travel::generate::GeneratorNode::runtime(ctx, runner))
 }
 

@@ -32,24 +32,21 @@
 pub mod generator;
 pub mod rife;
 
-pub use rife::BUILTIN_WEIGHTS;
 #[cfg(feature = "neural")]
 pub use rife::{BUILTIN, Rife, load_checkpoint};
+pub use rife::{BUILTIN_WEIGHTS, InterpolateParams};
 
 #[cfg(feature = "neural")]
 use self::rife::load_rife;
-#[cfg(not(feature = "neural"))]
-use self::rife::without_neural;
 use crate::travel::guides::GUIDES;
 #[cfg(feature = "neural")]
 use serde_json::{Value, json};
 #[cfg(feature = "neural")]
 use std::sync::Arc;
-use vidflow_engine::exec::Emitter;
-use vidflow_engine::node::ParamProblem;
+use vidflow_engine::Emitter;
 use vidflow_engine::{
-    BatchConfig, BuildCtx, End, Frame, Input, NodeError, NodeKind, ParamSpec, ParamType, Payload,
-    PortType, Process, Rate, Runtime,
+    BatchConfig, BuildCtx, End, Frame, Input, NodeError, NodeKind, Payload, PortType, Problem,
+    Process, Rate, Runtime,
 };
 
 pub use rife::KIND;
@@ -60,11 +57,17 @@ pub(crate) const FRAMES_PORT: usize = 0;
 const IN_FRAMES: usize = 0;
 const IN_GUIDES: usize = 1;
 
+/// What is wrong when both inputs are connected (said by `vidflow check`, and by the factory
+/// for a node built without the checker).
+const BOTH_INPUTS: &str =
+    "connect either `frames` (frame-rate conversion) or `guides` (travel fill), not both";
+
 pub fn kind() -> NodeKind {
-    NodeKind::new(
+    NodeKind::gated(
         KIND,
         "Frame interpolation with RIFE v4.25 (Practical-RIFE IFNet, in Burn). Connect `frames` to raise a clip's frame rate (`multi: N` makes N-1 frames between each pair; or `fps: x`), with a scene-change test that repeats a frame instead of morphing across a cut; the last frame ends the stream, so `multi: 2` turns F frames into 2F-1. Connect `guides` (from `mask`) to generate travel frames between anchors, like `blend` but with motion.",
-        build,
+        "neural",
+        crate::gated_factory!("neural", build),
     )
     .optional_input("frames", PortType::FRAMES, "a frame stream to interpolate (stream mode)")
     .optional_input("guides", GUIDES, "guide batches from `mask`, in order (fill mode, for travel)")
@@ -83,64 +86,31 @@ pub fn kind() -> NodeKind {
         PortType::RECORDS,
         "fill mode: one record per batch and a summary at the end",
     )
-    .param(ParamSpec::with_default(
-        "multi",
-        ParamType::Int { min: Some(2), max: Some(64) },
-        2,
-        "stream mode: output frames per input frame (N-1 new frames between each pair)",
-    ))
-    .param(ParamSpec::optional(
-        "fps",
-        ParamType::Float { min: Some(0.001), max: Some(1000.0) },
-        "stream mode: the output frame rate instead of `multi`",
-    ))
-    .param(ParamSpec::with_default(
-        "scale",
-        ParamType::Float { min: Some(0.25), max: Some(1.0) },
-        1.0,
-        "flow resolution: 1.0, or 0.5 for large frames (1080p and up), or 0.25 (4K)",
-    ))
-    .param(ParamSpec::with_default(
-        "scene_threshold",
-        ParamType::Float { min: Some(0.0), max: Some(1.0) },
-        0.2,
-        "stream mode: a pair whose mean absolute difference (0…1) exceeds this is a scene cut: its new frames repeat the earlier frame; 1.0 never cuts",
-    ))
-    .param(ParamSpec::optional(
-        "weights",
-        ParamType::Path,
-        "a RIFE v4.25 checkpoint (Practical-RIFE flownet.pkl or .safetensors); default (or empty): the built-in models/rife-v4.25-flownet.pkl",
-    ))
-    .param(ParamSpec::with_default(
-        "max_batch",
-        ParamType::Int { min: Some(1), max: Some(1024) },
-        8,
-        "most frames per network call (the batch dimension); more are split into several calls",
-    ))
-    .param(ParamSpec::with_default(
-        "retries",
-        ParamType::Int { min: Some(0), max: Some(100) },
-        1,
-        "fill mode: tries a batch again this many times before it falls back to its segments",
-    ))
+    .params::<InterpolateParams>()
     .batched("frames", Some(BatchConfig { max: 4, wait_ms: 50 }))
-    .validate(|p| {
+    .check(|cx| {
         let mut problems = vec![];
-        if let Some(s) = p.opt_f64("scale")
-            && ![1.0, 0.5, 0.25].contains(&s)
-        {
-            problems.push(ParamProblem {
-                param: "scale".into(),
-                message: format!("scale {s} is not supported"),
-                help: Some("use 1.0, 0.5 (large frames) or 0.25 (4K)".into()),
-                at: None,
-            });
+        let connected = |port: usize| cx.connected_inputs.get(port).copied().unwrap_or(false);
+        if connected(IN_FRAMES) && connected(IN_GUIDES) {
+            problems.push(Problem::input("guides", BOTH_INPUTS).help(
+                "keep `frames` to raise a clip's frame rate, or `guides` to generate travel frames from `mask`; for both, use two `interpolate` nodes",
+            ));
+        }
+        let Some(p) = cx.params::<InterpolateParams>() else {
+            return problems;
+        };
+        if ![1.0, 0.5, 0.25].contains(&p.scale) {
+            problems.push(
+                Problem::param("scale", format!("scale {} is not supported", p.scale))
+                    .help("use 1.0, 0.5 (large frames) or 0.25 (4K)"),
+            );
         }
         problems
     })
     .example("- id: double\n  kind: interpolate\n  params: { multi: 2 }\n  inputs: { frames: decode.frames }\n")
 }
 
+#[cfg(feature = "neural")]
 fn build(ctx: &BuildCtx<'_>) -> Result<Runtime, NodeError> {
     let frames = ctx
         .connected_inputs
@@ -154,34 +124,28 @@ fn build(ctx: &BuildCtx<'_>) -> Result<Runtime, NodeError> {
         .unwrap_or(false);
     match (frames, guides) {
         (true, true) => Err(NodeError::input(format!(
-            "node `{}`: connect either `frames` (frame-rate conversion) or `guides` (travel fill), not both",
+            "node `{}`: {BOTH_INPUTS}",
             ctx.node_id
         ))),
         (false, false) => Err(NodeError::input(format!(
             "node `{}`: connect `frames` (frame-rate conversion) or `guides` (travel fill from `mask`)",
             ctx.node_id
         ))),
-        (true, false) => build_stream(ctx),
-        (false, true) => generator::build_fill(ctx),
+        (true, false) => build_stream(ctx, &ctx.params()?),
+        (false, true) => generator::build_fill(ctx, &ctx.params()?),
     }
 }
 
-#[cfg(not(feature = "neural"))]
-fn build_stream(ctx: &BuildCtx<'_>) -> Result<Runtime, NodeError> {
-    Err(without_neural(ctx.node_id))
-}
-
 #[cfg(feature = "neural")]
-fn build_stream(ctx: &BuildCtx<'_>) -> Result<Runtime, NodeError> {
-    let p = ctx.params;
-    let rife = load_rife(ctx)?;
-    let timing = match p.opt_f64("fps") {
+fn build_stream(ctx: &BuildCtx<'_>, p: &InterpolateParams) -> Result<Runtime, NodeError> {
+    let rife = load_rife(ctx, p)?;
+    let timing = match p.fps {
         Some(fps) => Timing::Fps(fps),
-        None => Timing::Multi(p.u64("multi")? as u32),
+        None => Timing::Multi(p.multi),
     };
     Ok(Runtime::Process(Box::new(StreamNode {
         rife,
-        state: Stream::new(timing, p.f64("scene_threshold")?),
+        state: Stream::new(timing, p.scene_threshold),
     })))
 }
 

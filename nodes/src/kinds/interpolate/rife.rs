@@ -1,15 +1,16 @@
 //! RIFE for the `interpolate` kind, shared by its stream mode ([`super`]) and its fill mode
 //! ([`super::generator`]) and importing neither: the built-in checkpoint, the loaded
 //! interpolator [`Rife`] over Practical-RIFE's IFNet v4.25 in Burn
-//! ([`IfNet`](crate::models::ifnet::IfNet)), and loading it from the node's params.
+//! ([`IfNet`](crate::models::ifnet::IfNet)), the kind's params ([`InterpolateParams`]), and
+//! loading the network from them.
 //!
 //! The built-in weights are `models/rife-v4.25-flownet.pkl` (Practical-RIFE's flownet.pkl for
 //! v4.25, MIT), compiled into the binary; `weights:` takes any v4.25 `flownet.pkl` or the same
 //! keys as `.safetensors`.
 
 #[cfg(feature = "neural")]
-use vidflow_engine::BuildCtx;
-use vidflow_engine::NodeError;
+use vidflow_engine::{BuildCtx, NodeError};
+use vidflow_engine::{node::ParamType, params};
 
 /// The kind's name, in the messages of both modes.
 pub const KIND: &str = "interpolate";
@@ -17,29 +18,45 @@ pub const KIND: &str = "interpolate";
 /// The built-in checkpoint's name, as messages show it.
 pub const BUILTIN_WEIGHTS: &str = "models/rife-v4.25-flownet.pkl";
 
-#[cfg(not(feature = "neural"))]
-pub(crate) fn without_neural(node: &str) -> NodeError {
-    NodeError::input(format!(
-        "node `{node}`: this vidflow was built without the `neural` feature, so `{KIND}` cannot run; rebuild with `--features neural`"
-    ))
+params! {
+    /// The params of `interpolate`, shared by both modes.
+    pub struct InterpolateParams {
+        /// stream mode: output frames per input frame (N-1 new frames between each pair)
+        multi: u32 = default(ParamType::int_in(2, 64), 2),
+        /// stream mode: the output frame rate instead of `multi`
+        fps: Option<f64> = optional(ParamType::float_in(0.001, 1000.0)),
+        /// flow resolution: 1.0, or 0.5 for large frames (1080p and up), or 0.25 (4K)
+        scale: f64 = default(ParamType::float_in(0.25, 1.0), 1.0),
+        /// stream mode: a pair whose mean absolute difference (0…1) exceeds this is a scene
+        /// cut: its new frames repeat the earlier frame; 1.0 never cuts
+        scene_threshold: f64 = default(ParamType::float_in(0.0, 1.0), 0.2),
+        /// a RIFE v4.25 checkpoint (Practical-RIFE flownet.pkl or .safetensors); default (or
+        /// empty): the built-in models/rife-v4.25-flownet.pkl
+        weights: Option<String> = optional(ParamType::Path),
+        /// most frames per network call (the batch dimension); more are split into several
+        /// calls
+        max_batch: usize = default(ParamType::int_in(1, 1024), 8),
+        /// fill mode: tries a batch again this many times before it falls back to its segments
+        retries: u32 = default(ParamType::int_in(0, 100), 1),
+    }
 }
 
 /// Loads the node's weights on the run's device.
 #[cfg(feature = "neural")]
-pub(crate) fn load_rife(ctx: &BuildCtx<'_>) -> Result<Rife, NodeError> {
+pub(crate) fn load_rife(ctx: &BuildCtx<'_>, p: &InterpolateParams) -> Result<Rife, NodeError> {
     use crate::gpu::device::Compute;
-    let p = ctx.params;
     let compute = Compute::for_run(ctx.shared)?;
     // An empty string (a graph param left at its default) means the built-in weights.
     let path = p
-        .opt_str("weights")
+        .weights
+        .as_deref()
         .filter(|s| !s.trim().is_empty())
         .map(std::path::PathBuf::from);
     let ck = load_checkpoint(path.as_deref())
         .map_err(|e| NodeError::input(format!("node `{}`: {e}", ctx.node_id)))?;
-    let mut rife = Rife::new(&ck, &compute.device, p.f64("scale")? as f32)
+    let mut rife = Rife::new(&ck, &compute.device, p.scale as f32)
         .map_err(|e| NodeError::input(format!("node `{}`: {e}", ctx.node_id)))?;
-    rife.max_batch = p.u64("max_batch")? as usize;
+    rife.max_batch = p.max_batch;
     Ok(rife)
 }
 

@@ -6,14 +6,22 @@
 use crate::output::{AtomicPath, line_for};
 use std::io::{BufWriter, Write};
 use vidflow_engine::{
-    End, Input, NodeError, NodeKind, ParamSpec, ParamType, PortType, Process, Runtime,
-    exec::Emitter,
+    Emitter, End, Input, NodeError, NodeKind, ParamType, PortType, Process, Runtime, params,
 };
+
+params! {
+    /// The params of `jsonl`.
+    pub struct JsonlParams {
+        /// output file (`-` for standard output)
+        path: String = required(ParamType::Path),
+    }
+}
 
 pub fn kind() -> NodeKind {
     NodeKind::new("jsonl", "Writes one JSON object per item to a JSON-lines file (records as they are; frames and audio as metadata).", |ctx| {
         let node = ctx.node_id.to_string();
-        let path = ctx.params.str("path")?;
+        let p: JsonlParams = ctx.params()?;
+        let path = p.path.as_str();
         let (writer, file): (Box<dyn Write + Send>, Option<AtomicPath>) = if path == "-" {
             (Box::new(std::io::stdout()), None)
         } else {
@@ -27,7 +35,7 @@ pub fn kind() -> NodeKind {
         Ok(Runtime::Process(Box::new(Jsonl { node, out: BufWriter::new(writer), file, shown })))
     })
     .input("items", PortType::ANY, "records (or frames/audio, written as metadata)")
-    .param(ParamSpec::required("path", ParamType::Path, "output file (`-` for standard output)"))
+    .params::<JsonlParams>()
     .example("- id: out\n  kind: jsonl\n  params: { path: results.jsonl }\n  inputs: { items: analyze.records }\n")
 }
 

@@ -14,9 +14,9 @@
 
 use crate::audio::AUDIO_WINDOWS;
 use std::collections::BTreeMap;
-use vidflow_engine::node::ParamProblem;
 use vidflow_engine::{
-    BatchConfig, Frame, NodeError, NodeKind, ParamSpec, ParamType, Params, PortType, Runtime,
+    BatchConfig, Frame, NodeError, NodeKind, PortType, Problem, ValidateCtx, node::ParamType,
+    params,
 };
 #[cfg(feature = "neural")]
 use {
@@ -25,7 +25,7 @@ use {
     std::path::Path,
     std::sync::Arc,
     std::time::Instant,
-    vidflow_engine::{End, Input, Payload, Process, exec::Emitter},
+    vidflow_engine::{Emitter, End, Input, Payload, Process, Runtime},
 };
 
 /// Where users get Wav2Lip weights (shown when `weights` is missing or unreadable).
@@ -34,63 +34,74 @@ pub const WEIGHTS_HELP: &str = "vidflow ships no Wav2Lip weights (they are licen
 /// Side of Wav2Lip's face crops.
 pub const FACE: usize = 96;
 
+params! {
+    /// The params of `lipsync`.
+    pub struct LipsyncParams {
+        /// Wav2Lip checkpoint: the official `wav2lip.pth` / `wav2lip_gan.pth` (not shipped;
+        /// research, non-commercial licence) or a .safetensors with the same keys
+        weights: Option<String> = optional(ParamType::Path),
+        /// fixed face box `[x, y, w, h]` in pixels
+        face: Option<Vec<u64>> = optional(ParamType::list(ParamType::int_from(0))),
+        /// JSON file of per-frame face boxes: a list indexed by frame (`[x, y, w, h]` or null
+        /// for no face) or an object `{"<frame>": [x, y, w, h]}`
+        faces: Option<String> = optional(ParamType::Path),
+        /// width of the blended edge, as a fraction of the box's smaller side
+        feather: f64 = default(ParamType::float_in(0.0, 0.5), 0.1),
+        /// print the latency of every batch
+        verbose: bool = default(ParamType::Bool, false),
+    }
+}
+
 pub fn kind() -> NodeKind {
-    NodeKind::new(
+    NodeKind::gated(
         "lipsync",
         "Lip sync with Wav2Lip: the face in each frame gets a mouth that matches the frame's audio window (from `audio-window`), batched on the compute device.",
-        factory,
+        "neural",
+        crate::gated_factory!("neural", factory),
     )
     .input("frames", PortType::FRAMES, "video frames")
     .input("windows", AUDIO_WINDOWS, "one mel window per frame, from `audio-window` (paired by frame index)")
     .output("frames", PortType::FRAMES, "the frames with the face redrawn (same count, same order)")
-    .param(ParamSpec::optional("weights", ParamType::Path, "Wav2Lip checkpoint: the official `wav2lip.pth` / `wav2lip_gan.pth` (not shipped; research, non-commercial licence) or a .safetensors with the same keys"))
-    .param(ParamSpec::optional("face", ParamType::list(ParamType::Int { min: Some(0), max: None }), "fixed face box `[x, y, w, h]` in pixels"))
-    .param(ParamSpec::optional("faces", ParamType::Path, "JSON file of per-frame face boxes: a list indexed by frame (`[x, y, w, h]` or null for no face) or an object `{\"<frame>\": [x, y, w, h]}`"))
-    .param(ParamSpec::with_default("feather", ParamType::Float { min: Some(0.0), max: Some(0.5) }, 0.1, "width of the blended edge, as a fraction of the box's smaller side"))
-    .param(ParamSpec::with_default("verbose", ParamType::Bool, false, "print the latency of every batch"))
+    .params::<LipsyncParams>()
     .batched("frames", Some(BatchConfig { max: 8, wait_ms: 50 }))
-    .validate(validate)
+    .check(validate)
     .example("- id: sync\n  kind: lipsync\n  params: { weights: wav2lip.pth, face: [100, 60, 120, 120] }\n  batch: { max: 8 }\n  inputs: { frames: src.frames, windows: win.windows }\n")
 }
 
-fn validate(p: &Params) -> Vec<ParamProblem> {
+fn validate(cx: &ValidateCtx<'_>) -> Vec<Problem> {
+    let Some(p) = cx.params::<LipsyncParams>() else {
+        return vec![];
+    };
     let mut out = vec![];
-    if p.get("weights").is_none() {
-        out.push(ParamProblem {
-            param: "weights".into(),
-            message: "lipsync needs Wav2Lip weights (`weights: path/to/wav2lip.pth`)".into(),
-            help: Some(WEIGHTS_HELP.into()),
-            at: None,
-        });
+    if p.weights.is_none() {
+        out.push(
+            Problem::param(
+                "weights",
+                "lipsync needs Wav2Lip weights (`weights: path/to/wav2lip.pth`)",
+            )
+            .help(WEIGHTS_HELP),
+        );
     }
-    match (p.get("face"), p.get("faces")) {
-        (None, None) => out.push(ParamProblem {
-            param: "face".into(),
-            message: "give the face's position: `face: [x, y, w, h]` or `faces: boxes.json`".into(),
-            help: None,
-            at: None,
-        }),
-        (Some(_), Some(_)) => out.push(ParamProblem {
-            param: "faces".into(),
-            message: "give either `face` or `faces`, not both".into(),
-            help: None,
-            at: None,
-        }),
+    match (&p.face, &p.faces) {
+        (None, None) => out.push(Problem::param(
+            "face",
+            "give the face's position: `face: [x, y, w, h]` or `faces: boxes.json`",
+        )),
+        (Some(_), Some(_)) => out.push(Problem::param(
+            "faces",
+            "give either `face` or `faces`, not both",
+        )),
         (Some(f), None) => {
-            if f.as_array().is_none_or(|a| a.len() != 4) {
-                out.push(ParamProblem {
-                    param: "face".into(),
-                    message: "`face` must be four numbers `[x, y, w, h]`".into(),
-                    help: None,
-                    at: None,
-                })
-            } else if f.as_array().is_some_and(|a| a[2] == 0 || a[3] == 0) {
-                out.push(ParamProblem {
-                    param: "face".into(),
-                    message: "the face box has zero width or height".into(),
-                    help: None,
-                    at: None,
-                })
+            if f.len() != 4 {
+                out.push(Problem::param(
+                    "face",
+                    "`face` must be four numbers `[x, y, w, h]`",
+                ))
+            } else if f[2] == 0 || f[3] == 0 {
+                out.push(Problem::param(
+                    "face",
+                    "the face box has zero width or height",
+                ))
             }
         }
         _ => {}
@@ -108,6 +119,15 @@ pub struct FaceBox {
 }
 
 impl FaceBox {
+    /// The `face` param's `[x, y, w, h]`.
+    #[cfg_attr(not(feature = "neural"), allow(dead_code))]
+    fn from_list(v: &[u64]) -> Option<FaceBox> {
+        let n: Vec<u32> = v.iter().map(|&x| x.min(u32::MAX as u64) as u32).collect();
+        match n[..] {
+            [x, y, w, h] => Some(FaceBox { x, y, w, h }),
+            _ => None,
+        }
+    }
     fn from_json(v: &serde_json::Value) -> Option<FaceBox> {
         let a = v.as_array()?;
         if a.len() != 4 {
@@ -281,20 +301,12 @@ pub fn paste(frame: &Frame, b: FaceBox, generated: &[f32], feather: f32) -> Vec<
     data
 }
 
-#[cfg(not(feature = "neural"))]
-fn factory(ctx: &vidflow_engine::BuildCtx<'_>) -> Result<Runtime, NodeError> {
-    Err(NodeError::runtime(format!(
-        "node `{}`: lipsync needs Burn, but this vidflow was built without the `neural` feature; rebuild with `--features neural`",
-        ctx.node_id
-    )))
-}
-
 #[cfg(feature = "neural")]
 fn factory(ctx: &vidflow_engine::BuildCtx<'_>) -> Result<Runtime, NodeError> {
     use crate::gpu::device::Compute;
     let node = ctx.node_id.to_string();
-    let p = ctx.params;
-    let Some(weights) = p.opt_str("weights") else {
+    let p: LipsyncParams = ctx.params()?;
+    let Some(weights) = p.weights.as_deref() else {
         return Err(NodeError::input(format!(
             "node `{node}`: param `weights` is missing; {WEIGHTS_HELP}"
         )));
@@ -304,8 +316,8 @@ fn factory(ctx: &vidflow_engine::BuildCtx<'_>) -> Result<Runtime, NodeError> {
             "node `{node}`: weights file `{weights}` does not exist; {WEIGHTS_HELP}"
         )));
     }
-    let faces = match (p.get("face"), p.opt_str("faces")) {
-        (Some(f), _) => Faces::Fixed(FaceBox::from_json(f).ok_or_else(|| {
+    let faces = match (&p.face, &p.faces) {
+        (Some(f), _) => Faces::Fixed(FaceBox::from_list(f).ok_or_else(|| {
             NodeError::input(format!("node `{node}`: `face` must be [x, y, w, h]"))
         })?),
         (None, Some(path)) => Faces::load(&node, path)?,
@@ -324,8 +336,8 @@ fn factory(ctx: &vidflow_engine::BuildCtx<'_>) -> Result<Runtime, NodeError> {
         node,
         model,
         faces,
-        feather: p.f64("feather")? as f32,
-        verbose: p.bool("verbose")?,
+        feather: p.feather as f32,
+        verbose: p.verbose,
         frames: VecDeque::new(),
         windows: BTreeMap::new(),
         last_window: None,

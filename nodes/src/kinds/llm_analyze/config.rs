@@ -1,36 +1,91 @@
-//! The `llm-analyze` settings: its params checked ([`validate`], the descriptor's validation)
-//! and read into a [`Config`], and how a batch is split into requests ([`group_sizes`]). Used
-//! by the descriptor (`mod.rs`) and the runtime (`work.rs`), and importing neither, so
-//! imports flow one way: descriptor → runtime → config.
+//! The `llm-analyze` settings: its params ([`LlmAnalyzeParams`]) checked ([`validate`], the
+//! descriptor's validation) and read into a [`Config`], and how a batch is split into requests
+//! ([`group_sizes`]). Used by the descriptor (`mod.rs`) and the runtime (`work.rs`), and
+//! importing neither, so imports flow one way: descriptor → runtime → config.
 
 use super::prompt;
 use std::path::PathBuf;
 use std::time::Duration;
-use vidflow_engine::node::ParamProblem;
-use vidflow_engine::{NodeError, Params};
+use vidflow_engine::node::{ParamType, ProblemAt};
+use vidflow_engine::{NodeError, Problem, params};
 
-fn problem(param: &str, message: String, help: Option<String>) -> ParamProblem {
-    ParamProblem {
-        param: param.into(),
-        message,
-        help,
-        at: None,
+params! {
+    /// The params of `llm-analyze`.
+    pub struct LlmAnalyzeParams {
+        /// the server's OpenAI-compatible API root (requests go to
+        /// {base_url}/chat/completions)
+        base_url: String = default(ParamType::Str, "http://127.0.0.1:8080/v1"),
+        /// model name sent with every request
+        model: String = required(ParamType::Str),
+        /// name of the environment variable holding the API key (sent as a Bearer token; never
+        /// logged or written); none or empty: no Authorization header
+        api_key_env: Option<String> = optional(ParamType::Str),
+        /// what to ask: a template with {frames}, {count}, {indices}, {timestamps}, {start},
+        /// {end}, {batch}, {index}, {pts}; the answer format is appended
+        prompt: String = default(ParamType::Str, prompt::DEFAULT_PROMPT),
+        /// a system message (same placeholders)
+        system: Option<String> = optional(ParamType::Str),
+        /// one request per batch with all its images, or one request per frame
+        mode: String = default(ParamType::one_of(&["multi_image", "per_frame"]), "multi_image"),
+        /// attach the frames as images; false sends only the frame list (text-only models)
+        send_images: bool = default(ParamType::Bool, true),
+        /// ask for `response_format: json_object` (dropped automatically if the server rejects
+        /// it)
+        json_mode: bool = default(ParamType::Bool, true),
+        /// requests in flight at most
+        concurrency: u64 = default(ParamType::int_in(1, 256), 5),
+        /// request rate limit (token bucket); none: unlimited
+        requests_per_minute: Option<f64> = optional(ParamType::float_from(0.01)),
+        /// token rate limit (token bucket, estimated before and corrected after each request);
+        /// none: unlimited
+        tokens_per_minute: Option<f64> = optional(ParamType::float_from(1.0)),
+        /// retries per request on 429, 408, 5xx, timeouts and broken connections
+        max_retries: u64 = default(ParamType::int_in(0, 100), 4),
+        /// first retry delay; doubles each retry, with jitter, never below Retry-After
+        backoff_ms: u64 = default(ParamType::int_in(0, 600_000), 500),
+        /// longest computed retry delay
+        max_backoff_ms: u64 = default(ParamType::int_in(0, 3_600_000), 30_000),
+        /// time limit for one request, answer included
+        timeout_s: f64 = default(ParamType::float_in(0.01, 86_400.0), 120.0),
+        /// images per request at most (a larger batch is split)
+        max_images: u64 = default(ParamType::int_in(1, 256), 5),
+        /// images are downscaled so their longer side is at most this many pixels
+        max_side: u64 = default(ParamType::int_in(16, 16384), 768),
+        /// JPEG quality of the images sent
+        jpeg_quality: u64 = default(ParamType::int_in(1, 100), 85),
+        /// answer length limit sent with each request (`max_tokens`)
+        max_tokens: u64 = default(ParamType::int_in(1, 1_000_000), 1024),
+        /// sampling temperature
+        temperature: f64 = default(ParamType::float_in(0.0, 2.0), 0.0),
+        /// estimated prompt tokens per image, for `tokens_per_minute`
+        tokens_per_image: u64 = default(ParamType::int_in(0, 100_000), 765),
+        /// reuse answers from the on-disk cache (keyed by model, request text and image bytes)
+        cache: bool = default(ParamType::Bool, true),
+        /// folder of the response cache
+        cache_dir: String = default(ParamType::Path, ".vidflow-cache/llm"),
     }
 }
 
-pub fn validate(p: &Params) -> Vec<ParamProblem> {
+fn problem(param: &str, message: String, help: Option<String>) -> Problem {
+    let p = Problem::param(param, message);
+    match help {
+        Some(h) => p.help(h),
+        None => p,
+    }
+}
+
+pub fn validate(p: &LlmAnalyzeParams) -> Vec<Problem> {
     let mut out = vec![];
-    if let Some(url) = p.opt_str("base_url")
-        && !(url.starts_with("http://") || url.starts_with("https://"))
-    {
+    let url = &p.base_url;
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
         out.push(problem(
             "base_url",
             format!("`{url}` is not an http:// or https:// URL"),
             Some("write the API root, e.g. `http://127.0.0.1:8080/v1` or `https://api.openai.com/v1`".into()),
         ));
     }
-    for name in ["prompt", "system"] {
-        if let Some(t) = p.opt_str(name) {
+    for (name, text) in [("prompt", Some(&p.prompt)), ("system", p.system.as_ref())] {
+        if let Some(t) = text {
             let unknown = prompt::unknown_placeholders(t);
             if !unknown.is_empty() {
                 out.push(problem(
@@ -56,7 +111,7 @@ pub fn validate(p: &Params) -> Vec<ParamProblem> {
             }
         }
     }
-    if let Some(env) = p.opt_str("api_key_env")
+    if let Some(env) = &p.api_key_env
         && (env.contains('=') || env.contains(char::is_whitespace))
     {
         out.push(problem(
@@ -97,44 +152,48 @@ pub struct Config {
     pub cache_dir: Option<PathBuf>,
 }
 
+#[cfg_attr(not(feature = "llm"), allow(dead_code))]
 impl Config {
-    pub fn from_params(node: &str, p: &Params) -> Result<Config, NodeError> {
+    /// The settings of node `node`; its params' first problem (see [`validate`]), if any, is
+    /// an error.
+    pub fn new(node: &str, p: &LlmAnalyzeParams) -> Result<Config, NodeError> {
         let problems = validate(p);
         if let Some(first) = problems.first() {
+            let param = match &first.at {
+                ProblemAt::Param { name, .. } => name.as_str(),
+                ProblemAt::Input(port) => port.as_str(),
+            };
             return Err(NodeError::input(format!(
-                "node `{node}`: param `{}`: {}",
-                first.param, first.message
+                "node `{node}`: param `{param}`: {}",
+                first.message
             )));
         }
-        let ms = |name: &str| p.u64(name).map(Duration::from_millis);
+        let ms = Duration::from_millis;
         Ok(Config {
             node: node.to_string(),
-            base_url: p.str("base_url")?.to_string(),
-            model: p.str("model")?.to_string(),
-            api_key_env: p
-                .opt_str("api_key_env")
-                .filter(|v| !v.is_empty())
-                .map(str::to_string),
-            prompt: p.str("prompt")?.to_string(),
-            system: p.opt_str("system").map(str::to_string),
-            multi: p.str("mode")? == "multi_image",
-            send_images: p.bool("send_images")?,
-            json_mode: p.bool("json_mode")?,
-            concurrency: p.u64("concurrency")?.max(1) as usize,
-            requests_per_minute: p.opt_f64("requests_per_minute"),
-            tokens_per_minute: p.opt_f64("tokens_per_minute"),
-            max_retries: p.u64("max_retries")?.min(u32::MAX as u64) as u32,
-            backoff: ms("backoff_ms")?,
-            max_backoff: ms("max_backoff_ms")?,
-            timeout: Duration::from_secs_f64(p.f64("timeout_s")?),
-            max_images: p.u64("max_images")?.max(1) as usize,
-            max_side: p.u64("max_side")? as u32,
-            jpeg_quality: p.u64("jpeg_quality")?.clamp(1, 100) as u8,
-            max_tokens: p.u64("max_tokens")?,
-            temperature: p.f64("temperature")?,
-            tokens_per_image: p.u64("tokens_per_image")?,
-            cache_dir: if p.bool("cache")? {
-                Some(PathBuf::from(p.str("cache_dir")?))
+            base_url: p.base_url.clone(),
+            model: p.model.clone(),
+            api_key_env: p.api_key_env.clone().filter(|v| !v.is_empty()),
+            prompt: p.prompt.clone(),
+            system: p.system.clone(),
+            multi: p.mode == "multi_image",
+            send_images: p.send_images,
+            json_mode: p.json_mode,
+            concurrency: p.concurrency.max(1) as usize,
+            requests_per_minute: p.requests_per_minute,
+            tokens_per_minute: p.tokens_per_minute,
+            max_retries: p.max_retries.min(u32::MAX as u64) as u32,
+            backoff: ms(p.backoff_ms),
+            max_backoff: ms(p.max_backoff_ms),
+            timeout: Duration::from_secs_f64(p.timeout_s),
+            max_images: p.max_images.max(1) as usize,
+            max_side: p.max_side as u32,
+            jpeg_quality: p.jpeg_quality.clamp(1, 100) as u8,
+            max_tokens: p.max_tokens,
+            temperature: p.temperature,
+            tokens_per_image: p.tokens_per_image,
+            cache_dir: if p.cache {
+                Some(PathBuf::from(&p.cache_dir))
             } else {
                 None
             },

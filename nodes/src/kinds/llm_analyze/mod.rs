@@ -50,9 +50,9 @@
 //!
 //! The descriptor is always compiled, so `vidflow check` knows the kind in every build; the
 //! HTTP client ([`client`]), image encoding ([`images`]), limits ([`limits`]), the cache
-//! ([`cache`]) and the runtime (`work`) are behind the `llm` cargo feature, and the factory
-//! says so when it is left out. The settings ([`config`]) and prompts ([`prompt`]) compile in
-//! every build.
+//! ([`cache`]) and the runtime (`work`) are behind the `llm` cargo feature (the kind is
+//! declared with `NodeKind::gated`, so without it the engine says how to rebuild). The settings
+//! and params ([`config`]) and prompts ([`prompt`]) compile in every build.
 
 #[cfg(feature = "llm")]
 pub mod cache;
@@ -68,72 +68,56 @@ pub mod prompt;
 #[cfg(feature = "llm")]
 mod work;
 
-pub use config::{Config, group_sizes};
+pub use config::{Config, LlmAnalyzeParams, group_sizes};
 
 use config::validate;
-use vidflow_engine::{BatchConfig, NodeError, NodeKind, ParamSpec, ParamType, PortType, Runtime};
+use vidflow_engine::{BatchConfig, NodeKind, PortType};
+#[cfg(feature = "llm")]
+use vidflow_engine::{BuildCtx, NodeError, Runtime};
 
 const DOC: &str = "Analyses frames with a vision LLM (OpenAI-compatible chat completions): batches of frames per request, concurrency and rate limits, retries, a response cache; one JSON record per frame.\n\nmode multi_image (default): one request per batch with all its images and a JSON answer with one entry per frame; frames whose batch fails are retried one by one. mode per_frame: one request per frame, with the batch's frame list as context.\n\nPrompt placeholders: {frames} (the frame list), {count}, {indices}, {timestamps}, {start}, {end}, {batch}, {index} and {pts} (the frame asked about). The node appends the answer format it needs.\n\nRecord fields: index, pts (timestamp, seconds), batch, analysis, model, tokens, latency_ms, attempts, cached, fallback, error (null on success).";
 
 const EXAMPLE: &str = "- id: analyze\n  kind: llm-analyze\n  batch: { max: 3, wait_ms: 1000 }\n  params:\n    base_url: http://127.0.0.1:8080/v1\n    model: gpt-4o-mini\n    api_key_env: OPENAI_API_KEY\n    prompt: \"What is on screen in each frame?\\n{frames}\"\n    concurrency: 5\n    requests_per_minute: 60\n  inputs: { frames: decode.frames }\n";
 
 pub fn kind() -> NodeKind {
-    let int = |min: i64, max: i64| ParamType::Int {
-        min: Some(min),
-        max: Some(max),
-    };
-    NodeKind::new("llm-analyze", DOC, |ctx| {
-        let cfg = Config::from_params(ctx.node_id, ctx.params)?;
-        if ctx.workers > 1 {
-            // Each replica would have its own pool and its own rate limits.
-            return Err(NodeError::input(format!(
-                "node `{}`: `workers: {}` would multiply the rate limits; remove it and set `concurrency` (requests in flight) instead",
-                ctx.node_id, ctx.workers
-            )));
-        }
-        start(cfg)
-    })
+    NodeKind::gated(
+        "llm-analyze",
+        DOC,
+        "llm",
+        crate::gated_factory!("llm", build),
+    )
     .input("frames", PortType::FRAMES, "frames to analyse")
-    .output("records", PortType::RECORDS, "one JSON record per frame, in frame order")
-    .batched("frames", Some(BatchConfig { max: 3, wait_ms: 1000 }))
-    .param(ParamSpec::with_default("base_url", ParamType::Str, "http://127.0.0.1:8080/v1", "the server's OpenAI-compatible API root (requests go to {base_url}/chat/completions)"))
-    .param(ParamSpec::required("model", ParamType::Str, "model name sent with every request"))
-    .param(ParamSpec::optional("api_key_env", ParamType::Str, "name of the environment variable holding the API key (sent as a Bearer token; never logged or written); none or empty: no Authorization header"))
-    .param(ParamSpec::with_default("prompt", ParamType::Str, prompt::DEFAULT_PROMPT, "what to ask: a template with {frames}, {count}, {indices}, {timestamps}, {start}, {end}, {batch}, {index}, {pts}; the answer format is appended"))
-    .param(ParamSpec::optional("system", ParamType::Str, "a system message (same placeholders)"))
-    .param(ParamSpec::with_default("mode", ParamType::Enum(vec!["multi_image", "per_frame"]), "multi_image", "one request per batch with all its images, or one request per frame"))
-    .param(ParamSpec::with_default("send_images", ParamType::Bool, true, "attach the frames as images; false sends only the frame list (text-only models)"))
-    .param(ParamSpec::with_default("json_mode", ParamType::Bool, true, "ask for `response_format: json_object` (dropped automatically if the server rejects it)"))
-    .param(ParamSpec::with_default("concurrency", int(1, 256), 5, "requests in flight at most"))
-    .param(ParamSpec::optional("requests_per_minute", ParamType::Float { min: Some(0.01), max: None }, "request rate limit (token bucket); none: unlimited"))
-    .param(ParamSpec::optional("tokens_per_minute", ParamType::Float { min: Some(1.0), max: None }, "token rate limit (token bucket, estimated before and corrected after each request); none: unlimited"))
-    .param(ParamSpec::with_default("max_retries", int(0, 100), 4, "retries per request on 429, 408, 5xx, timeouts and broken connections"))
-    .param(ParamSpec::with_default("backoff_ms", int(0, 600_000), 500, "first retry delay; doubles each retry, with jitter, never below Retry-After"))
-    .param(ParamSpec::with_default("max_backoff_ms", int(0, 3_600_000), 30_000, "longest computed retry delay"))
-    .param(ParamSpec::with_default("timeout_s", ParamType::Float { min: Some(0.01), max: Some(86_400.0) }, 120.0, "time limit for one request, answer included"))
-    .param(ParamSpec::with_default("max_images", int(1, 256), 5, "images per request at most (a larger batch is split)"))
-    .param(ParamSpec::with_default("max_side", int(16, 16384), 768, "images are downscaled so their longer side is at most this many pixels"))
-    .param(ParamSpec::with_default("jpeg_quality", int(1, 100), 85, "JPEG quality of the images sent"))
-    .param(ParamSpec::with_default("max_tokens", int(1, 1_000_000), 1024, "answer length limit sent with each request (`max_tokens`)"))
-    .param(ParamSpec::with_default("temperature", ParamType::Float { min: Some(0.0), max: Some(2.0) }, 0.0, "sampling temperature"))
-    .param(ParamSpec::with_default("tokens_per_image", int(0, 100_000), 765, "estimated prompt tokens per image, for `tokens_per_minute`"))
-    .param(ParamSpec::with_default("cache", ParamType::Bool, true, "reuse answers from the on-disk cache (keyed by model, request text and image bytes)"))
-    .param(ParamSpec::with_default("cache_dir", ParamType::Path, ".vidflow-cache/llm", "folder of the response cache"))
+    .output(
+        "records",
+        PortType::RECORDS,
+        "one JSON record per frame, in frame order",
+    )
+    .batched(
+        "frames",
+        Some(BatchConfig {
+            max: 3,
+            wait_ms: 1000,
+        }),
+    )
+    .params::<LlmAnalyzeParams>()
     .example(EXAMPLE)
-    .validate(validate)
+    .check(|cx| match cx.params::<LlmAnalyzeParams>() {
+        Some(p) => validate(&p),
+        None => vec![],
+    })
 }
 
 #[cfg(feature = "llm")]
-fn start(cfg: Config) -> Result<Runtime, NodeError> {
+fn build(ctx: &BuildCtx<'_>) -> Result<Runtime, NodeError> {
+    let cfg = Config::new(ctx.node_id, &ctx.params()?)?;
+    if ctx.workers > 1 {
+        // Each replica would have its own pool and its own rate limits.
+        return Err(NodeError::input(format!(
+            "node `{}`: `workers: {}` would multiply the rate limits; remove it and set `concurrency` (requests in flight) instead",
+            ctx.node_id, ctx.workers
+        )));
+    }
     work::Analyze::start(cfg).map(|a| Runtime::Process(Box::new(a)))
-}
-
-#[cfg(not(feature = "llm"))]
-fn start(cfg: Config) -> Result<Runtime, NodeError> {
-    Err(NodeError::input(format!(
-        "node `{}`: this vidflow was built without the `llm` feature, so `llm-analyze` cannot run; rebuild with it (`cargo build --features llm`; the `vidflow` binary has it by default)",
-        cfg.node
-    )))
 }
 
 #[cfg(test)]
@@ -142,6 +126,7 @@ mod tests {
     use serde_json::Value;
     use std::path::PathBuf;
     use vidflow_engine::Params;
+    use vidflow_engine::node::{NodeParams, ProblemAt};
 
     #[test]
     fn groups_are_balanced() {
@@ -153,7 +138,7 @@ mod tests {
         assert_eq!(group_sizes(4, 1), vec![1, 1, 1, 1]);
     }
 
-    fn params(extra: &[(&str, Value)]) -> Params {
+    fn params(extra: &[(&str, Value)]) -> LlmAnalyzeParams {
         let mut values = serde_json::Map::new();
         for p in kind().params {
             if let Some(d) = p.default {
@@ -164,15 +149,16 @@ mod tests {
         for (k, v) in extra {
             values.insert(k.to_string(), v.clone());
         }
-        Params {
+        LlmAnalyzeParams::from_params(&Params {
             node: "a".into(),
             values,
-        }
+        })
+        .unwrap()
     }
 
     #[test]
     fn config_from_defaults() {
-        let c = Config::from_params("a", &params(&[])).unwrap();
+        let c = Config::new("a", &params(&[])).unwrap();
         assert!(c.multi && c.send_images && c.json_mode);
         assert_eq!((c.concurrency, c.max_images, c.max_retries), (5, 5, 4));
         assert_eq!(c.cache_dir, Some(PathBuf::from(".vidflow-cache/llm")));
@@ -194,10 +180,16 @@ mod tests {
             ("api_key_env", "sk-abc def".into()),
         ]);
         let problems = validate(&p);
-        let names: Vec<&str> = problems.iter().map(|p| p.param.as_str()).collect();
+        let names: Vec<&str> = problems
+            .iter()
+            .map(|p| match &p.at {
+                ProblemAt::Param { name, .. } => name.as_str(),
+                ProblemAt::Input(port) => port.as_str(),
+            })
+            .collect();
         assert_eq!(names, vec!["base_url", "prompt", "api_key_env"]);
         assert!(problems[1].message.contains("`{frame}`"));
-        assert!(Config::from_params("a", &p).is_err());
+        assert!(Config::new("a", &p).is_err());
         assert!(validate(&params(&[])).is_empty());
     }
 }

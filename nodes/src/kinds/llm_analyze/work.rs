@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use vidflow_engine::exec::Emitter;
+use vidflow_engine::Emitter;
 use vidflow_engine::{End, Frame, Input, NodeError, Payload, Process};
 
 /// Output port of the records.

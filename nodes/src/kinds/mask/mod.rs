@@ -8,9 +8,9 @@ use crate::travel::plan::BatchRecord;
 use crate::travel::spec::PLAN;
 use std::collections::HashMap;
 use std::sync::Arc;
-use vidflow_engine::exec::Emitter;
+use vidflow_engine::Emitter;
 use vidflow_engine::{
-    Input, NodeError, NodeKind, ParamSpec, ParamType, Payload, PortType, Process, Rate, Runtime,
+    Input, NodeError, NodeKind, Payload, PortType, Process, Rate, Runtime, node::ParamType, params,
 };
 
 pub const KIND: &str = "mask";
@@ -18,18 +18,32 @@ pub const KIND: &str = "mask";
 const GUIDES_PORT: usize = 0;
 const FRAMES_PORT: usize = 1;
 
+params! {
+    /// The params of `mask`.
+    pub struct MaskParams {
+        /// output width in pixels (keyframes are fitted to it)
+        width: u32 = default(ParamType::int_in(2, 16384), 832),
+        /// output height in pixels
+        height: u32 = default(ParamType::int_in(2, 16384), 480),
+        /// frame rate of the video
+        rate: f64 = default(ParamType::float_in(0.001, 1000.0), 16.0),
+        /// how keyframes are fitted: `cover` (fill and crop evenly) or `stretch`
+        fit: String = default(ParamType::one_of(&["cover", "stretch"]), "cover"),
+    }
+}
+
 pub fn kind() -> NodeKind {
     NodeKind::new(
         KIND,
         "Makes the guide frames and per-frame mask of each planned batch: keyframes anchored (0.0) at their frames, a batch that continues the previous one anchored to its last output frames, `transition` frames around anchors at `transition_value`, the rest free (1.0, neutral grey).",
         |ctx| {
-            let p = ctx.params;
+            let p: MaskParams = ctx.params()?;
             Ok(Runtime::Process(Box::new(MaskNode {
                 node: ctx.node_id.to_string(),
-                width: p.u64("width")? as u32,
-                height: p.u64("height")? as u32,
-                rate: Rate::from_fps(p.f64("rate")?),
-                fit: if p.str("fit")? == "stretch" {
+                width: p.width,
+                height: p.height,
+                rate: Rate::from_fps(p.rate),
+                fit: if p.fit == "stretch" {
                     Fit::Stretch
                 } else {
                     Fit::Cover
@@ -50,39 +64,7 @@ pub fn kind() -> NodeKind {
         PortType::FRAMES,
         "the guide frames one by one, tagged in their metadata with batch, frame, mask value and role (for plugins and inspection)",
     )
-    .param(ParamSpec::with_default(
-        "width",
-        ParamType::Int {
-            min: Some(2),
-            max: Some(16384),
-        },
-        832,
-        "output width in pixels (keyframes are fitted to it)",
-    ))
-    .param(ParamSpec::with_default(
-        "height",
-        ParamType::Int {
-            min: Some(2),
-            max: Some(16384),
-        },
-        480,
-        "output height in pixels",
-    ))
-    .param(ParamSpec::with_default(
-        "rate",
-        ParamType::Float {
-            min: Some(0.001),
-            max: Some(1000.0),
-        },
-        16.0,
-        "frame rate of the video",
-    ))
-    .param(ParamSpec::with_default(
-        "fit",
-        ParamType::Enum(vec!["cover", "stretch"]),
-        "cover",
-        "how keyframes are fitted: `cover` (fill and crop evenly) or `stretch`",
-    ))
+    .params::<MaskParams>()
     .example(
         "- id: mask\n  kind: mask\n  params: { width: 832, height: 480, rate: 16 }\n  inputs: { plan: planner.plan }\n",
     )

@@ -1,7 +1,7 @@
 //! `null`: a sink that consumes and discards items of any type (for benchmarks and for
 //! branches whose output is not needed).
 
-use vidflow_engine::{Input, NodeError, NodeKind, PortType, Process, Runtime, exec::Emitter};
+use vidflow_engine::{Emitter, Input, NodeError, NodeKind, PortType, Process, Runtime};
 
 pub fn kind() -> NodeKind {
     NodeKind::new(

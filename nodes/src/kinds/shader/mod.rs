@@ -27,10 +27,9 @@
 //! The runtime needs the `neural` feature (wgpu comes with Burn); without a wgpu adapter the
 //! node fails at setup with a message saying so.
 
-use vidflow_engine::node::{ParamProblem, Params};
-use vidflow_engine::{
-    BatchConfig, BuildCtx, NodeError, NodeKind, ParamSpec, ParamType, PortType, Runtime,
-};
+use vidflow_engine::{BatchConfig, NodeKind, ParamType, PortType, Problem, params};
+#[cfg(feature = "neural")]
+use vidflow_engine::{BuildCtx, NodeError, Runtime};
 
 pub const KIND: &str = "shader";
 
@@ -39,27 +38,39 @@ pub const MAX_VALUES: usize = 16;
 /// Bytes of the `Frame` uniform: eight 4-byte fields, then 16 floats.
 pub const UNIFORM_BYTES: usize = 32 + 4 * MAX_VALUES;
 
+params! {
+    /// The params of `shader`.
+    pub struct ShaderParams {
+        /// the WGSL source, inline (a YAML block scalar `|`)
+        source: Option<String> = optional(ParamType::Str),
+        /// a .wgsl file (instead of `source`)
+        path: Option<String> = optional(ParamType::Path),
+        /// the compute entry point
+        entry: String = default(ParamType::Str, "main"),
+        /// up to 16 floats passed in `frame.values` (e.g. a gain, a threshold)
+        values: Vec<f64> = default(ParamType::list(ParamType::float()), serde_json::json!([])),
+        /// output width (default: the input's)
+        width: Option<u32> = optional(ParamType::int_in(1, 16384)),
+        /// output height (default: the input's)
+        height: Option<u32> = optional(ParamType::int_in(1, 16384)),
+    }
+}
+
 pub fn kind() -> NodeKind {
-    NodeKind::new(
+    NodeKind::gated(
         KIND,
         "Runs your WGSL compute shader on every frame on the GPU (wgpu; a software adapter where there is no GPU). The shader reads `src` and writes `dst` (RGBA8 packed in u32, bindings 0 and 1 of group 0) with a `Frame` uniform at binding 2 (sizes, index, time, 16 `values`); `vidflow check` compiles it with naga and reports WGSL errors at their line and column. The example below is a complete shader with the whole interface.",
-        build,
+        "neural",
+        crate::gated_factory!("neural", build),
     )
     .input("frames", PortType::FRAMES, "frames to process")
     .output("frames", PortType::FRAMES, "the shader's output frames")
-    .param(ParamSpec::optional("source", ParamType::Str, "the WGSL source, inline (a YAML block scalar `|`)"))
-    .param(ParamSpec::optional("path", ParamType::Path, "a .wgsl file (instead of `source`)"))
-    .param(ParamSpec::with_default("entry", ParamType::Str, "main", "the compute entry point"))
-    .param(ParamSpec::with_default(
-        "values",
-        ParamType::list(ParamType::float()),
-        serde_json::json!([]),
-        "up to 16 floats passed in `frame.values` (e.g. a gain, a threshold)",
-    ))
-    .param(ParamSpec::optional("width", ParamType::Int { min: Some(1), max: Some(16384) }, "output width (default: the input's)"))
-    .param(ParamSpec::optional("height", ParamType::Int { min: Some(1), max: Some(16384) }, "output height (default: the input's)"))
+    .params::<ShaderParams>()
     .batched("frames", Some(BatchConfig { max: 8, wait_ms: 5 }))
-    .validate(validate)
+    .check(|cx| match cx.params::<ShaderParams>() {
+        Some(p) => validate(&p),
+        None => vec![],
+    })
     .example(
         "- id: invert\n  kind: shader\n  params:\n    values: [1.0]\n    source: |\n      struct Frame { width: u32, height: u32, out_width: u32, out_height: u32,\n                     index: u32, count: u32, time: f32, _pad: f32, values: array<vec4<f32>, 4> }\n      @group(0) @binding(0) var<storage, read> src: array<u32>;\n      @group(0) @binding(1) var<storage, read_write> dst: array<u32>;\n      @group(0) @binding(2) var<uniform> frame: Frame;\n      @compute @workgroup_size(8, 8)\n      fn main(@builtin(global_invocation_id) id: vec3<u32>) {\n        if (id.x >= frame.width || id.y >= frame.height) { return; }\n        let i = id.y * frame.width + id.x;\n        let c = unpack4x8unorm(src[i]);\n        dst[i] = pack4x8unorm(vec4<f32>(mix(c.rgb, 1.0 - c.rgb, frame.values[0].x), 1.0));\n      }\n  inputs: { frames: src.frames }\n",
     )
@@ -73,8 +84,8 @@ pub struct ShaderSource {
 }
 
 /// Reads the shader named by `source` or `path`; the problem (param, message) otherwise.
-fn source_of(p: &Params) -> Result<ShaderSource, (String, String, Option<String>)> {
-    match (p.opt_str("source"), p.opt_str("path")) {
+fn source_of(p: &ShaderParams) -> Result<ShaderSource, (String, String, Option<String>)> {
+    match (p.source.as_deref(), p.path.as_deref()) {
         (Some(_), Some(_)) => Err((
             "path".into(),
             "give the shader as `source` or as `path`, not both".into(),
@@ -230,100 +241,66 @@ pub fn compile(src: &str, entry: &str) -> Result<([u32; 3], bool), WgslError> {
 }
 
 /// Check-time validation: the shader compiles and implements the interface; at most 16 values.
-fn validate(p: &Params) -> Vec<ParamProblem> {
+fn validate(p: &ShaderParams) -> Vec<Problem> {
     let mut problems = vec![];
-    if let Some(n) = p.get("values").and_then(|v| v.as_array()).map(|a| a.len())
-        && n > MAX_VALUES
-    {
-        problems.push(ParamProblem {
-            param: "values".into(),
-            message: format!("{n} values; a shader gets at most {MAX_VALUES}"),
-            help: None,
-            at: None,
-        });
+    let n = p.values.len();
+    if n > MAX_VALUES {
+        problems.push(Problem::param(
+            "values",
+            format!("{n} values; a shader gets at most {MAX_VALUES}"),
+        ));
     }
     let src = match source_of(p) {
         Ok(s) => s,
         Err((param, message, help)) => {
-            problems.push(ParamProblem {
-                param,
-                message,
-                help,
-                at: None,
-            });
+            let mut problem = Problem::param(&param, message);
+            problem.help = help;
+            problems.push(problem);
             return problems;
         }
     };
-    let entry = p.opt_str("entry").unwrap_or("main");
-    if let Err(e) = compile(&src.text, entry) {
-        let help = Some("`vidflow nodes shader` shows the interface a shader implements".into());
+    if let Err(e) = compile(&src.text, &p.entry) {
+        let help = "`vidflow nodes shader` shows the interface a shader implements";
         problems.push(match &src.file {
             // In a file: name the file and the place; the YAML span is the `path` value.
-            Some(file) => ParamProblem {
-                param: "path".into(),
-                message: match e.at {
+            Some(file) => Problem::param(
+                "path",
+                match e.at {
                     Some((l, c)) => format!("{file}:{l}:{c}: {}", e.message),
                     None => format!("{file}: {}", e.message),
                 },
-                help,
-                at: None,
-            },
-            None => ParamProblem {
-                param: "source".into(),
-                message: e.message,
-                help,
-                at: e.at,
-            },
+            )
+            .help(help),
+            None => {
+                let problem = Problem::param("source", e.message).help(help);
+                match e.at {
+                    Some((l, c)) => problem.at_position(l, c),
+                    None => problem,
+                }
+            }
         });
     }
     problems
 }
 
+#[cfg(feature = "neural")]
 fn build(ctx: &BuildCtx<'_>) -> Result<Runtime, NodeError> {
-    let src = source_of(ctx.params)
+    let p: ShaderParams = ctx.params()?;
+    let src = source_of(&p)
         .map_err(|(_, m, _)| NodeError::input(format!("node `{}`: {m}", ctx.node_id)))?;
     let name = src.file.clone().unwrap_or_else(|| "inline shader".into());
-    let entry = ctx.params.str("entry")?.to_string();
-    let (workgroup, uses_uniform) = compile(&src.text, &entry)
+    let (workgroup, uses_uniform) = compile(&src.text, &p.entry)
         .map_err(|e| NodeError::input(format!("node `{}`: {name}: {}", ctx.node_id, e.message)))?;
-    let values: Vec<f32> = ctx
-        .params
-        .parse::<Vec<f64>>("values")?
-        .into_iter()
-        .map(|v| v as f32)
-        .collect();
-    let size = (
-        ctx.params.opt_u64("width").map(|w| w as u32),
-        ctx.params.opt_u64("height").map(|h| h as u32),
-    );
+    let values: Vec<f32> = p.values.iter().map(|&v| v as f32).collect();
     imp::build(
         ctx,
         &src.text,
         &name,
-        &entry,
+        &p.entry,
         (workgroup, uses_uniform),
         values,
-        size,
+        (p.width, p.height),
     )
-}
-
-#[cfg(not(feature = "neural"))]
-mod imp {
-    use super::*;
-    pub fn build(
-        ctx: &BuildCtx<'_>,
-        _src: &str,
-        _name: &str,
-        _entry: &str,
-        _interface: ([u32; 3], bool),
-        _values: Vec<f32>,
-        _size: (Option<u32>, Option<u32>),
-    ) -> Result<Runtime, NodeError> {
-        Err(NodeError::input(format!(
-            "node `{}`: this vidflow was built without the `neural` feature, which brings wgpu; rebuild with `cargo build --release --features neural`",
-            ctx.node_id
-        )))
-    }
 }
 
 #[cfg(feature = "neural")]
@@ -332,7 +309,7 @@ mod imp {
     use crate::gpu::Gpu;
     use burn::backend::wgpu::wgpu;
     use std::sync::Arc;
-    use vidflow_engine::exec::Emitter;
+    use vidflow_engine::Emitter;
     use vidflow_engine::{Frame, Input, Payload, Process};
 
     pub fn build(

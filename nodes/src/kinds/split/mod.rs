@@ -15,22 +15,51 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use vidflow_engine::exec::Emitter;
-use vidflow_engine::node::ParamProblem;
+use vidflow_engine::Emitter;
 use vidflow_engine::{
-    End, Frame, Input, NodeError, NodeKind, ParamSpec, ParamType, Params, Payload, PortType,
-    Process, Runtime,
+    End, Frame, Input, NodeError, NodeKind, ParamType, Payload, PortType, Problem, Process,
+    Runtime, params,
 };
+
+params! {
+    /// The params of `split`.
+    pub struct SplitParams {
+        /// frames per segment: a list, or one number for fixed-size segments
+        segment_frames: OneOrList = required(ParamType::one_or_list(ParamType::int_from(1))),
+        /// frames shared by consecutive segments: one for all, or one per boundary
+        overlaps: OneOrList = default(ParamType::one_or_list(ParamType::int_from(0)), 0),
+        /// also write each segment to a file: a pattern with `{index}` (e.g.
+        /// out/seg_{index}.mp4)
+        path: Option<String> = optional(ParamType::Path),
+        /// video encoder for segment files (default libx264)
+        codec: Option<String> = optional(ParamType::Str),
+        /// constant rate factor for segment files
+        crf: Option<f64> = optional(ParamType::float_in(0.0, 63.0)),
+        /// encoder preset for segment files
+        preset: Option<String> = optional(ParamType::Str),
+        /// pixel format of segment files (default yuv420p)
+        pix_fmt: Option<String> = optional(ParamType::Str),
+    }
+}
+
+/// A count param given as one number or as a list of numbers.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(untagged)]
+pub enum OneOrList {
+    One(u64),
+    List(Vec<u64>),
+}
 
 pub fn kind() -> NodeKind {
     NodeKind::new(
         "split",
         "Splits a frame stream into segments (frame counts and overlaps): tagged per-segment frame streams, and optionally one video file per segment.",
         |ctx| {
-            let plan = Plan::from_params(ctx.params).map_err(|e| NodeError::input(format!("node `{}`: {e}", ctx.node_id)))?;
-            let files = match ctx.params.opt_str("path") {
+            let p: SplitParams = ctx.params()?;
+            let plan = Plan::from_params(&p).map_err(|e| NodeError::input(format!("node `{}`: {e}", ctx.node_id)))?;
+            let files = match &p.path {
                 None => None,
-                Some(pattern) => Some(files(ctx, pattern)?),
+                Some(pattern) => Some(files(ctx.node_id, &p, pattern)?),
             };
             Ok(Runtime::Process(Box::new(Split {
                 node: ctx.node_id.to_string(),
@@ -43,17 +72,11 @@ pub fn kind() -> NodeKind {
     )
     .input("frames", PortType::FRAMES, "frames to split")
     .output("frames", PortType::FRAMES, "the frames of each segment in order, tagged `{segment, segment_frame}` in meta")
-    .param(ParamSpec::required("segment_frames", ParamType::one_or_list(ParamType::Int { min: Some(1), max: None }), "frames per segment: a list, or one number for fixed-size segments"))
-    .param(ParamSpec::with_default("overlaps", ParamType::one_or_list(ParamType::Int { min: Some(0), max: None }), 0, "frames shared by consecutive segments: one for all, or one per boundary"))
-    .param(ParamSpec::optional("path", ParamType::Path, "also write each segment to a file: a pattern with `{index}` (e.g. out/seg_{index}.mp4)"))
-    .param(ParamSpec::optional("codec", ParamType::Str, "video encoder for segment files (default libx264)"))
-    .param(ParamSpec::optional("crf", ParamType::Float { min: Some(0.0), max: Some(63.0) }, "constant rate factor for segment files"))
-    .param(ParamSpec::optional("preset", ParamType::Str, "encoder preset for segment files"))
-    .param(ParamSpec::optional("pix_fmt", ParamType::Str, "pixel format of segment files (default yuv420p)"))
+    .params::<SplitParams>()
     .example("- id: seg\n  kind: split\n  params: { segment_frames: [81, 81, 65], overlaps: 8 }\n  inputs: { frames: gen.frames }\n")
-    .validate(|p| match Plan::from_params(p) {
-        Ok(_) => vec![],
-        Err(e) => vec![ParamProblem { param: "overlaps".into(), message: e, help: Some("each overlap must be shorter than the two segments it joins".into()), at: None }],
+    .check(|cx| match cx.params::<SplitParams>().map(|p| Plan::from_params(&p)) {
+        Some(Err(e)) => vec![Problem::param("overlaps", e).help("each overlap must be shorter than the two segments it joins")],
+        _ => vec![],
     })
 }
 
@@ -68,32 +91,17 @@ pub struct Plan {
 }
 
 impl Plan {
-    pub fn from_params(p: &Params) -> Result<Plan, String> {
-        let (lengths, repeat) = match p.get("segment_frames") {
-            Some(serde_json::Value::Array(_)) => (
-                p.parse::<Vec<u64>>("segment_frames")
-                    .map_err(|e| e.to_string())?,
-                false,
-            ),
-            Some(v) => (
-                vec![
-                    v.as_u64()
-                        .ok_or("`segment_frames` must be a positive integer or a list of them")?,
-                ],
-                true,
-            ),
-            None => return Err("`segment_frames` is required".into()),
+    pub fn from_params(p: &SplitParams) -> Result<Plan, String> {
+        let (lengths, repeat) = match &p.segment_frames {
+            OneOrList::List(v) => (v.clone(), false),
+            OneOrList::One(n) => (vec![*n], true),
         };
         if lengths.is_empty() || lengths.contains(&0) {
             return Err("`segment_frames` must be positive and not empty".into());
         }
-        let (overlaps, overlap_all) = match p.get("overlaps") {
-            Some(serde_json::Value::Array(_)) => (
-                p.parse::<Vec<u64>>("overlaps").map_err(|e| e.to_string())?,
-                0,
-            ),
-            Some(v) => (vec![], v.as_u64().unwrap_or(0)),
-            None => (vec![], 0),
+        let (overlaps, overlap_all) = match &p.overlaps {
+            OneOrList::List(v) => (v.clone(), 0),
+            OneOrList::One(n) => (vec![], *n),
         };
         if !overlaps.is_empty() && !repeat && overlaps.len() + 1 != lengths.len() {
             return Err(format!(
@@ -297,11 +305,10 @@ impl Process for Split {
 }
 
 #[cfg(feature = "media")]
-fn files(ctx: &vidflow_engine::BuildCtx<'_>, pattern: &str) -> Result<Files, NodeError> {
+fn files(node: &str, p: &SplitParams, pattern: &str) -> Result<Files, NodeError> {
     if !pattern.contains("{index}") {
         return Err(NodeError::input(format!(
-            "node `{}`: `path` must contain `{{index}}` (e.g. out/seg_{{index}}.mp4) so each segment gets its own file",
-            ctx.node_id
+            "node `{node}`: `path` must contain `{{index}}` (e.g. out/seg_{{index}}.mp4) so each segment gets its own file"
         )));
     }
     let dir = std::path::Path::new(pattern)
@@ -310,25 +317,33 @@ fn files(ctx: &vidflow_engine::BuildCtx<'_>, pattern: &str) -> Result<Files, Nod
         .unwrap_or(std::path::Path::new("."));
     if !dir.is_dir() {
         return Err(NodeError::input(format!(
-            "node `{}`: cannot write `{pattern}`: folder `{}` does not exist; create it or choose another path",
-            ctx.node_id,
+            "node `{node}`: cannot write `{pattern}`: folder `{}` does not exist; create it or choose another path",
             dir.display()
         )));
     }
     Ok(Files {
-        node: ctx.node_id.to_string(),
+        node: node.to_string(),
         pattern: pattern.to_string(),
-        opts: crate::media::writer::options(ctx.params)?,
+        // The video settings of `encode`; segment files carry no audio.
+        opts: crate::media::writer::EncodeOptions {
+            codec: p.codec.clone(),
+            crf: p.crf,
+            preset: p.preset.clone(),
+            pix_fmt: p.pix_fmt.clone(),
+            rate: None,
+            audio_codec: "aac".into(),
+            audio_bitrate: 128_000,
+        },
         open: vec![],
     })
 }
 
+/// Writing segment files needs FFmpeg; splitting into frame streams does not.
 #[cfg(not(feature = "media"))]
-fn files(ctx: &vidflow_engine::BuildCtx<'_>, _pattern: &str) -> Result<Files, NodeError> {
-    Err(crate::media::not_built(
-        ctx.node_id,
-        "`split` writing files",
-    ))
+fn files(node: &str, _p: &SplitParams, _pattern: &str) -> Result<Files, NodeError> {
+    Err(NodeError::runtime(format!(
+        "node `{node}`: this vidflow was built without the `media` feature, so `split` cannot write segment files (`path`); rebuild with `--features media`"
+    )))
 }
 
 /// Segment files being written (at most two at a time: both sides of an overlap).

@@ -12,11 +12,21 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use vidflow_engine::exec::Emitter;
+use vidflow_engine::Emitter;
 use vidflow_engine::{
-    End, Frame, Input, NodeError, NodeKind, ParamSpec, ParamType, Payload, PortType, Process, Rate,
-    Runtime,
+    End, Frame, Input, NodeError, NodeKind, ParamType, Payload, PortType, Process, Rate, Runtime,
+    params,
 };
+
+params! {
+    /// The params of `stitch`.
+    pub struct StitchParams {
+        /// frames shared by consecutive segments: one for all, or one per boundary
+        overlaps: Overlaps = default(ParamType::one_or_list(ParamType::int_from(0)), 0),
+        /// how an overlap is joined: linear cross-fade, or a hard cut in its middle
+        blend: String = default(ParamType::one_of(&["linear", "cut"]), "linear"),
+    }
+}
 
 pub fn kind() -> NodeKind {
     NodeKind::new(
@@ -24,16 +34,11 @@ pub fn kind() -> NodeKind {
         "Joins segments (frames tagged with `segment` in meta) into one stream, cross-fading (`blend: linear`) or cutting (`blend: cut`) where they overlap.",
         |ctx| {
             let node = ctx.node_id.to_string();
-            let overlaps = match ctx.params.get("overlaps") {
-                Some(serde_json::Value::Array(_)) => Overlaps::Each(ctx.params.parse::<Vec<u64>>("overlaps")?),
-                Some(v) => Overlaps::All(v.as_u64().unwrap_or(0)),
-                None => Overlaps::All(0),
-            };
-            let cut = ctx.params.opt_str("blend") == Some("cut");
+            let p: StitchParams = ctx.params()?;
             Ok(Runtime::Process(Box::new(Stitch {
                 node,
-                overlaps,
-                cut,
+                overlaps: p.overlaps,
+                cut: p.blend == "cut",
                 current: None,
                 held: VecDeque::new(),
                 blending: None,
@@ -44,12 +49,14 @@ pub fn kind() -> NodeKind {
     )
     .input("frames", PortType::FRAMES, "frames of consecutive segments, tagged `segment` in meta, in order")
     .output("frames", PortType::FRAMES, "one stream, renumbered from 0")
-    .param(ParamSpec::with_default("overlaps", ParamType::one_or_list(ParamType::Int { min: Some(0), max: None }), 0, "frames shared by consecutive segments: one for all, or one per boundary"))
-    .param(ParamSpec::with_default("blend", ParamType::Enum(vec!["linear", "cut"]), "linear", "how an overlap is joined: linear cross-fade, or a hard cut in its middle"))
+    .params::<StitchParams>()
     .example("- id: join\n  kind: stitch\n  params: { overlaps: 8, blend: linear }\n  inputs: { frames: gen.frames }\n")
 }
 
-enum Overlaps {
+/// The `overlaps` param: one number for every boundary, or one per boundary.
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(untagged)]
+pub enum Overlaps {
     All(u64),
     Each(Vec<u64>),
 }

@@ -2,29 +2,40 @@
 //! and benchmarks can run without media files. Deterministic: frame `i` is always the same.
 
 use vidflow_engine::{
-    Frame, NodeError, NodeKind, ParamSpec, ParamType, Payload, PortType, Rate, Runtime, Source,
-    exec::Emitter,
+    Emitter, Frame, NodeError, NodeKind, ParamType, Payload, PortType, Rate, Runtime, Source,
+    params,
 };
+
+params! {
+    /// The params of `testsrc`.
+    pub struct TestSrcParams {
+        /// frame width in pixels
+        width: u32 = default(ParamType::int_in(2, 16384), 320),
+        /// frame height in pixels
+        height: u32 = default(ParamType::int_in(2, 16384), 180),
+        /// number of frames
+        count: u64 = default(ParamType::int_from(0), 100),
+        /// frames per second
+        rate: f64 = default(ParamType::float_in(0.001, 1000.0), 25.0),
+    }
+}
 
 pub fn kind() -> NodeKind {
     NodeKind::new(
         "testsrc",
         "Synthetic frames: moving colour bars over a gradient, `count` frames of `width`x`height` at `rate` fps.",
         |ctx| {
-            let p = ctx.params;
+            let p: TestSrcParams = ctx.params()?;
             Ok(Runtime::Source(Box::new(TestSrc {
-                width: p.u64("width")? as u32,
-                height: p.u64("height")? as u32,
-                count: p.u64("count")?,
-                rate: Rate::from_fps(p.f64("rate")?),
+                width: p.width,
+                height: p.height,
+                count: p.count,
+                rate: Rate::from_fps(p.rate),
             })))
         },
     )
     .output("frames", PortType::FRAMES, "RGB frames")
-    .param(ParamSpec::with_default("width", ParamType::Int { min: Some(2), max: Some(16384) }, 320, "frame width in pixels"))
-    .param(ParamSpec::with_default("height", ParamType::Int { min: Some(2), max: Some(16384) }, 180, "frame height in pixels"))
-    .param(ParamSpec::with_default("count", ParamType::Int { min: Some(0), max: None }, 100, "number of frames"))
-    .param(ParamSpec::with_default("rate", ParamType::Float { min: Some(0.001), max: Some(1000.0) }, 25.0, "frames per second"))
+    .params::<TestSrcParams>()
     .example("- id: src\n  kind: testsrc\n  params: { width: 320, height: 180, count: 100, rate: 25 }\n")
 }
 

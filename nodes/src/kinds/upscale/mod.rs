@@ -18,54 +18,57 @@
 #[cfg(feature = "neural")]
 pub mod bench;
 
-use vidflow_engine::{BatchConfig, NodeError, NodeKind, ParamSpec, ParamType, PortType, Runtime};
+use vidflow_engine::{BatchConfig, NodeKind, ParamType, PortType, Problem, params};
 
 /// The built-in weights' name, as shown in messages.
 pub const BUILTIN_NAME: &str = "built-in realesr-animevideov3-x4";
 
+params! {
+    /// The params of `upscale`.
+    pub struct UpscaleParams {
+        /// a Real-ESRGAN checkpoint (.pth or .safetensors; SRVGGNetCompact or RRDBNet,
+        /// recognised from its keys); default (or empty): the built-in realesr-animevideov3 x4
+        weights: Option<String> = optional(ParamType::Path),
+        /// output size ÷ input size; default: the network's own factor. Other values resize
+        /// the network's output with Lanczos-4 (Real-ESRGAN's `outscale`)
+        scale: Option<f64> = optional(ParamType::float_in(0.1, 16.0)),
+        /// run frames larger than this many pixels (width or height) tile by tile; 0: whole
+        /// frames
+        tile: usize = default(ParamType::int_in(0, 8192), 0),
+        /// pixels of context read around each tile and then discarded (24 covers
+        /// realesr-animevideov3's receptive field, so its tiles match the whole-frame result;
+        /// Real-ESRGAN's default is 10)
+        tile_pad: usize = default(ParamType::int_in(0, 512), 24),
+        /// arithmetic precision; f16 where the device supports it (else f32, with a note)
+        precision: String = default(ParamType::one_of(&["f32", "f16"]), "f32"),
+    }
+}
+
 pub fn kind() -> NodeKind {
-    NodeKind::new(
+    NodeKind::gated(
         "upscale",
         "Video super-resolution with Real-ESRGAN (SRVGGNetCompact or RRDBNet weights, .pth or .safetensors), batched and optionally tiled, on the run's GPU or CPU.",
-        build,
+        "neural",
+        crate::gated_factory!("neural", imp::build),
     )
     .input("frames", PortType::FRAMES, "RGB frames")
     .output("frames", PortType::FRAMES, "upscaled RGB frames, same index and time")
-    .param(ParamSpec::optional("weights", ParamType::Path, "a Real-ESRGAN checkpoint (.pth or .safetensors; SRVGGNetCompact or RRDBNet, recognised from its keys); default (or empty): the built-in realesr-animevideov3 x4"))
-    .param(ParamSpec::optional("scale", ParamType::Float { min: Some(0.1), max: Some(16.0) }, "output size ÷ input size; default: the network's own factor. Other values resize the network's output with Lanczos-4 (Real-ESRGAN's `outscale`)"))
-    .param(ParamSpec::with_default("tile", ParamType::Int { min: Some(0), max: Some(8192) }, 0, "run frames larger than this many pixels (width or height) tile by tile; 0: whole frames"))
-    .param(ParamSpec::with_default("tile_pad", ParamType::Int { min: Some(0), max: Some(512) }, 24, "pixels of context read around each tile and then discarded (24 covers realesr-animevideov3's receptive field, so its tiles match the whole-frame result; Real-ESRGAN's default is 10)"))
-    .param(ParamSpec::with_default("precision", ParamType::Enum(vec!["f32", "f16"]), "f32", "arithmetic precision; f16 where the device supports it (else f32, with a note)"))
+    .params::<UpscaleParams>()
     .batched("frames", Some(BatchConfig { max: 8, wait_ms: 20 }))
-    .validate(|p| {
+    .check(|cx| {
+        let Some(p) = cx.params::<UpscaleParams>() else {
+            return vec![];
+        };
         let mut problems = vec![];
-        if let Some(t) = p.opt_u64("tile")
-            && t > 0
-            && t < 16
-        {
-            problems.push(vidflow_engine::node::ParamProblem {
-                param: "tile".into(),
-                message: format!("tile {t} is too small"),
-                help: Some("use 0 (no tiling) or at least 16; 128 to 512 is typical".into()),
-                at: None,
-            });
+        if p.tile > 0 && p.tile < 16 {
+            problems.push(
+                Problem::param("tile", format!("tile {} is too small", p.tile))
+                    .help("use 0 (no tiling) or at least 16; 128 to 512 is typical"),
+            );
         }
         problems
     })
     .example("- id: sr\n  kind: upscale\n  params: { scale: 4, tile: 256 }\n  batch: { max: 8, wait_ms: 20 }\n  inputs: { frames: src.frames }\n")
-}
-
-#[cfg(not(feature = "neural"))]
-fn build(ctx: &vidflow_engine::BuildCtx<'_>) -> Result<Runtime, NodeError> {
-    Err(NodeError::input(format!(
-        "node `{}`: this vidflow was built without the `neural` feature, so `upscale` cannot run; rebuild with `--features neural`",
-        ctx.node_id
-    )))
-}
-
-#[cfg(feature = "neural")]
-fn build(ctx: &vidflow_engine::BuildCtx<'_>) -> Result<Runtime, NodeError> {
-    imp::build(ctx)
 }
 
 #[cfg(feature = "neural")]
@@ -73,7 +76,7 @@ pub use imp::*;
 
 #[cfg(feature = "neural")]
 mod imp {
-    use super::BUILTIN_NAME;
+    use super::{BUILTIN_NAME, UpscaleParams};
     use crate::gpu::device::Compute;
     use crate::gpu::pixels;
     use crate::models::realesrgan::{self, Arch, Network};
@@ -81,7 +84,7 @@ mod imp {
     use burn::tensor::{DType, Device, Tensor, TensorData};
     use std::path::Path;
     use std::sync::Arc;
-    use vidflow_engine::exec::Emitter;
+    use vidflow_engine::Emitter;
     use vidflow_engine::{BuildCtx, Frame, Input, NodeError, Payload, Process, Runtime};
 
     /// The built-in weights: realesr-animevideov3 x4 (Real-ESRGAN, BSD-3-Clause; see
@@ -347,20 +350,21 @@ mod imp {
     }
 
     pub(super) fn build(ctx: &BuildCtx<'_>) -> Result<Runtime, NodeError> {
-        let p = ctx.params;
+        let p: UpscaleParams = ctx.params()?;
         let node = ctx.node_id.to_string();
         // An empty string (a graph param left at its default) means the built-in weights.
         let path = p
-            .opt_str("weights")
+            .weights
+            .as_deref()
             .filter(|s| !s.trim().is_empty())
             .map(Path::new);
         let ck =
             load_checkpoint(path).map_err(|e| NodeError::input(format!("node `{node}`: {e}")))?;
         let opts = UpscaleOptions {
-            scale: p.opt_f64("scale"),
-            tile: p.u64("tile")? as usize,
-            tile_pad: p.u64("tile_pad")? as usize,
-            f16: p.str("precision")? == "f16",
+            scale: p.scale,
+            tile: p.tile,
+            tile_pad: p.tile_pad,
+            f16: p.precision == "f16",
         };
         let compute = Compute::for_run(ctx.shared)?;
         let up = Upscaler::new(&ck, &compute.device, opts)
@@ -436,7 +440,7 @@ mod imp {
 /// weights normalised); borders are replicated.
 ///
 /// The workspace's one Lanczos-4 on the CPU (`shaders/resize_lanczos4.wgsl` runs the same
-/// filter on the GPU, and `nodes/tests/upscale_shaders.rs` compares the two); it stays here
+/// filter on the GPU, and `nodes/tests/nodes/upscale_shaders.rs` compares the two); it stays here
 /// because only `upscale` resizes this way.
 pub fn resize_lanczos4(src: &[u8], w: usize, h: usize, nw: usize, nh: usize) -> Vec<u8> {
     fn taps(n_src: usize, n_dst: usize) -> Vec<(usize, [usize; 8], [f32; 8])> {

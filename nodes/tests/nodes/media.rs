@@ -3,12 +3,12 @@
 //! audio's duration; sampling and time windows pick the right frames; PNG sequences round-trip
 //! losslessly; split then stitch gives back the original frames; overlaps blend as documented.
 //! Outputs are checked with ffprobe, or decoded again and compared byte for byte.
-#![cfg(feature = "media")]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use crate::common::{assert_ok, ffmpeg, ffprobe, load, tmp};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
-use vidflow_engine::exec::{self, Emitter, RunOptions, RunReport};
+use vidflow_engine::Emitter;
+use vidflow_engine::exec::{self, RunOptions, RunReport};
 use vidflow_engine::{
     AudioChunk, Frame, Input, Mode, NodeError, NodeKind, Payload, PortType, Process, Runtime,
     SourceFile,
@@ -94,14 +94,6 @@ fn run(yaml: &str) -> (RunReport, Vec<(String, Payload)>) {
     (report, items)
 }
 
-fn assert_ok(report: &RunReport) {
-    assert!(
-        report.ok(),
-        "run failed: {:?}",
-        report.failure.as_ref().map(|f| f.to_string())
-    );
-}
-
 fn frames_of<'a>(items: &'a [(String, Payload)], node: &str) -> Vec<&'a Frame> {
     items
         .iter()
@@ -116,51 +108,6 @@ fn audio_of<'a>(items: &'a [(String, Payload)], node: &str) -> Vec<&'a AudioChun
         .filter(|(n, _)| n == node)
         .filter_map(|(_, p)| p.as_audio())
         .collect()
-}
-
-/// A fresh, empty folder for one test, removed when the test passes (kept for a look when
-/// it fails).
-struct TmpDir(PathBuf);
-
-impl std::ops::Deref for TmpDir {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl AsRef<Path> for TmpDir {
-    fn as_ref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TmpDir {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-}
-
-fn tmp(name: &str) -> TmpDir {
-    let d = std::env::temp_dir().join(format!("vidflow-media-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    TmpDir(d)
-}
-
-fn ffmpeg(args: &[&str]) {
-    let out = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-y"])
-        .args(args)
-        .output()
-        .expect("the ffmpeg CLI runs");
-    assert!(
-        out.status.success(),
-        "ffmpeg {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// A testsrc2 clip, with a sine tone when `audio` is (rate, channels).
@@ -194,22 +141,6 @@ fn clip(path: &Path, size: &str, rate: &str, secs: f64, audio: Option<(u32, u32)
     }
     args.push(path.to_str().unwrap().into());
     ffmpeg(&args.iter().map(String::as_str).collect::<Vec<_>>());
-}
-
-fn ffprobe(args: &[&str], path: &Path) -> String {
-    let out = Command::new("ffprobe")
-        .args(["-v", "error"])
-        .args(args)
-        .arg(path)
-        .output()
-        .expect("ffprobe runs");
-    assert!(
-        out.status.success(),
-        "ffprobe {args:?} {} failed: {}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
 }
 
 /// Presentation times of the video frames, in display order.
@@ -816,9 +747,7 @@ fn an_interrupted_encode_leaves_no_file() {
         out.display()
     );
     let reg = vidflow_nodes::registry();
-    let graph =
-        vidflow_engine::check_source(SourceFile::new("long.yaml", yaml), &reg, &[], Mode::Run)
-            .unwrap_or_else(|e| panic!("{}", e.render()));
+    let graph = load("long.yaml", &yaml, &[], &reg);
     let stop = vidflow_engine::exec::StopFlag::new();
     let stopper = stop.clone();
     let partial = dir.join(".long.mp4.partial");

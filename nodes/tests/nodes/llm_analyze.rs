@@ -3,11 +3,10 @@
 //! mode, and the errors that stop a run. Frames come from `testsrc`, records go through the
 //! `jsonl` sink, and the graph runs on the real executor.
 
-#![cfg(feature = "llm")]
+use crate::llm_fake;
 
-mod llm_fake;
-
-use llm_fake::{FakeServer, Fault, Options, graph, read_records, temp_dir};
+use crate::common::{assert_ok, load, read_records, temp_dir};
+use llm_fake::{FakeServer, Fault, Options, graph};
 use serde_json::Value;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,13 +18,7 @@ const FAST: &str = "cache: false, max_side: 128, backoff_ms: 20, max_backoff_ms:
 
 fn run_graph(yaml: &str) -> RunReport {
     let registry = vidflow_nodes::registry();
-    let g = check_source(
-        SourceFile::new("llm-test.yaml", yaml.to_string()),
-        &registry,
-        &[],
-        Mode::Run,
-    )
-    .unwrap_or_else(|e| panic!("{}", e.render()));
+    let g = load("llm-test.yaml", yaml, &[], &registry);
     exec::run(&g, RunOptions::default())
 }
 
@@ -46,10 +39,6 @@ fn analyze(
     };
     let _ = std::fs::remove_dir_all(&dir);
     (report, records)
-}
-
-fn ok(report: &RunReport) {
-    assert!(report.ok(), "run failed: {:?}", report.failure);
 }
 
 /// Exactly one record per frame, in frame order, each with its own timestamp; and where a
@@ -82,7 +71,7 @@ fn thirty_frames_in_batches_of_three_make_ten_requests() {
         ..Options::default()
     });
     let (report, records) = analyze(&server, 30, FAST, None);
-    ok(&report);
+    assert_ok(&report);
     one_record_per_frame(&records, 30);
     no_problems(&server);
     let reqs = server.requests();
@@ -125,7 +114,7 @@ fn per_frame_mode_sends_one_request_per_frame_with_the_batch_as_context() {
         ),
         None,
     );
-    ok(&report);
+    assert_ok(&report);
     one_record_per_frame(&records, 12);
     no_problems(&server);
     let reqs = server.requests();
@@ -157,7 +146,7 @@ fn a_single_frame_goes_alone() {
         ..Options::default()
     });
     let (report, records) = analyze(&server, 1, FAST, None);
-    ok(&report);
+    assert_ok(&report);
     one_record_per_frame(&records, 1);
     no_problems(&server);
     let reqs = server.requests();
@@ -179,7 +168,7 @@ fn batches_over_max_images_are_split_evenly() {
         &format!("{FAST}, max_images: 4"),
         Some("{ max: 7, wait_ms: 1000 }"),
     );
-    ok(&report);
+    assert_ok(&report);
     one_record_per_frame(&records, 14);
     no_problems(&server);
     let mut sizes: Vec<usize> = server.requests().iter().map(|r| r.images).collect();
@@ -213,7 +202,7 @@ fn faults_are_retried_or_fall_back_and_every_frame_gets_one_record() {
     let params = format!("{FAST}, concurrency: 3, max_retries: 2, timeout_s: 0.5");
     let started = Instant::now();
     let (report, records) = analyze(&server, 30, &params, None);
-    ok(&report);
+    assert_ok(&report);
     one_record_per_frame(&records, 30);
     no_problems(&server);
     assert!(started.elapsed() < Duration::from_secs(20));
@@ -308,7 +297,7 @@ fn retries_give_up_with_the_error_in_the_record() {
         ..Options::default()
     });
     let (report, records) = analyze(&server, 6, &format!("{FAST}, max_retries: 1"), None);
-    ok(&report);
+    assert_ok(&report);
     one_record_per_frame(&records, 6);
     for (i, r) in records.iter().enumerate().skip(3) {
         if i == 4 {
@@ -338,7 +327,7 @@ fn records_come_out_in_frame_order_when_answers_do_not() {
         ..Options::default()
     });
     let (report, records) = analyze(&server, 15, &format!("{FAST}, concurrency: 5"), None);
-    ok(&report);
+    assert_ok(&report);
     one_record_per_frame(&records, 15);
     assert_eq!(server.count(), 5);
 }
@@ -366,7 +355,7 @@ fn concurrency_is_never_exceeded_and_is_used() {
             None,
         );
         let took = started.elapsed();
-        ok(&report);
+        assert_ok(&report);
         one_record_per_frame(&records, count);
         no_problems(&server);
         assert_eq!(
@@ -416,7 +405,7 @@ fn requests_per_minute_holds() {
         &format!("{FAST}, mode: per_frame, concurrency: 5, requests_per_minute: 610"),
         None,
     );
-    ok(&report);
+    assert_ok(&report);
     one_record_per_frame(&records, 25);
     let mut at: Vec<Duration> = server.requests().iter().map(|r| r.at).collect();
     at.sort();
@@ -448,7 +437,7 @@ fn tokens_per_minute_holds() {
         "cache: false, mode: per_frame, send_images: false, concurrency: 5, max_tokens: 50, tokens_per_minute: 61000",
         None,
     );
-    ok(&report);
+    assert_ok(&report);
     one_record_per_frame(&records, 20);
     let mut at: Vec<Duration> = server.requests().iter().map(|r| r.at).collect();
     at.sort();
@@ -479,12 +468,12 @@ fn a_second_run_is_answered_from_the_cache() {
         cache.join("answers").display()
     );
     let (report, first) = analyze(&server, 30, &params, None);
-    ok(&report);
+    assert_ok(&report);
     one_record_per_frame(&first, 30);
     assert_eq!(server.count(), 10);
 
     let (report, second) = analyze(&server, 30, &params, None);
-    ok(&report);
+    assert_ok(&report);
     one_record_per_frame(&second, 30);
     assert_eq!(server.count(), 10, "the second run sent requests");
     for (a, b) in first.iter().zip(&second) {
@@ -501,7 +490,7 @@ fn a_second_run_is_answered_from_the_cache() {
         &format!("{params}, prompt: \"What changed?\\n{{frames}}\""),
         None,
     );
-    ok(&report);
+    assert_ok(&report);
     one_record_per_frame(&third, 30);
     assert_eq!(server.count(), 20);
     assert!(third.iter().all(|r| r["cached"] == false));
@@ -521,7 +510,7 @@ fn send_images_false_sends_only_the_frame_list() {
         "cache: false, send_images: false, prompt: \"Frames in view: {indices} ({count}, {start} to {end} s)\\n{frames}\"",
         None,
     );
-    ok(&report);
+    assert_ok(&report);
     one_record_per_frame(&records, 3);
     no_problems(&server);
     let reqs = server.requests();
@@ -543,7 +532,7 @@ fn a_server_without_json_mode_is_asked_without_it() {
         ..Options::default()
     });
     let (report, records) = analyze(&server, 30, &format!("{FAST}, concurrency: 2"), None);
-    ok(&report);
+    assert_ok(&report);
     one_record_per_frame(&records, 30);
     assert!(records.iter().all(|r| r["fallback"].is_null()));
     let reqs = server.requests();

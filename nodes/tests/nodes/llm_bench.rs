@@ -5,14 +5,10 @@
 //!
 //! `scripts/bench-llm.sh` runs it in release mode with the table shown.
 
-#![cfg(feature = "llm")]
-
-mod llm_fake;
-
-use llm_fake::{FakeServer, Options, graph, read_records, temp_dir};
+use crate::common::{assert_ok, load, read_records, temp_dir};
+use crate::llm_fake::{FakeServer, Options, graph};
 use std::time::Duration;
 use vidflow_engine::exec::{self, RunOptions};
-use vidflow_engine::{Mode, SourceFile, check_source};
 
 const FRAMES: u64 = 30;
 const CONCURRENCY: usize = 5;
@@ -35,15 +31,9 @@ fn measure(mode: &str) -> (usize, f64) {
         &out,
     );
     let registry = vidflow_nodes::registry();
-    let g = check_source(
-        SourceFile::new("bench.yaml", yaml),
-        &registry,
-        &[],
-        Mode::Run,
-    )
-    .unwrap_or_else(|e| panic!("{}", e.render()));
+    let g = load("bench.yaml", &yaml, &[], &registry);
     let report = exec::run(&g, RunOptions::default());
-    assert!(report.ok(), "{:?}", report.failure);
+    assert_ok(&report);
     let records = read_records(&out);
     assert_eq!(records.len() as u64, FRAMES);
     assert!(records.iter().all(|r| r["error"].is_null()));

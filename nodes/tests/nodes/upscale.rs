@@ -9,71 +9,19 @@
 //!
 //! Tolerances: 1e-4 on Burn's CPU backend, 1e-3 on wgpu (run here on Mesa's lavapipe, a
 //! software Vulkan driver: `apt-get install mesa-vulkan-drivers libvulkan1`).
-#![cfg(feature = "neural")]
 
+use crate::common::{assert_ok, fixture, load, max_abs_diff, read_npy, run_on_cpu, temp_dir};
 use burn::tensor::Device;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use vidflow_engine::exec::{self, Emitter, RunOptions};
-use vidflow_engine::node::Shared;
+use vidflow_engine::Emitter;
 use vidflow_engine::{
-    Frame, Input, Mode, NodeError, NodeKind, Payload, PortType, Process, Rate, Runtime, SourceFile,
+    Frame, Input, NodeError, NodeKind, Payload, PortType, Process, Rate, Runtime,
 };
 use vidflow_nodes::gpu::device::{Compute, DevicePreference};
 use vidflow_nodes::kinds::upscale::{UpscaleOptions, Upscaler, load_checkpoint};
 use vidflow_nodes::models::realesrgan::{self, Arch};
 use vidflow_nodes::weights;
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
-
-/// A float32 little-endian C-order `.npy` array: (shape, data).
-fn read_npy(name: &str) -> (Vec<usize>, Vec<f32>) {
-    let path = fixture(name);
-    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert_eq!(&bytes[..6], b"\x93NUMPY", "{name}: not a .npy file");
-    let (header_len, start) = match bytes[6] {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        _ => (
-            u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize,
-            12,
-        ),
-    };
-    let header = std::str::from_utf8(&bytes[start..start + header_len]).unwrap();
-    assert!(header.contains("'descr': '<f4'"), "{name}: {header}");
-    assert!(
-        header.contains("'fortran_order': False"),
-        "{name}: {header}"
-    );
-    let shape_str = header
-        .split("'shape': (")
-        .nth(1)
-        .and_then(|s| s.split(')').next())
-        .unwrap();
-    let shape: Vec<usize> = shape_str
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse().unwrap())
-        .collect();
-    let data: Vec<f32> = bytes[start + header_len..]
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect();
-    assert_eq!(data.len(), shape.iter().product::<usize>(), "{name}");
-    (shape, data)
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
 
 fn builtin() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/realesr-animevideov3-x4.safetensors")
@@ -310,10 +258,9 @@ fn write_safetensors(path: &Path, tensors: &[(&str, Vec<usize>)]) {
     std::fs::write(path, bytes).unwrap();
 }
 
+/// A path named `name` in a fresh folder.
 fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("vidflow-upscale-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
+    temp_dir("upscale-test").join(name)
 }
 
 /// The message the node gives for a weights file, through the whole factory path.
@@ -323,18 +270,8 @@ fn node_error(weights: &Path) -> String {
         weights.display()
     );
     let registry = vidflow_nodes::registry();
-    let graph =
-        vidflow_engine::check_source(SourceFile::new("t.yaml", yaml), &registry, &[], Mode::Run)
-            .unwrap_or_else(|e| panic!("{}", e.render()));
-    let shared = Shared::default();
-    shared.insert(DevicePreference::Cpu);
-    let report = exec::run(
-        &graph,
-        RunOptions {
-            shared: Arc::new(shared),
-            ..Default::default()
-        },
-    );
+    let graph = load("t.yaml", &yaml, &[], &registry);
+    let report = run_on_cpu(&graph);
     let failure = report.failure.expect("the run fails");
     assert_eq!(failure.node, "sr");
     assert!(
@@ -448,19 +385,9 @@ fn the_node_batches_frames_and_keeps_their_order_and_times() {
         .input("items", PortType::FRAMES, "frames"),
     );
     let yaml = "name: t\nnodes:\n  - id: src\n    kind: testsrc\n    params: { width: 24, height: 16, count: 11, rate: 25 }\n  - id: sr\n    kind: upscale\n    params: { scale: 2 }\n    batch: { max: 4, wait_ms: 200 }\n    inputs: { frames: src.frames }\n  - id: out\n    kind: collect\n    inputs: { items: sr.frames }\n";
-    let graph =
-        vidflow_engine::check_source(SourceFile::new("t.yaml", yaml), &registry, &[], Mode::Run)
-            .unwrap_or_else(|e| panic!("{}", e.render()));
-    let shared = Shared::default();
-    shared.insert(DevicePreference::Cpu);
-    let report = exec::run(
-        &graph,
-        RunOptions {
-            shared: Arc::new(shared),
-            ..Default::default()
-        },
-    );
-    assert!(report.ok(), "{:?}", report.failure.map(|f| f.to_string()));
+    let graph = load("t.yaml", yaml, &[], &registry);
+    let report = run_on_cpu(&graph);
+    assert_ok(&report);
     let sr = report.node("sr").unwrap();
     assert_eq!(sr.items_out, 11);
     assert!(

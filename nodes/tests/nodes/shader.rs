@@ -1,15 +1,12 @@
 //! The `shader` node: a user's WGSL compute shader run on frames through wgpu (lavapipe where
 //! there is no GPU), checked against the same arithmetic on the CPU; and its check-time
 //! compilation with naga (errors with line and column, the interface enforced).
-#![cfg(feature = "neural")]
 
+use crate::common::{assert_ok, load};
 use std::sync::{Arc, Mutex};
-use vidflow_engine::check::Mode;
-use vidflow_engine::exec::{self, Emitter};
-use vidflow_engine::{
-    Frame, Input, NodeError, NodeKind, PortType, Process, Registry, Runtime, SourceFile,
-    check_source,
-};
+use vidflow_engine::Emitter;
+use vidflow_engine::exec;
+use vidflow_engine::{Frame, Input, NodeError, NodeKind, PortType, Process, Registry, Runtime};
 use vidflow_nodes::kinds::shader;
 
 const INVERT: &str = "
@@ -102,15 +99,9 @@ nodes:
 
 fn run(yaml: String, seen: &Seen) -> Vec<Frame> {
     let registry = registry(seen.clone());
-    let g = check_source(
-        SourceFile::new("shader.yaml", yaml),
-        &registry,
-        &[],
-        Mode::Run,
-    )
-    .unwrap_or_else(|e| panic!("{}", e.render()));
+    let g = load("shader.yaml", &yaml, &[], &registry);
     let report = exec::run(&g, exec::RunOptions::default());
-    assert!(report.ok(), "{:?}", report.failure);
+    assert_ok(&report);
     std::mem::take(&mut *seen.lock().unwrap())
 }
 

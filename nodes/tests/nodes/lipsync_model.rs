@@ -1,40 +1,10 @@
 //! Wav2Lip in Burn against the PyTorch reference outputs, from the fp16 fixture checkpoint in
 //! the official layout (`{'state_dict': {'module.<key>': …}}`).
-#![cfg(feature = "neural")]
 
+use crate::common::{fixture, max_abs_diff, read_npy};
 use burn::tensor::Device;
 use vidflow_nodes::models::wav2lip::Wav2Lip;
 use vidflow_nodes::weights;
-
-fn fixture(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
-
-fn read_npy(name: &str) -> (Vec<usize>, Vec<f32>) {
-    let bytes = std::fs::read(fixture(name)).expect("fixture exists");
-    assert_eq!(&bytes[..6], b"\x93NUMPY");
-    let hlen = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
-    let header = std::str::from_utf8(&bytes[10..10 + hlen]).unwrap();
-    assert!(header.contains("'<f4'"), "{header}");
-    let shape_txt = header
-        .split("'shape': (")
-        .nth(1)
-        .unwrap()
-        .split(')')
-        .next()
-        .unwrap();
-    let shape = shape_txt
-        .split(',')
-        .filter_map(|s| s.trim().parse().ok())
-        .collect();
-    let data = bytes[10 + hlen..]
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    (shape, data)
-}
 
 fn parity(device: &Device, what: &str) {
     let ck = weights::load(&fixture("wav2lip-random-seed0.fp16.pth")).expect("checkpoint loads");
@@ -47,22 +17,14 @@ fn parity(device: &Device, what: &str) {
         (vec![4, 1, 80, 16], vec![4, 6, 96, 96], vec![4, 3, 96, 96])
     );
     let got = model.run(4, &mel, &face).unwrap();
-    let d = got
-        .iter()
-        .zip(&want)
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
+    let d = max_abs_diff(&got, &want);
     eprintln!("wav2lip {what}: max abs diff {d:e}");
     assert!(d <= 1e-4, "{what}: max abs diff {d}");
     // Batch 1 gives the same as the item of a batch of 4.
     let one = model
         .run(1, &mel[1280..2560], &face[6 * 9216..12 * 9216])
         .unwrap();
-    let d1 = one
-        .iter()
-        .zip(&got[3 * 9216..6 * 9216])
-        .map(|(a, b)| (a - b).abs())
-        .fold(0.0f32, f32::max);
+    let d1 = max_abs_diff(&one, &got[3 * 9216..6 * 9216]);
     assert!(d1 <= 1e-5, "{what}: batch 1 vs batch 4 differ by {d1}");
 }
 

@@ -3,7 +3,7 @@
 //! says how to run it. Run it through `scripts/bench-lipsync.sh`:
 //!
 //! ```text
-//! VIDFLOW_BENCH=1 cargo test --release -p vidflow-nodes --features neural --test lipsync_bench -- --nocapture
+//! VIDFLOW_BENCH=1 cargo bench -p vidflow-nodes --features neural --bench lipsync -- --test --nocapture
 //! ```
 //!
 //! `VIDFLOW_DEVICE` (auto, gpu, cpu; default cpu here) picks the device, `VIDFLOW_BENCH_SECONDS`

@@ -6,7 +6,8 @@
 //! the client's timeout, a malformed body, malformed JSON content, the wrong number of
 //! entries, a dropped connection.
 //!
-//! Shared by `nodes/tests/llm*.rs` and the CLI tests (`tests/llm*.rs`, through `#[path]`).
+//! Shared by the `nodes` test binary (`nodes/tests/nodes/llm_*.rs`) and the CLI tests
+//! (`tests/cli/llm.rs`, through `#[path]`).
 
 #![allow(dead_code)]
 
@@ -549,26 +550,4 @@ pub fn graph(
         "name: llm-test\nnodes:\n  - id: src\n    kind: testsrc\n    params: {{ width: 320, height: 180, count: {count}, rate: 25 }}\n  - id: analyze\n    kind: llm-analyze\n{batch}    params: {{ base_url: \"{base_url}\", model: fake-vision, {params} }}\n    inputs: {{ frames: src.frames }}\n  - id: out\n    kind: jsonl\n    params: {{ path: \"{}\" }}\n    inputs: {{ items: analyze.records }}\n",
         out.display()
     )
-}
-
-/// The records of a JSON-lines file.
-pub fn read_records(path: &std::path::Path) -> Vec<Value> {
-    let text = std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
-    text.lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad line {l:?}: {e}")))
-        .collect()
-}
-
-/// A fresh temporary folder for one test.
-pub fn temp_dir(name: &str) -> std::path::PathBuf {
-    static N: AtomicUsize = AtomicUsize::new(0);
-    let d = std::env::temp_dir().join(format!(
-        "vidflow-{name}-{}-{}",
-        std::process::id(),
-        N.fetch_add(1, SeqCst)
-    ));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).expect("create temp dir");
-    d
 }

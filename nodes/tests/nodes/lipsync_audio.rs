@@ -1,49 +1,9 @@
 //! audio-window: Wav2Lip's mel spectrogram and windows against the reference fixtures, the
 //! chunk-span arithmetic, and batched windows equal to windows formed one frame at a time.
 
+use crate::common::{fixture, max_abs_diff, read_npy};
 use vidflow_nodes::audio::mel::{self, N_MELS};
 use vidflow_nodes::kinds::audio_window::{WindowBuilder, WindowConfig, chunk_span};
-
-fn fixture(name: &str) -> std::path::PathBuf {
-    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
-
-/// Reads a little-endian float32 `.npy` file: (shape, values).
-fn read_npy(name: &str) -> (Vec<usize>, Vec<f32>) {
-    let bytes = std::fs::read(fixture(name)).expect("fixture exists");
-    assert_eq!(&bytes[..6], b"\x93NUMPY");
-    let (hlen, start) = if bytes[6] == 1 {
-        (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10)
-    } else {
-        (
-            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
-            12,
-        )
-    };
-    let header = std::str::from_utf8(&bytes[start..start + hlen]).unwrap();
-    assert!(
-        header.contains("'<f4'") && header.contains("'fortran_order': False"),
-        "{header}"
-    );
-    let shape_txt = header
-        .split("'shape': (")
-        .nth(1)
-        .unwrap()
-        .split(')')
-        .next()
-        .unwrap();
-    let shape = shape_txt
-        .split(',')
-        .filter_map(|s| s.trim().parse().ok())
-        .collect();
-    let data = bytes[start + hlen..]
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
-    (shape, data)
-}
 
 fn speech() -> Vec<f32> {
     let bytes = std::fs::read(fixture("speech_16k_mono_2s.wav")).unwrap();
@@ -51,14 +11,6 @@ fn speech() -> Vec<f32> {
     assert_eq!(rate, 16_000);
     assert_eq!(samples.len(), 32_000);
     samples
-}
-
-fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 #[test]
@@ -73,7 +25,7 @@ fn mel_spectrogram_matches_reference() {
             got[m * 161 + t] = col[m];
         }
     }
-    let d = max_diff(&got, &want);
+    let d = max_abs_diff(&got, &want);
     eprintln!("mel max abs diff {d:e}");
     assert!(d <= 1e-3, "max abs diff {d}");
 }
@@ -102,7 +54,7 @@ fn mel_windows_match_reference() {
     let mut worst = 0.0f32;
     for (i, w) in ws.iter().enumerate() {
         assert_eq!(w.frame, i as u64);
-        worst = worst.max(max_diff(&w.mel(), &want[i * 1280..(i + 1) * 1280]));
+        worst = worst.max(max_abs_diff(&w.mel(), &want[i * 1280..(i + 1) * 1280]));
     }
     eprintln!("windows max abs diff {worst:e}");
     assert!(worst <= 1e-3, "max abs diff {worst}");

@@ -7,14 +7,13 @@
 //! same crop 8 px to the right (odd size: padded to 128x128 and cropped back);
 //! `rife_out_t{0.5,0.25}_*` are the reference outputs. Tolerance 1e-4 on the CPU backend, 1e-3 on
 //! wgpu.
-#![cfg(feature = "neural")]
 
+use crate::common::{assert_ok, load, max_abs_diff, psnr, read_npy, run_on_cpu, temp_dir};
 use burn::tensor::Device;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, LazyLock, Mutex};
-use vidflow_engine::exec::{self, Emitter, RunOptions};
-use vidflow_engine::node::Shared;
+use std::sync::{LazyLock, Mutex};
+use vidflow_engine::Emitter;
 use vidflow_engine::{
     Frame, Input, Mode, NodeError, NodeKind, ParamSpec, ParamType, Payload, PortType, Process,
     Rate, Registry, Runtime, Source, SourceFile, check_source,
@@ -105,20 +104,6 @@ fn scale_half_runs_and_stays_close_to_full_scale() {
 }
 
 // ---- quality ----
-
-fn psnr(a: &[u8], b: &[u8]) -> f64 {
-    let mse = a
-        .iter()
-        .zip(b)
-        .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
-        .sum::<f64>()
-        / a.len() as f64;
-    if mse == 0.0 {
-        f64::INFINITY
-    } else {
-        10.0 * (255.0f64 * 255.0 / mse).log10()
-    }
-}
 
 #[test]
 fn on_the_photo_pair_rife_is_much_closer_to_the_reference_than_a_blend() {
@@ -268,7 +253,7 @@ fn registry() -> Registry {
     r.register(
         NodeKind::new("collect", "test sink: keeps frames in memory", |ctx| {
             Ok(Runtime::Process(Box::new(Collect(
-                ctx.params.str("path")?.to_string(),
+                ctx.params.parse::<String>("path")?,
             ))))
         })
         .input("items", PortType::FRAMES, "frames")
@@ -277,8 +262,8 @@ fn registry() -> Registry {
     r.register(
         NodeKind::new("pansrc", "test source: a panning photo with a cut", |ctx| {
             Ok(Runtime::Source(Box::new(PanSource {
-                count: ctx.params.u64("count")?,
-                cut: ctx.params.u64("cut")?,
+                count: ctx.params.parse::<u64>("count")?,
+                cut: ctx.params.parse::<u64>("cut")?,
             })))
         })
         .output("frames", PortType::FRAMES, "frames")
@@ -299,18 +284,9 @@ fn run_stream(tag: &str, src: &str, params: &str) -> (Vec<Frame>, usize) {
         "name: t\nnodes:\n  - id: src\n{src}\n  - id: rife\n    kind: interpolate\n    params: {{ {params} }}\n    batch: {{ max: 3, wait_ms: 200 }}\n    inputs: {{ frames: src.frames }}\n  - id: out\n    kind: collect\n    params: {{ path: {tag} }}\n    inputs: {{ items: rife.frames }}\n"
     );
     let registry = registry();
-    let graph = check_source(SourceFile::new("t.yaml", yaml), &registry, &[], Mode::Run)
-        .unwrap_or_else(|e| panic!("{}", e.render()));
-    let shared = Shared::default();
-    shared.insert(DevicePreference::Cpu);
-    let report = exec::run(
-        &graph,
-        RunOptions {
-            shared: Arc::new(shared),
-            ..Default::default()
-        },
-    );
-    assert!(report.ok(), "{:?}", report.failure.map(|f| f.to_string()));
+    let graph = load("t.yaml", &yaml, &[], &registry);
+    let report = run_on_cpu(&graph);
+    assert_ok(&report);
     let max_batch = report.node("rife").unwrap().max_batch as usize;
     let frames = STORE.lock().unwrap().remove(tag).unwrap_or_default();
     (frames, max_batch)
@@ -413,8 +389,7 @@ fn batching_does_not_change_the_frames() {
 
 #[test]
 fn a_wrong_weights_file_is_an_input_error_naming_it() {
-    let dir = std::env::temp_dir().join(format!("vidflow-rife-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("rife-test");
     // A real checkpoint of another network.
     let other =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/realesr-animevideov3-x4.safetensors");
@@ -424,17 +399,8 @@ fn a_wrong_weights_file_is_an_input_error_naming_it() {
             "name: t\nnodes:\n  - id: src\n    kind: testsrc\n    params: {{ width: 8, height: 8, count: 2 }}\n  - id: rife\n    kind: interpolate\n    params: {{ weights: \"{}\" }}\n    inputs: {{ frames: src.frames }}\n",
             path.display()
         );
-        let graph = check_source(SourceFile::new("t.yaml", yaml), &registry(), &[], Mode::Run)
-            .unwrap_or_else(|e| panic!("{}", e.render()));
-        let shared = Shared::default();
-        shared.insert(DevicePreference::Cpu);
-        let report = exec::run(
-            &graph,
-            RunOptions {
-                shared: Arc::new(shared),
-                ..Default::default()
-            },
-        );
+        let graph = load("t.yaml", &yaml, &[], &registry());
+        let report = run_on_cpu(&graph);
         let failure = report.failure.expect("the run fails");
         assert_eq!(failure.node, "rife");
         assert!(
@@ -465,9 +431,7 @@ fn the_graph_file_checks() {
 
 #[test]
 fn fill_mode_makes_travel_frames_with_motion_and_keeps_keyframes_exactly() {
-    let dir = std::env::temp_dir().join(format!("vidflow-rife-fill-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = temp_dir("rife-fill");
     let (photo, pw, _) = photo();
     let (w, h) = (96usize, 64usize);
     // Three keyframes: the camera pans 12 px right between each.
@@ -508,23 +472,9 @@ nodes:
 "#,
         keys[0], keys[1], keys[2]
     );
-    let graph = check_source(
-        SourceFile::new("fill.yaml", yaml),
-        &registry(),
-        &[],
-        Mode::Run,
-    )
-    .unwrap_or_else(|e| panic!("{}", e.render()));
-    let shared = Shared::default();
-    shared.insert(DevicePreference::Cpu);
-    let report = exec::run(
-        &graph,
-        RunOptions {
-            shared: Arc::new(shared),
-            ..Default::default()
-        },
-    );
-    assert!(report.ok(), "{:?}", report.failure.map(|f| f.to_string()));
+    let graph = load("fill.yaml", &yaml, &[], &registry());
+    let report = run_on_cpu(&graph);
+    assert_ok(&report);
     let video = STORE
         .lock()
         .unwrap()
@@ -579,58 +529,8 @@ nodes:
 
 // ---- helpers ----
 
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
-
 fn builtin_weights() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/rife-v4.25-flownet.pkl")
-}
-
-/// A float32 little-endian C-order `.npy` array: (shape, data).
-fn read_npy(name: &str) -> (Vec<usize>, Vec<f32>) {
-    let path = fixture(name);
-    let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    assert_eq!(&bytes[..6], b"\x93NUMPY", "{name}: not a .npy file");
-    let (header_len, start) = match bytes[6] {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        _ => (
-            u32::from_le_bytes(bytes[8..12].try_into().unwrap()) as usize,
-            12,
-        ),
-    };
-    let header = std::str::from_utf8(&bytes[start..start + header_len]).unwrap();
-    assert!(header.contains("'descr': '<f4'"), "{name}: {header}");
-    assert!(
-        header.contains("'fortran_order': False"),
-        "{name}: {header}"
-    );
-    let shape: Vec<usize> = header
-        .split("'shape': (")
-        .nth(1)
-        .and_then(|s| s.split(')').next())
-        .unwrap()
-        .split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse().unwrap())
-        .collect();
-    let data: Vec<f32> = bytes[start + header_len..]
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-        .collect();
-    assert_eq!(data.len(), shape.iter().product::<usize>(), "{name}");
-    (shape, data)
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 fn mean_abs_diff(a: &[f32], b: &[f32]) -> f32 {

@@ -2,16 +2,15 @@
 //! the video encoded to H.264, decoded again with `decode`, and checked: the expected frame
 //! count, and each keyframe's frame matching its image (PSNR above 35 dB after encoding).
 //! Needs the `media` feature (`cargo test -p vidflow-nodes --features media`).
-#![cfg(feature = "media")]
 
+use crate::common::{assert_ok, load, psnr, temp_dir};
 use image::RgbImage;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
-use vidflow_engine::check::Mode;
-use vidflow_engine::exec::{self, Emitter};
+use vidflow_engine::Emitter;
+use vidflow_engine::exec;
 use vidflow_engine::{
-    CheckedGraph, Frame, Input, NodeError, NodeKind, ParamSpec, ParamType, PortType, Process,
-    Registry, Runtime, SourceFile, check_source, parse_overrides,
+    Frame, Input, NodeError, NodeKind, ParamSpec, ParamType, PortType, Process, Registry, Runtime,
 };
 use vidflow_nodes::travel::guides::{Fit, load_keyframe};
 
@@ -37,32 +36,6 @@ fn registry(kept: Kept) -> Registry {
         .param(ParamSpec::optional("path", ParamType::Path, "unused")),
     );
     r
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "vidflow-travel-media-{}-{name}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn load(name: &str, text: &str, sets: &[String], registry: &Registry) -> CheckedGraph {
-    let overrides = parse_overrides(sets).unwrap();
-    check_source(SourceFile::new(name, text), registry, &overrides, Mode::Run)
-        .unwrap_or_else(|e| panic!("{}", e.render()))
-}
-
-fn psnr(a: &[u8], b: &[u8]) -> f64 {
-    let mse = a
-        .iter()
-        .zip(b)
-        .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
-        .sum::<f64>()
-        / a.len() as f64;
-    10.0 * (255.0f64 * 255.0 / mse.max(1e-12)).log10()
 }
 
 #[test]
@@ -108,14 +81,14 @@ fn travel_graph_encodes_a_video_with_its_keyframes() {
     let registry = registry(kept.clone());
     let graph = load("graphs/travel.yaml", &text, &sets, &registry);
     let report = exec::run(&graph, exec::RunOptions::default());
-    assert!(report.ok(), "{:?}", report.failure);
+    assert_ok(&report);
 
     let decode = format!(
         "name: read\nnodes:\n  - id: src\n    kind: decode\n    params: {{ path: \"{output}\" }}\n  - id: keep\n    kind: collect\n    inputs: {{ items: src.frames }}\n"
     );
     let graph = load("read.yaml", &decode, &[], &registry);
     let report = exec::run(&graph, exec::RunOptions::default());
-    assert!(report.ok(), "{:?}", report.failure);
+    assert_ok(&report);
     let video = kept.lock().unwrap().clone();
     // segment_frames [25, 29, 25], overlaps [4, 4]: 79 - 8 frames.
     assert_eq!(video.len(), 71);

@@ -20,8 +20,8 @@
 //! its `code` param, to check how such positions map to the file.
 
 use std::path::{Path, PathBuf};
+use vidflow_engine::Problem;
 use vidflow_engine::check::Mode;
-use vidflow_engine::node::ParamProblem;
 use vidflow_engine::{
     LoadError, NodeError, NodeKind, ParamSpec, ParamType, PortType, Process, Registry, Runtime,
     SourceFile, check_source, parse_overrides,
@@ -33,7 +33,7 @@ fn registry() -> Registry {
         fn process(
             &mut self,
             _input: vidflow_engine::Input,
-            _out: &mut vidflow_engine::exec::Emitter<'_>,
+            _out: &mut vidflow_engine::Emitter<'_>,
         ) -> Result<(), NodeError> {
             Ok(())
         }
@@ -66,18 +66,20 @@ fn registry() -> Registry {
         )
         .output("frames", PortType::FRAMES, "nothing")
         .param(ParamSpec::required("code", ParamType::Str, "some code"))
-        .validate(|params| {
-            let code = params.opt_str("code").unwrap_or("");
+        .check(|cx| {
+            let code = cx.params.get("code").and_then(|c| c.as_str()).unwrap_or("");
             let mut problems = vec![];
             for (i, line) in code.split('\n').enumerate() {
                 for (byte, _) in line.match_indices("bad") {
                     let col = line[..byte].chars().count() + 1;
-                    problems.push(ParamProblem {
-                        param: "code".into(),
-                        message: format!("`bad` on line {} of the code, column {col}", i + 1),
-                        help: Some("the validator's (line, column) is mapped to the file".into()),
-                        at: Some((i as u32 + 1, col as u32)),
-                    });
+                    problems.push(
+                        Problem::param(
+                            "code",
+                            format!("`bad` on line {} of the code, column {col}", i + 1),
+                        )
+                        .help("the validator's (line, column) is mapped to the file")
+                        .at_position(i as u32 + 1, col as u32),
+                    );
                 }
             }
             problems

@@ -2,9 +2,11 @@
 //! registry plus a `collect` sink that keeps what reaches it, so frames and records coming out
 //! of the external command can be compared byte for byte.
 
+use crate::common::assert_ok;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use vidflow_engine::exec::{self, Emitter, RunOptions, RunReport, StopFlag};
+use vidflow_engine::Emitter;
+use vidflow_engine::exec::{self, RunOptions, RunReport, StopFlag};
 use vidflow_engine::{
     Frame, Input, Mode, NodeError, NodeKind, Payload, PortType, Process, Rate, Runtime, Source,
     SourceFile,
@@ -95,14 +97,6 @@ fn failure(report: &RunReport) -> (String, String, bool) {
         f.error.to_string(),
         matches!(f.error, NodeError::Input(_)),
     )
-}
-
-fn assert_ok(report: &RunReport) {
-    assert!(
-        report.ok(),
-        "run failed: {:?}",
-        report.failure.as_ref().map(|f| f.to_string())
-    );
 }
 
 fn frames(items: &[Payload]) -> Vec<&vidflow_engine::Frame> {

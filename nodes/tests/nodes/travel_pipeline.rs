@@ -3,15 +3,17 @@
 //! fallback of a failing batch through split and stitch, bad input, and `vidflow plan`'s
 //! report (text, JSON, picture).
 
+use crate::common::{assert_ok, load, psnr, read_records, temp_dir};
 use image::RgbImage;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{LazyLock, Mutex};
+use vidflow_engine::Emitter;
 use vidflow_engine::check::Mode;
-use vidflow_engine::exec::{self, Emitter};
+use vidflow_engine::exec;
 use vidflow_engine::{
-    CheckedGraph, Frame, Input, NodeError, NodeKind, ParamSpec, ParamType, Payload, PortType,
-    Process, Registry, Runtime, SourceFile, check_source, parse_overrides,
+    Frame, Input, NodeError, NodeKind, ParamSpec, ParamType, Payload, PortType, Process, Registry,
+    Runtime, SourceFile, check_source, parse_overrides,
 };
 use vidflow_nodes::travel::guides::{Fit, load_keyframe};
 use vidflow_nodes::travel::plan::{Plan, PlanSpec};
@@ -39,7 +41,7 @@ impl Process for Collect {
 fn collector(name: &'static str, port: &'static str) -> NodeKind {
     NodeKind::new(name, "test sink: keeps items in memory", |ctx| {
         Ok(Runtime::Process(Box::new(Collect {
-            key: ctx.params.str("path")?.to_string(),
+            key: ctx.params.parse::<String>("path")?,
         })))
     })
     .input(port, PortType::ANY, "items")
@@ -67,14 +69,6 @@ fn records(items: &[Payload]) -> Vec<serde_json::Value> {
         .iter()
         .filter_map(|p| p.as_record().cloned())
         .collect()
-}
-
-/// A fresh folder for one test.
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("vidflow-travel-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 /// Writes `n` keyframe images of `w`x`h` (distinct gradients with a moving square), PNG or
@@ -113,31 +107,9 @@ fn yaml_list(items: &[String]) -> String {
     )
 }
 
-fn load(name: &str, text: &str, sets: &[String], registry: &Registry) -> CheckedGraph {
-    let overrides = parse_overrides(sets).unwrap();
-    match check_source(SourceFile::new(name, text), registry, &overrides, Mode::Run) {
-        Ok(g) => g,
-        Err(e) => panic!("{}", e.render()),
-    }
-}
-
 fn travel_yaml() -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../graphs/travel.yaml");
     std::fs::read_to_string(path).unwrap()
-}
-
-fn psnr(a: &[u8], b: &[u8]) -> f64 {
-    let mse = a
-        .iter()
-        .zip(b)
-        .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
-        .sum::<f64>()
-        / a.len() as f64;
-    if mse == 0.0 {
-        f64::INFINITY
-    } else {
-        10.0 * (255.0f64 * 255.0 / mse).log10()
-    }
 }
 
 #[test]
@@ -155,7 +127,7 @@ fn travel_graph_runs_end_to_end() {
     let registry = registry();
     let graph = load("graphs/travel.yaml", &travel_yaml(), &sets, &registry);
     let report = exec::run(&graph, exec::RunOptions::default());
-    assert!(report.ok(), "{:?}", report.failure);
+    assert_ok(&report);
     // Progress totals, announced before the work: the generator's video frames and report
     // records, and split's segments (overlap frames counted in both segments).
     let node = |id: &str| report.nodes.iter().find(|n| n.id == id).unwrap();
@@ -180,12 +152,8 @@ fn travel_graph_runs_end_to_end() {
         assert!(p > 35.0, "keyframe {k} at frame {at}: PSNR {p:.1} dB");
     }
     // The batch report went beside the output.
-    let text = std::fs::read_to_string(format!("{output}.report.jsonl")).unwrap();
-    let lines: Vec<serde_json::Value> = text
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
-    assert_eq!(lines.len(), 2, "{text}");
+    let lines = read_records(Path::new(&format!("{output}.report.jsonl")));
+    assert_eq!(lines.len(), 2, "{lines:#?}");
     assert_eq!(lines[0]["type"], "batch");
     assert_eq!(lines[0]["segments"], serde_json::json!([0, 1, 2]));
     assert_eq!(lines[1]["type"], "summary");
@@ -258,7 +226,7 @@ fn a_failing_batch_falls_back_and_the_video_is_still_complete() {
         &registry,
     );
     let report = exec::run(&graph, exec::RunOptions::default());
-    assert!(report.ok(), "{:?}", report.failure);
+    assert_ok(&report);
 
     let plan = Plan::new(
         PlanSpec::counts(&[12, 14, 12, 10, 16, 12], &[3, 2, 4, 2, 3])
@@ -338,7 +306,7 @@ fn without_failures_the_same_graph_makes_two_calls() {
     let registry = registry();
     let graph = load("ok.yaml", &small_graph(&keys, "", "nofail"), &[], &registry);
     let report = exec::run(&graph, exec::RunOptions::default());
-    assert!(report.ok(), "{:?}", report.failure);
+    assert_ok(&report);
     assert_eq!(frames(&taken("nofail/video")).len(), SMALL_T);
     let reports = records(&taken("nofail/report"));
     assert_eq!(reports.last().unwrap()["model_calls"], 2);
