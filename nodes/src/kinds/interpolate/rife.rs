@@ -1,5 +1,5 @@
-//! RIFE for the `interpolate` kind, shared by its stream mode ([`super`]) and its fill mode
-//! ([`super::generator`]) and importing neither: the built-in checkpoint, the loaded
+//! RIFE for the `interpolate` kind, shared by its stream mode (`kinds/interpolate/mod.rs`) and
+//! its fill mode (`generator.rs`) and importing neither: the built-in checkpoint, the loaded
 //! interpolator [`Rife`] over Practical-RIFE's IFNet v4.25 in Burn
 //! ([`IfNet`](crate::models::ifnet::IfNet)), the kind's params ([`InterpolateParams`]), and
 //! loading the network from them.
@@ -79,7 +79,10 @@ mod imp {
     pub fn load_checkpoint(path: Option<&Path>) -> Result<Checkpoint, WeightsError> {
         match path {
             Some(p) => weights::load(p),
-            None => weights::from_bytes(Path::new(super::BUILTIN_WEIGHTS), BUILTIN),
+            None => weights::from_bytes(
+                Path::new(crate::kinds::interpolate::rife::BUILTIN_WEIGHTS),
+                BUILTIN,
+            ),
         }
     }
 
