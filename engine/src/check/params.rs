@@ -9,14 +9,14 @@ use crate::load::{NodeSpec, Resolved};
 use crate::node::{NodeKind, ParamType, Params};
 
 /// A node's params after this pass.
-pub(super) struct NodeParams {
+pub(super) struct CheckedParams {
     pub params: Params,
     /// No error in any param, and every value known: the kind's own rules can run.
     pub complete: bool,
 }
 
 impl Checker<'_> {
-    pub(super) fn params(&mut self, n: &NodeSpec, kind: &NodeKind) -> NodeParams {
+    pub(super) fn params(&mut self, n: &NodeSpec, kind: &NodeKind) -> CheckedParams {
         let errors_before = self.error_count();
         let mut params = Params {
             node: n.id.clone(),
@@ -124,7 +124,7 @@ impl Checker<'_> {
             );
             complete = false;
         }
-        NodeParams { params, complete }
+        CheckedParams { params, complete }
     }
 }
 
