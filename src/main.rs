@@ -58,6 +58,8 @@ enum Command {
                 .map(|s| s.parse::<DevicePreference>().expect("a listed device"))
         )]
         device: Option<DevicePreference>,
+        #[command(flatten)]
+        job: JobArgs,
     },
     /// Check graphs and print every problem found, like a compiler (file:line:col).
     #[command(after_help = EXIT_CODES)]
@@ -67,7 +69,13 @@ enum Command {
         files: Vec<String>,
         #[arg(long = "set", value_name = "NAME=VALUE", help = SET_HELP)]
         set: Vec<String>,
+        /// Also check that the graph can run as a job (`run --job`): cut into chunks.
+        #[arg(long)]
+        job: bool,
     },
+    /// Inspect a job directory (`vidflow run GRAPH --job DIR`).
+    #[command(subcommand)]
+    Job(JobCommand),
     /// Print a checked graph as Graphviz DOT or a Mermaid flowchart.
     Graph {
         /// The graph file (YAML).
@@ -105,6 +113,38 @@ enum Command {
     Devices,
 }
 
+/// `vidflow run --job`: the run becomes a resumable job.
+#[derive(clap::Args)]
+struct JobArgs {
+    /// Run as a job in this folder: the source's timeline is cut into chunks at keyframes,
+    /// each chunk is recorded when done, and the same command resumes after a crash or
+    /// Ctrl-C without redoing recorded chunks.
+    #[arg(long, value_name = "DIR")]
+    job: Option<std::path::PathBuf>,
+    /// Length of a chunk in seconds (cut at the first keyframe after it).
+    #[arg(long, value_name = "S", default_value_t = vidflow_engine::job::DEFAULT_CHUNK_SECONDS, requires = "job")]
+    chunk_seconds: f64,
+    /// Chunks run at once (default: 1 for graphs with a neural node, else a quarter of the
+    /// cores).
+    #[arg(long, value_name = "N", requires = "job")]
+    parallel: Option<usize>,
+    /// Discard what the job folder holds and start the job over.
+    #[arg(long, requires = "job")]
+    restart: bool,
+}
+
+#[derive(Subcommand)]
+enum JobCommand {
+    /// Chunks done, pending and failed (with their errors), and the time left.
+    Status {
+        /// The job folder.
+        dir: std::path::PathBuf,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum GraphFormat {
     /// Graphviz DOT (`vidflow graph g.yaml | dot -Tsvg > g.svg`).
@@ -131,11 +171,18 @@ fn overrides(set: &[String]) -> anyhow::Result<Vec<(String, vidflow_engine::load
 
 fn dispatch(command: Command, registry: &Registry) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Check { files, set } => {
+        Command::Check { files, set, job } => {
             let set = overrides(&set)?;
             let mut ok = true;
             for f in &files {
                 match vidflow_engine::load_and_check(f, registry, &set, Mode::Check) {
+                    Ok(g) if job => match vidflow_engine::job::check(&g) {
+                        Ok(()) => eprintln!("{f}: ok (can run as a job)"),
+                        Err(diags) => {
+                            ok = false;
+                            eprint!("{}", render_diags(f, &diags));
+                        }
+                    },
                     Ok(_) => eprintln!("{f}: ok"),
                     Err(e) => {
                         ok = false;
@@ -226,8 +273,16 @@ fn dispatch(command: Command, registry: &Registry) -> anyhow::Result<ExitCode> {
             set,
             progress,
             device,
-        } => run(&file, &set, progress, device, registry),
+            job,
+        } => run(&file, &set, progress, device, job, registry),
+        Command::Job(JobCommand::Status { dir, json }) => job_status(&dir, json),
     }
+}
+
+/// Diagnostics of a later stage, rendered against the graph file like the checker's.
+fn render_diags(file: &str, diags: &[vidflow_engine::Diagnostic]) -> String {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    vidflow_engine::diag::render_all(diags, &vidflow_engine::SourceFile::new(file, text))
 }
 
 fn run(
@@ -235,15 +290,20 @@ fn run(
     set: &[String],
     mode: progress::Mode,
     device: Option<DevicePreference>,
+    job: JobArgs,
     registry: &Registry,
 ) -> anyhow::Result<ExitCode> {
-    let plan = match vidflow_engine::load_and_check(file, registry, &overrides(set)?, Mode::Run) {
-        Ok(g) => Plan::new(&g),
+    let graph = match vidflow_engine::load_and_check(file, registry, &overrides(set)?, Mode::Run) {
+        Ok(g) => g,
         Err(e) => {
             eprint!("{}", e.render());
             return Ok(ExitCode::from(1));
         }
     };
+    if job.job.is_some() {
+        return run_job(file, &graph, mode, device, job);
+    }
+    let plan = Plan::new(&graph);
     let bars = mode == progress::Mode::Bars
         || (mode == progress::Mode::Auto && std::io::stderr().is_terminal());
     let stop = exec::StopFlag::new();
@@ -261,7 +321,6 @@ fn run(
         }
     })
     .context("cannot install the Ctrl-C handler")?;
-
     let opts = exec::RunOptions {
         stop,
         progress: progress::sink(mode),
@@ -302,4 +361,172 @@ fn run(
 fn failure_text(f: &exec::Failure) -> String {
     f.to_string()
         .replacen(&format!(": node `{}`: ", f.node), ": ", 1)
+}
+
+/// `vidflow run GRAPH --job DIR`.
+fn run_job(
+    file: &str,
+    graph: &vidflow_engine::CheckedGraph,
+    mode: progress::Mode,
+    device: Option<DevicePreference>,
+    args: JobArgs,
+) -> anyhow::Result<ExitCode> {
+    use vidflow_engine::job::{self, JobError};
+    let dir = args.job.expect("called with --job");
+    if !(args.chunk_seconds > 0.0) {
+        anyhow::bail!(
+            "`--chunk-seconds` must be more than 0 (it is {})",
+            args.chunk_seconds
+        );
+    }
+    let stop = exec::StopFlag::new();
+    let handler_stop = stop.clone();
+    let quiet = matches!(mode, progress::Mode::Json | progress::Mode::None);
+    ctrlc::set_handler(move || {
+        if handler_stop.is_set() {
+            eprintln!("\nvidflow: aborted; the chunks in flight were not recorded");
+            std::process::exit(2);
+        }
+        handler_stop.stop();
+        if !quiet {
+            eprintln!(
+                "vidflow: stopping the chunks in flight (press Ctrl-C again to abort at once)"
+            );
+        }
+    })
+    .context("cannot install the Ctrl-C handler")?;
+    let shared = std::sync::Arc::new(vidflow_engine::node::Shared::default());
+    if let Some(device) = device {
+        shared.insert(device);
+    }
+    let opts = job::JobOptions {
+        dir: dir.clone(),
+        chunk_seconds: args.chunk_seconds,
+        parallel: args.parallel,
+        restart: args.restart,
+        progress: job::progress::JobProgress::new(mode),
+        stop,
+        shared,
+    };
+    let report = match job::run(graph, opts) {
+        Ok(r) => r,
+        Err(JobError::NotChunkable(diags)) => {
+            eprint!("{}", render_diags(file, &diags));
+            return Ok(ExitCode::from(1));
+        }
+        Err(e @ JobError::Io(_)) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(2));
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let d = dir.display();
+    for f in &report.failed {
+        let range = match f.range.1 {
+            Some(e) => format!(
+                "{}–{}",
+                job::progress::clock(f.range.0),
+                job::progress::clock(e)
+            ),
+            None => format!("{}–end", job::progress::clock(f.range.0)),
+        };
+        eprintln!(
+            "error: chunk {} ({range}) failed: {}",
+            f.index,
+            f.errors.last().map(String::as_str).unwrap_or("?")
+        );
+    }
+    if !report.failed.is_empty() {
+        eprintln!(
+            "vidflow: {} of {} chunks failed; the others are recorded in `{d}`: rerun the same command to retry only the failed ones",
+            report.failed.len(),
+            report.chunks
+        );
+        return Ok(ExitCode::from(2));
+    }
+    if report.interrupted {
+        eprintln!(
+            "vidflow: interrupted; {} of {} chunks are recorded in `{d}`: rerun the same command to resume",
+            report.reused.len() + report.ran.len(),
+            report.chunks
+        );
+        return Ok(ExitCode::from(2));
+    }
+    if !quiet {
+        let outputs: Vec<String> = report
+            .outputs
+            .iter()
+            .map(|p| format!("`{}`", p.display()))
+            .collect();
+        eprintln!(
+            "job `{d}`: {} chunks ({} recorded before, {} run now) in {:.2}s{}",
+            report.chunks,
+            report.reused.len(),
+            report.ran.len(),
+            report.elapsed.as_secs_f64(),
+            if outputs.is_empty() {
+                String::new()
+            } else {
+                format!("; wrote {}", outputs.join(", "))
+            }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `vidflow job status DIR`.
+fn job_status(dir: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
+    use vidflow_engine::job::{self, progress::clock};
+    let s = match job::status(dir) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let list = |v: &[usize]| {
+        v.iter()
+            .map(usize::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!(
+        "job `{}`: {} of {} chunks done ({}/{} frames), {} pending, {} failed{}",
+        dir.display(),
+        s.done.len(),
+        s.chunks,
+        s.frames.0,
+        s.frames.1,
+        s.pending.len(),
+        s.failed.len(),
+        if s.running { "; running now" } else { "" }
+    );
+    if let Some(eta) = s.eta_s.filter(|_| !s.pending.is_empty()) {
+        println!(
+            "time left: about {} at the recorded pace, one chunk at a time",
+            clock(eta)
+        );
+    }
+    if !s.pending.is_empty() {
+        println!("pending: {}", list(&s.pending));
+    }
+    for f in &s.failed {
+        let (a, b) = s.ranges[f.index];
+        println!(
+            "failed: chunk {} ({}–{}) after {} attempt(s): {}",
+            f.index,
+            clock(a),
+            b.map_or("end".to_string(), clock),
+            f.errors.len(),
+            f.errors.last().map(String::as_str).unwrap_or("?")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }

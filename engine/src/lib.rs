@@ -22,6 +22,7 @@ pub mod config;
 pub mod diag;
 pub mod error;
 pub mod exec;
+pub mod job;
 pub mod load;
 pub mod node;
 pub mod payload;
@@ -37,8 +38,9 @@ pub use config::{BatchConfig, OnError, WhenFull};
 pub use diag::{Diagnostic, SourceFile, Span};
 pub use load::Mode;
 pub use node::{
-    BuildCtx, Emitter, End, Input, Items, NodeError, NodeKind, NodeParams, ParamSpec, ParamType,
-    Params, Problem, Process, Runtime, Source, ValidateCtx,
+    BuildCtx, ChunkPiece, ChunkSink, ChunkSource, Emitter, End, Input, Items, NodeError, NodeKind,
+    NodeParams, ParamSpec, ParamType, Params, Problem, Process, Runtime, Source, Temporal, Timeline,
+    ValidateCtx, WholeInput,
 };
 pub use payload::{AudioChunk, Frame, Payload, PortType, Rate};
 pub use plan::Plan;

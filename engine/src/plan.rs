@@ -59,6 +59,12 @@ impl Plan {
                 when_full: e.when_full,
             })
             .collect();
+        Plan::from_parts(graph.name.clone(), nodes, edges)
+    }
+
+    /// A plan of these nodes and edges (a job's plan for one chunk is its graph's plan with
+    /// params rewritten and nodes inserted). The edges must form no cycle.
+    pub fn from_parts(name: String, nodes: Vec<PlanNode>, edges: Vec<PlanEdge>) -> Plan {
         let mut g = DiGraph::new();
         let idx: Vec<NodeIndex> = (0..nodes.len()).map(|i| g.add_node(i)).collect();
         for (i, e) in edges.iter().enumerate() {
@@ -69,7 +75,7 @@ impl Plan {
             .map(|order| order.into_iter().map(|i| g[i]).collect())
             .unwrap_or_else(|_| (0..nodes.len()).collect());
         Plan {
-            name: graph.name.clone(),
+            name,
             nodes,
             edges,
             order,

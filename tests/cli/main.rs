@@ -7,6 +7,8 @@ mod common;
 
 mod commands;
 mod example;
+#[cfg(feature = "media")]
+mod jobs;
 #[cfg(feature = "llm")]
 mod llm;
 #[cfg(feature = "llm")]

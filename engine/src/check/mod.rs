@@ -37,6 +37,8 @@ pub struct CheckedNode {
     pub workers: usize,
     pub batch: Option<BatchConfig>,
     pub on_error: OnError,
+    /// Where the node's `kind:` is written, for diagnostics of later stages (jobs).
+    pub span: crate::diag::Span,
 }
 
 /// One connection: output port `from.1` of node `from.0` feeds input `to.1` of node `to.0`.
@@ -77,6 +79,7 @@ pub fn check(spec: &GraphSpec, registry: &Registry) -> Result<CheckedGraph, Vec<
                     workers,
                     batch,
                     on_error: n.on_error,
+                    span: n.kind_span,
                 },
                 params.complete,
             )

@@ -6,11 +6,13 @@
 //! file. This module is a leaf: it knows the payload types and the graph config types, never
 //! the loader, checker or executor.
 
+pub mod chunk;
 pub mod emit;
 pub mod params;
 
 pub use crate::config::BatchConfig;
 pub use crate::error::NodeError;
+pub use chunk::{ChunkPiece, ChunkSink, ChunkSource, Temporal, TemporalFn, Timeline, WholeInput};
 pub use emit::{Emitter, End, Input, Items, WorkMeter};
 pub use params::{NodeParams, ParamSpec, ParamType, Params};
 
@@ -201,6 +203,12 @@ pub struct NodeKind {
     pub typed: Option<TypedCheck>,
     /// `None`: the kind's feature was not built in (see [`NodeKind::not_built`]).
     pub factory: Option<Factory>,
+    /// Its temporal context, for jobs (`None`: undeclared, so a job will not cut it).
+    pub temporal: Option<TemporalFn>,
+    /// How a job restricts it to one chunk (sources whose timeline can be cut).
+    pub chunk_source: Option<Arc<dyn ChunkSource>>,
+    /// How a job writes its chunks and joins them (sinks).
+    pub chunk_sink: Option<Arc<dyn ChunkSink>>,
 }
 
 impl fmt::Debug for NodeKind {
@@ -254,6 +262,9 @@ impl NodeKind {
             validator: None,
             typed: None,
             factory: None,
+            temporal: None,
+            chunk_source: None,
+            chunk_sink: None,
         }
     }
     /// Whether this build can run the kind (its feature, if any, was built in).
@@ -326,6 +337,29 @@ impl NodeKind {
         f: impl Fn(&ValidateCtx<'_>) -> Vec<Problem> + Send + Sync + 'static,
     ) -> Self {
         self.validator = Some(Arc::new(f));
+        self
+    }
+    /// Declares the kind's temporal context (what its output at time t depends on), so jobs
+    /// know whether and how to cut it into chunks.
+    pub fn temporal(self, t: Temporal) -> Self {
+        self.temporal_with(move |_| t.clone())
+    }
+    /// The temporal context, decided by the node's params and wiring.
+    pub fn temporal_with(
+        mut self,
+        f: impl Fn(&ValidateCtx<'_>) -> Temporal + Send + Sync + 'static,
+    ) -> Self {
+        self.temporal = Some(Arc::new(f));
+        self
+    }
+    /// Makes the kind a source a job can cut (see [`ChunkSource`]).
+    pub fn chunk_source(mut self, s: impl ChunkSource + 'static) -> Self {
+        self.chunk_source = Some(Arc::new(s));
+        self
+    }
+    /// Makes the kind a sink a job can cut (see [`ChunkSink`]).
+    pub fn chunk_sink(mut self, s: impl ChunkSink + 'static) -> Self {
+        self.chunk_sink = Some(Arc::new(s));
         self
     }
     pub fn input_index(&self, name: &str) -> Option<usize> {

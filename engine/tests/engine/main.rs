@@ -9,6 +9,7 @@ mod common;
 mod backpressure;
 mod batching;
 mod failures;
+mod jobs;
 mod loader_fuzz;
 mod node_api;
 mod on_error;

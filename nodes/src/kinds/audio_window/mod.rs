@@ -21,8 +21,8 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 use vidflow_engine::{
-    Emitter, End, Input, NodeError, NodeKind, Payload, PortType, Process, Runtime, node::ParamType,
-    params,
+    Emitter, End, Input, NodeError, NodeKind, Payload, PortType, Process, Runtime, Temporal,
+    node::ParamType, params,
 };
 
 use crate::audio::mel::{MelStream, N_MELS, SAMPLE_RATE, window_start};
@@ -445,6 +445,15 @@ pub fn kind() -> NodeKind {
     .optional_input("frames", PortType::FRAMES, "the video frames: one window per frame, at their rate (default: frames at `fps` over the audio's duration)")
     .output("windows", AUDIO_WINDOWS, "one `AudioWindow` per frame (mel: 80x16), in frame order; consecutive windows share one span")
     .params::<AudioWindowParams>()
+    // A frame's window reaches into the audio around it: `before`/`after` chunks of one
+    // frame each, or 16 mel columns (200 ms) from the frame's time.
+    .temporal_with(|cx| match cx.params::<AudioWindowParams>() {
+        Some(p) if p.mode == "chunks" => {
+            let ms = |n: u64| (n as f64 * 1000.0 / p.fps).round() as u32;
+            Temporal::AudioMs { before: ms(p.before), after: ms(p.after) }
+        }
+        _ => Temporal::AudioMs { before: 0, after: 200 },
+    })
     .example("- id: windows\n  kind: audio-window\n  params: { mode: mel }\n  inputs: { audio: src.audio, frames: src.frames }\n")
 }
 

@@ -10,7 +10,7 @@ use crate::travel::plan::Plan;
 pub use crate::travel::spec::PlannerParams;
 use crate::travel::spec::{PLAN, PLANNER_KIND, plan_from_typed};
 use vidflow_engine::Emitter;
-use vidflow_engine::{NodeError, NodeKind, Payload, PortType, Problem, Runtime, Source};
+use vidflow_engine::{NodeError, NodeKind, Payload, PortType, Problem, Runtime, Source, Temporal};
 
 pub const KIND: &str = PLANNER_KIND;
 
@@ -44,6 +44,7 @@ pub fn kind() -> NodeKind {
         "one record: the plan as `vidflow plan --json` prints it",
     )
     .params::<PlannerParams>()
+    .temporal(Temporal::Whole("it plans a travel over all its keyframes".into()))
     .check(|cx| {
         let Some(p) = cx.params::<PlannerParams>() else {
             return vec![];

@@ -15,7 +15,7 @@ use crate::travel::guides::GUIDES;
 use crate::travel::plan::Role;
 use serde_json::json;
 use std::sync::Arc;
-use vidflow_engine::{NodeError, NodeKind, PortType, node::ParamType, params};
+use vidflow_engine::{NodeError, NodeKind, PortType, Temporal, node::ParamType, params};
 
 pub const KIND: &str = "blend";
 
@@ -69,6 +69,7 @@ pub fn kind() -> NodeKind {
         "one record per batch (model calls, attempts, whether it fell back) and a summary at the end",
     )
     .params::<BlendParams>()
+    .temporal(Temporal::Whole("it generates a travel's batches, each continuing the last".into()))
     .example("- id: gen\n  kind: blend\n  inputs: { guides: mask.guides }\n")
 }
 

@@ -22,7 +22,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 use vidflow_engine::{
     Emitter, End, Frame, Input, NodeError, NodeKind, ParamType, Payload, PortType, Process, Rate,
-    Runtime, Source, params,
+    Runtime, Source, Temporal, params,
 };
 
 const FRAMES: usize = 0;
@@ -92,6 +92,12 @@ pub fn kind() -> NodeKind {
     .output("frames", PortType::FRAMES, "frames read from stdout (format rgb24)")
     .output("records", PortType::RECORDS, "records read from stdout (format jsonl)")
     .params::<ExecParams>()
+    .temporal_with(|cx| match cx.params::<ExecParams>() {
+        Some(p) if p.format == "jsonl" => Temporal::Whole(
+            "a `format: jsonl` command reads the whole stream and may keep state across records; a `format: rgb24` command is taken as per frame".into(),
+        ),
+        _ => Temporal::PerItem,
+    })
     .example("- id: invert\n  kind: exec\n  params:\n    command: [python3, invert.py]\n    format: rgb24\n  inputs: { items: src.frames }\n")
 }
 

@@ -46,7 +46,7 @@ use std::sync::Arc;
 use vidflow_engine::Emitter;
 use vidflow_engine::{
     BatchConfig, BuildCtx, End, Frame, Input, NodeError, NodeKind, Payload, PortType, Problem,
-    Process, Rate, Runtime,
+    Process, Rate, Runtime, Temporal,
 };
 
 pub use rife::KIND;
@@ -87,6 +87,20 @@ pub fn kind() -> NodeKind {
         "fill mode: one record per batch and a summary at the end",
     )
     .params::<InterpolateParams>()
+    // A made frame depends on the frames on either side of it: a chunk reads one frame past
+    // its end. With `fps` the output grid starts at the stream's first frame, which a chunk
+    // does not see.
+    .temporal_with(|cx| {
+        if cx.connected_inputs.get(IN_GUIDES).copied().unwrap_or(false) {
+            return Temporal::Whole("it generates travel frames from planned guides, not from a timeline".into());
+        }
+        match cx.params::<InterpolateParams>() {
+            Some(p) if p.fps.is_some() => Temporal::Whole(
+                "with `fps` its output grid starts at the stream's first frame; use `multi`".into(),
+            ),
+            _ => Temporal::Frames { before: 0, after: 1 },
+        }
+    })
     .batched("frames", Some(BatchConfig { max: 4, wait_ms: 50 }))
     .check(|cx| {
         let mut problems = vec![];

@@ -15,8 +15,8 @@
 use crate::audio::AUDIO_WINDOWS;
 use std::collections::BTreeMap;
 use vidflow_engine::{
-    BatchConfig, Frame, NodeError, NodeKind, PortType, Problem, ValidateCtx, node::ParamType,
-    params,
+    BatchConfig, Frame, NodeError, NodeKind, PortType, Problem, Temporal, ValidateCtx,
+    node::ParamType, params,
 };
 #[cfg(feature = "neural")]
 use {
@@ -63,6 +63,7 @@ pub fn kind() -> NodeKind {
     .input("windows", AUDIO_WINDOWS, "one mel window per frame, from `audio-window` (paired by frame index)")
     .output("frames", PortType::FRAMES, "the frames with the face redrawn (same count, same order)")
     .params::<LipsyncParams>()
+    .temporal(Temporal::PerItem)
     .batched("frames", Some(BatchConfig { max: 8, wait_ms: 50 }))
     .check(validate)
     .example("- id: sync\n  kind: lipsync\n  params: { weights: wav2lip.pth, face: [100, 60, 120, 120] }\n  batch: { max: 8 }\n  inputs: { frames: src.frames, windows: win.windows }\n")

@@ -71,7 +71,7 @@ mod work;
 pub use config::{Config, LlmAnalyzeParams, group_sizes};
 
 use config::validate;
-use vidflow_engine::{BatchConfig, NodeKind, PortType};
+use vidflow_engine::{BatchConfig, NodeKind, PortType, Temporal};
 #[cfg(feature = "llm")]
 use vidflow_engine::{BuildCtx, NodeError, Runtime};
 
@@ -100,6 +100,7 @@ pub fn kind() -> NodeKind {
         }),
     )
     .params::<LlmAnalyzeParams>()
+    .temporal(Temporal::PerItem)
     .example(EXAMPLE)
     .check(|cx| match cx.params::<LlmAnalyzeParams>() {
         Some(p) => validate(&p),

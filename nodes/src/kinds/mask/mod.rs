@@ -10,7 +10,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use vidflow_engine::Emitter;
 use vidflow_engine::{
-    Input, NodeError, NodeKind, Payload, PortType, Process, Rate, Runtime, node::ParamType, params,
+    Input, NodeError, NodeKind, Payload, PortType, Process, Rate, Runtime, Temporal,
+    node::ParamType, params,
 };
 
 pub const KIND: &str = "mask";
@@ -65,6 +66,7 @@ pub fn kind() -> NodeKind {
         "the guide frames one by one, tagged in their metadata with batch, frame, mask value and role (for plugins and inspection)",
     )
     .params::<MaskParams>()
+    .temporal(Temporal::Whole("it builds the guides of a travel's planned batches".into()))
     .example(
         "- id: mask\n  kind: mask\n  params: { width: 832, height: 480, rate: 16 }\n  inputs: { plan: planner.plan }\n",
     )

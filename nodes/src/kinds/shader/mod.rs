@@ -27,7 +27,7 @@
 //! The runtime needs the `neural` feature (wgpu comes with Burn); without a wgpu adapter the
 //! node fails at setup with a message saying so.
 
-use vidflow_engine::{BatchConfig, NodeKind, ParamType, PortType, Problem, params};
+use vidflow_engine::{BatchConfig, NodeKind, ParamType, PortType, Problem, Temporal, params};
 #[cfg(feature = "neural")]
 use vidflow_engine::{BuildCtx, NodeError, Runtime};
 
@@ -66,6 +66,9 @@ pub fn kind() -> NodeKind {
     .input("frames", PortType::FRAMES, "frames to process")
     .output("frames", PortType::FRAMES, "the shader's output frames")
     .params::<ShaderParams>()
+    // Per frame: `index` and `time` are the source's; in a job `count` counts from the chunk's
+    // first frame.
+    .temporal(Temporal::PerItem)
     .batched("frames", Some(BatchConfig { max: 8, wait_ms: 5 }))
     .check(|cx| match cx.params::<ShaderParams>() {
         Some(p) => validate(&p),

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use vidflow_engine::Emitter;
 use vidflow_engine::{
     End, Frame, Input, NodeError, NodeKind, ParamType, Payload, PortType, Problem, Process,
-    Runtime, params,
+    Runtime, Temporal, params,
 };
 
 params! {
@@ -73,6 +73,7 @@ pub fn kind() -> NodeKind {
     .input("frames", PortType::FRAMES, "frames to split")
     .output("frames", PortType::FRAMES, "the frames of each segment in order, tagged `{segment, segment_frame}` in meta")
     .params::<SplitParams>()
+    .temporal(Temporal::Whole("its segments are planned in frames from the start of the stream".into()))
     .example("- id: seg\n  kind: split\n  params: { segment_frames: [81, 81, 65], overlaps: 8 }\n  inputs: { frames: gen.frames }\n")
     .check(|cx| match cx.params::<SplitParams>().map(|p| Plan::from_params(&p)) {
         Some(Err(e)) => vec![Problem::param("overlaps", e).help("each overlap must be shorter than the two segments it joins")],

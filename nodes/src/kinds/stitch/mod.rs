@@ -15,7 +15,7 @@ use std::sync::Arc;
 use vidflow_engine::Emitter;
 use vidflow_engine::{
     End, Frame, Input, NodeError, NodeKind, ParamType, Payload, PortType, Process, Rate, Runtime,
-    params,
+    Temporal, params,
 };
 
 params! {
@@ -50,6 +50,7 @@ pub fn kind() -> NodeKind {
     .input("frames", PortType::FRAMES, "frames of consecutive segments, tagged `segment` in meta, in order")
     .output("frames", PortType::FRAMES, "one stream, renumbered from 0")
     .params::<StitchParams>()
+    .temporal(Temporal::Whole("it joins segments planned over the whole stream".into()))
     .example("- id: join\n  kind: stitch\n  params: { overlaps: 8, blend: linear }\n  inputs: { frames: gen.frames }\n")
 }
 

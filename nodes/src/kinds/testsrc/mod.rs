@@ -3,7 +3,7 @@
 
 use vidflow_engine::{
     Emitter, Frame, NodeError, NodeKind, ParamType, Payload, PortType, Rate, Runtime, Source,
-    params,
+    Temporal, params,
 };
 
 params! {
@@ -36,6 +36,7 @@ pub fn kind() -> NodeKind {
     )
     .output("frames", PortType::FRAMES, "RGB frames")
     .params::<TestSrcParams>()
+    .temporal(Temporal::PerItem)
     .example("- id: src\n  kind: testsrc\n  params: { width: 320, height: 180, count: 100, rate: 25 }\n")
 }
 

@@ -18,7 +18,7 @@
 #[cfg(feature = "neural")]
 pub mod bench;
 
-use vidflow_engine::{BatchConfig, NodeKind, ParamType, PortType, Problem, params};
+use vidflow_engine::{BatchConfig, NodeKind, ParamType, PortType, Problem, Temporal, params};
 
 /// The built-in weights' name, as shown in messages.
 pub const BUILTIN_NAME: &str = "built-in realesr-animevideov3-x4";
@@ -54,6 +54,7 @@ pub fn kind() -> NodeKind {
     .input("frames", PortType::FRAMES, "RGB frames")
     .output("frames", PortType::FRAMES, "upscaled RGB frames, same index and time")
     .params::<UpscaleParams>()
+    .temporal(Temporal::PerItem)
     .batched("frames", Some(BatchConfig { max: 8, wait_ms: 20 }))
     .check(|cx| {
         let Some(p) = cx.params::<UpscaleParams>() else {

@@ -1,0 +1,534 @@
+//! Jobs through the `vidflow` binary (`run --job DIR`): chunk seams are exact (a chunked run
+//! decodes to the same frames, timing and audio length as the plain run), a job killed with
+//! SIGKILL resumes without running a recorded chunk again, damaged chunk outputs and
+//! half-written records are redone, a changed graph or input is refused, a failing chunk
+//! leaves the job resumable and a rerun redoes only it, and graphs that cannot be cut get a
+//! located diagnostic.
+
+use crate::common::{TmpDir, ffmpeg, probe};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn tmp(name: &str) -> TmpDir {
+    crate::common::tmp("jobs", name)
+}
+
+/// A clip of `secs` seconds at 25 fps with a keyframe every `gop` frames and AAC audio;
+/// `filter` is added to the video source (e.g. a box drawn over a time range).
+fn clip(path: &Path, size: &str, secs: u32, gop: u32, filter: &str) {
+    let video = format!("testsrc2=size={size}:rate=25{filter}");
+    let (t, g) = (secs.to_string(), gop.to_string());
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        &video,
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=frequency=440:sample_rate=44100",
+        "-t",
+        &t,
+        "-c:v",
+        "libx264",
+        "-g",
+        &g,
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "aac",
+        path.to_str().unwrap(),
+    ]);
+}
+
+fn vidflow(dir: &Path, args: &[&str]) -> Output {
+    Command::new(crate::common::BIN)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("vidflow runs")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn assert_ok(o: &Output, what: &str) {
+    assert!(
+        o.status.success(),
+        "{what}: exit {:?}\n{}",
+        o.status.code(),
+        stderr(o)
+    );
+}
+
+/// Every decoded video frame of a file: (pts, MD5 of its pixels), from ffmpeg's framemd5.
+fn frames(path: &Path) -> Vec<(String, String)> {
+    let out = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-i"])
+        .arg(path)
+        .args(["-map", "0:v", "-f", "framemd5", "-"])
+        .output()
+        .expect("ffmpeg runs");
+    assert!(out.status.success(), "framemd5 of {}", path.display());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| {
+            let f: Vec<&str> = l.split(',').map(str::trim).collect();
+            (f[2].to_string(), f[5].to_string())
+        })
+        .collect()
+}
+
+fn duration(path: &Path, stream: &str) -> f64 {
+    let p = probe(path, stream, "duration");
+    p.trim()
+        .strip_prefix("duration=")
+        .and_then(|d| d.parse().ok())
+        .unwrap_or_else(|| panic!("no duration for {stream} of {}: {p}", path.display()))
+}
+
+/// The JSON events of a `--progress json` run.
+fn events(o: &Output) -> Vec<serde_json::Value> {
+    stderr(o)
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Chunk indices of the events named `name`.
+fn chunks_of(events: &[serde_json::Value], name: &str) -> Vec<u64> {
+    let mut v: Vec<u64> = events
+        .iter()
+        .filter(|e| e["event"] == name)
+        .map(|e| e["chunk"].as_u64().unwrap())
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// Recorded chunks of a job directory.
+fn records(job: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(job.join("chunks"))
+        .map(|d| {
+            d.map(|e| e.unwrap().path())
+                .filter(|p| {
+                    let n = p.file_name().unwrap().to_string_lossy();
+                    n.ends_with(".json") && !n.ends_with(".failed.json") && !n.starts_with('.')
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// A lossless transcode graph (x264 qp 0 in 4:4:4), keeping the source audio.
+const LOSSLESS: &str = "name: lossless
+params:
+  input: { default: in.mp4 }
+  output: { default: out.mp4 }
+  crf: { default: 0 }
+nodes:
+  - id: dec
+    kind: decode
+    params: { path: \"${input}\" }
+  - id: enc
+    kind: encode
+    params: { path: \"${output}\", crf: \"${crf}\", pix_fmt: yuv444p, preset: ultrafast }
+    inputs: { frames: dec.frames, audio_packets: dec.audio_packets }
+";
+
+#[test]
+fn chunk_seams_are_exact_and_audio_is_whole() {
+    let d = tmp("seams");
+    clip(&d.path("in.mp4"), "160x120", 4, 10, "");
+    d.write("g.yaml", LOSSLESS);
+    let plain = vidflow(
+        &d,
+        &["run", "g.yaml", "--progress", "none", "--set", "output=plain.mp4"],
+    );
+    assert_ok(&plain, "plain run");
+    let job = vidflow(
+        &d,
+        &[
+            "run",
+            "g.yaml",
+            "--progress",
+            "json",
+            "--set",
+            "output=job.mp4",
+            "--job",
+            "job",
+            "--chunk-seconds",
+            "0.8",
+        ],
+    );
+    assert_ok(&job, "job");
+    let ev = events(&job);
+    let start = ev.iter().find(|e| e["event"] == "job_start").unwrap();
+    let n = start["chunks"].as_u64().unwrap();
+    assert_eq!(n, 5, "4 s cut every 0.8 s at keyframes every 0.4 s: {start}");
+    assert_eq!(chunks_of(&ev, "chunk_done"), (0..n).collect::<Vec<_>>());
+    assert_eq!(records(&d.path("job")).len(), n as usize);
+
+    let (a, b) = (frames(&d.path("plain.mp4")), frames(&d.path("job.mp4")));
+    assert_eq!(a.len(), 100);
+    assert_eq!(a, b, "the chunked run decodes to other frames or timing");
+    let (va, vb) = (
+        duration(&d.path("plain.mp4"), "v:0"),
+        duration(&d.path("job.mp4"), "v:0"),
+    );
+    assert!((va - vb).abs() < 1e-3, "video duration {va} vs {vb}");
+    let (aa, ab) = (
+        duration(&d.path("plain.mp4"), "a:0"),
+        duration(&d.path("job.mp4"), "a:0"),
+    );
+    assert!(
+        (aa - ab).abs() <= 1024.0 / 44100.0,
+        "audio duration {aa} vs {ab}"
+    );
+}
+
+/// A per-frame program that copies frames through, sleeping `ms` on each, and fails on a
+/// frame whose top-left pixel is white while `fail-marker` exists in its folder.
+const SLOW_COPY: &str = r#"import os, sys, time
+w, h, ms = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+marker = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fail-marker")
+n = w * h * 3
+while True:
+    f = sys.stdin.buffer.read(n)
+    if len(f) < n:
+        break
+    if f[0] > 240 and f[1] > 240 and f[2] > 240 and os.path.exists(marker):
+        sys.stderr.write("white frame: failing on purpose\n")
+        sys.exit(3)
+    time.sleep(ms / 1000.0)
+    sys.stdout.buffer.write(f)
+    sys.stdout.buffer.flush()
+"#;
+
+fn exec_graph(w: u32, h: u32, ms: u32) -> String {
+    format!(
+        "name: slow
+params:
+  input: {{ default: in.mp4 }}
+  output: {{ default: out.mp4 }}
+nodes:
+  - id: dec
+    kind: decode
+    params: {{ path: \"${{input}}\" }}
+  - id: copy
+    kind: exec
+    params: {{ command: [python3, copy.py, \"{w}\", \"{h}\", \"{ms}\"], format: rgb24 }}
+    inputs: {{ items: dec.frames }}
+  - id: enc
+    kind: encode
+    params: {{ path: \"${{output}}\", crf: 0, pix_fmt: yuv444p, preset: ultrafast }}
+    inputs: {{ frames: copy.frames, audio_packets: dec.audio_packets }}
+"
+    )
+}
+
+#[test]
+fn a_killed_job_resumes_without_rerunning_recorded_chunks() {
+    let d = tmp("kill");
+    clip(&d.path("in.mp4"), "64x48", 4, 10, "");
+    d.write("copy.py", SLOW_COPY);
+    d.write("g.yaml", &exec_graph(64, 48, 40));
+    let args = [
+        "run",
+        "g.yaml",
+        "--progress",
+        "json",
+        "--job",
+        "job",
+        "--chunk-seconds",
+        "0.4",
+        "--parallel",
+        "1",
+    ];
+    let mut child = Command::new(crate::common::BIN)
+        .args(args)
+        .current_dir(&*d)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed once the journal holds some chunks, not after a fixed time.
+    let started = Instant::now();
+    while records(&d.path("job")).len() < 3 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the job ended before it could be killed"
+        );
+        assert!(started.elapsed() < Duration::from_secs(60), "no records");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(!d.path("out.mp4").exists(), "the job finished before the kill");
+    let before: Vec<(PathBuf, Vec<u8>)> = records(&d.path("job"))
+        .into_iter()
+        .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
+        .collect();
+    let recorded: Vec<u64> = before
+        .iter()
+        .map(|(p, _)| {
+            p.file_stem().unwrap().to_string_lossy().parse().unwrap()
+        })
+        .collect();
+    assert!(recorded.len() >= 3 && recorded.len() < 10, "{recorded:?}");
+
+    let resumed = vidflow(&d, &args);
+    assert_ok(&resumed, "resume");
+    let ev = events(&resumed);
+    assert_eq!(chunks_of(&ev, "chunk_reused"), recorded, "recorded chunks trusted");
+    let ran = chunks_of(&ev, "chunk_start");
+    assert!(
+        ran.iter().all(|c| !recorded.contains(c)),
+        "a recorded chunk ran again: ran {ran:?}, recorded {recorded:?}"
+    );
+    let mut all: Vec<u64> = ran.iter().chain(&recorded).copied().collect();
+    all.sort();
+    assert_eq!(all, (0..10).collect::<Vec<_>>());
+    // The records of the chunks done before the kill are untouched.
+    for (p, bytes) in &before {
+        assert_eq!(&std::fs::read(p).unwrap(), bytes, "{} rewritten", p.display());
+    }
+
+    // The same as a job that was never interrupted.
+    let clean = vidflow(
+        &d,
+        &[
+            "run",
+            "g.yaml",
+            "--progress",
+            "none",
+            "--set",
+            "output=clean.mp4",
+            "--job",
+            "job2",
+            "--chunk-seconds",
+            "0.4",
+        ],
+    );
+    assert_ok(&clean, "uninterrupted job");
+    assert_eq!(frames(&d.path("out.mp4")), frames(&d.path("clean.mp4")));
+}
+
+#[test]
+fn damaged_chunks_are_redone_and_a_changed_job_is_refused() {
+    let d = tmp("damage");
+    clip(&d.path("in.mp4"), "64x48", 4, 10, "");
+    d.write("g.yaml", LOSSLESS);
+    let args = [
+        "run",
+        "g.yaml",
+        "--progress",
+        "json",
+        "--job",
+        "job",
+        "--chunk-seconds",
+        "0.4",
+    ];
+    assert_ok(&vidflow(&d, &args), "first run");
+    let reference = frames(&d.path("out.mp4"));
+    assert_eq!(reference.len(), 100);
+    let job = d.path("job");
+    let chunk_file = |i: usize| job.join(format!("chunks/{i:05}/enc.mp4"));
+    // Chunk 1's output truncated, chunk 4's deleted, chunk 6's flipped in one byte, chunk 8's
+    // record half-written.
+    let f1 = std::fs::read(chunk_file(1)).unwrap();
+    std::fs::write(chunk_file(1), &f1[..f1.len() / 2]).unwrap();
+    std::fs::remove_file(chunk_file(4)).unwrap();
+    let mut f6 = std::fs::read(chunk_file(6)).unwrap();
+    let mid = f6.len() / 2;
+    f6[mid] ^= 0xff;
+    std::fs::write(chunk_file(6), &f6).unwrap();
+    let r8 = job.join("chunks/00008.json");
+    let text = std::fs::read(&r8).unwrap();
+    std::fs::write(&r8, &text[..text.len() / 2]).unwrap();
+    std::fs::remove_file(d.path("out.mp4")).unwrap();
+
+    let again = vidflow(&d, &args);
+    assert_ok(&again, "rerun");
+    let ev = events(&again);
+    assert_eq!(chunks_of(&ev, "chunk_redo"), vec![1, 4, 6, 8]);
+    assert_eq!(chunks_of(&ev, "chunk_start"), vec![1, 4, 6, 8]);
+    assert_eq!(chunks_of(&ev, "chunk_reused"), vec![0, 2, 3, 5, 7, 9]);
+    assert_eq!(frames(&d.path("out.mp4")), reference);
+
+    // A finished job reruns without running anything.
+    let done = vidflow(&d, &args);
+    assert_ok(&done, "finished job");
+    assert!(chunks_of(&events(&done), "chunk_start").is_empty());
+
+    // Another param value: refused, saying what changed and how to start over.
+    let changed = vidflow(&d, &[&args[..], &["--set", "crf=1"]].concat());
+    assert_eq!(changed.status.code(), Some(1), "{}", stderr(&changed));
+    let e = stderr(&changed);
+    assert!(e.contains("param `crf` changed: 0 → 1"), "{e}");
+    assert!(e.contains("--restart"), "{e}");
+
+    // Another input file: refused, naming it.
+    clip(&d.path("in.mp4"), "64x48", 4, 10, ",hue=h=90");
+    let changed = vidflow(&d, &args);
+    assert_eq!(changed.status.code(), Some(1), "{}", stderr(&changed));
+    let e = stderr(&changed);
+    assert!(e.contains("input `in.mp4` changed"), "{e}");
+
+    // --restart starts over.
+    let restarted = vidflow(&d, &[&args[..], &["--restart"]].concat());
+    assert_ok(&restarted, "restart");
+    assert_eq!(chunks_of(&events(&restarted), "chunk_start").len(), 10);
+    assert_ne!(frames(&d.path("out.mp4")), reference, "the new input is used");
+}
+
+#[test]
+fn a_failing_chunk_is_reported_and_only_it_is_rerun() {
+    let d = tmp("fail");
+    // A white box in the top-left corner from 2.0 s to 2.4 s: chunk 5 of 0.4 s chunks.
+    clip(
+        &d.path("in.mp4"),
+        "64x48",
+        4,
+        10,
+        ",drawbox=x=0:y=0:w=16:h=16:color=white:t=fill:enable='between(t,2,2.39)'",
+    );
+    d.write("copy.py", SLOW_COPY);
+    d.write("g.yaml", &exec_graph(64, 48, 0));
+    d.write("fail-marker", "");
+    let args = [
+        "run",
+        "g.yaml",
+        "--progress",
+        "json",
+        "--job",
+        "job",
+        "--chunk-seconds",
+        "0.4",
+    ];
+    let failed = vidflow(&d, &args);
+    assert_eq!(failed.status.code(), Some(2), "{}", stderr(&failed));
+    let e = stderr(&failed);
+    assert!(
+        e.contains("error: chunk 5 (0:02.0–0:02.4) failed") && e.contains("failing on purpose"),
+        "{e}"
+    );
+    assert!(e.contains("rerun the same command"), "{e}");
+    assert!(!d.path("out.mp4").exists());
+    assert_eq!(chunks_of(&events(&failed), "chunk_failed"), vec![5]);
+
+    let status = Command::new(crate::common::BIN)
+        .args(["job", "status", "job"])
+        .current_dir(&*d)
+        .output()
+        .unwrap();
+    let s = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        s.contains("9 of 10 chunks done") && s.contains("1 failed"),
+        "{s}"
+    );
+    assert!(s.contains("failed: chunk 5 (0:02.0–0:02.4)"), "{s}");
+
+    std::fs::remove_file(d.path("fail-marker")).unwrap();
+    let rerun = vidflow(&d, &args);
+    assert_ok(&rerun, "rerun");
+    assert_eq!(chunks_of(&events(&rerun), "chunk_start"), vec![5]);
+    assert_eq!(frames(&d.path("out.mp4")).len(), 100);
+}
+
+#[test]
+fn graphs_that_cannot_be_cut_get_a_located_diagnostic() {
+    let d = tmp("uncuttable");
+    d.write(
+        "g.yaml",
+        "name: g
+nodes:
+  - id: src
+    kind: testsrc
+    params: { count: 10 }
+  - id: out
+    kind: jsonl
+    params: { path: \"-\" }
+    inputs: { items: src.frames }
+",
+    );
+    let out = vidflow(&d, &["check", "--job", "g.yaml"]);
+    assert_eq!(out.status.code(), Some(1));
+    let e = stderr(&out);
+    assert!(e.contains("error[not-chunkable]"), "{e}");
+    assert!(e.contains("g.yaml:4:11"), "located at `src`'s kind: {e}");
+    assert!(e.contains("source `src` (testsrc) has no timeline"), "{e}");
+    assert!(e.contains("g.yaml:7:11") && e.contains("standard output"), "{e}");
+    // Plain `check` is still fine with it.
+    assert_ok(&vidflow(&d, &["check", "g.yaml"]), "check");
+}
+
+/// Interpolation reads one frame past each chunk and drops what belongs to the next one, and
+/// the upscaler after it is per frame: the chunked run makes the same frames as the plain run,
+/// the made ones across the seams included.
+#[cfg(feature = "neural")]
+#[test]
+fn interpolate_and_upscale_seams_are_exact() {
+    let d = tmp("interp");
+    clip(&d.path("in.mp4"), "96x64", 2, 10, "");
+    d.write(
+        "g.yaml",
+        "name: smooth
+params:
+  output: { default: out.mp4 }
+nodes:
+  - id: dec
+    kind: decode
+    params: { path: in.mp4 }
+  - id: double
+    kind: interpolate
+    params: { multi: 2 }
+    inputs: { frames: dec.frames }
+  - id: sr
+    kind: upscale
+    params: { scale: 2 }
+    inputs: { frames: double.frames }
+  - id: enc
+    kind: encode
+    params: { path: \"${output}\", crf: 0, pix_fmt: yuv444p, preset: ultrafast }
+    inputs: { frames: sr.frames, audio_packets: dec.audio_packets }
+",
+    );
+    let env = [("VIDFLOW_DEVICE", "cpu")];
+    let run = |args: &[&str]| {
+        Command::new(crate::common::BIN)
+            .args(args)
+            .envs(env)
+            .current_dir(&*d)
+            .output()
+            .unwrap()
+    };
+    assert_ok(
+        &run(&["run", "g.yaml", "--progress", "none", "--set", "output=plain.mp4"]),
+        "plain run",
+    );
+    let job = run(&[
+        "run",
+        "g.yaml",
+        "--progress",
+        "json",
+        "--set",
+        "output=job.mp4",
+        "--job",
+        "job",
+        "--chunk-seconds",
+        "0.4",
+    ]);
+    assert_ok(&job, "job");
+    assert_eq!(chunks_of(&events(&job), "chunk_done").len(), 5);
+    let (a, b) = (frames(&d.path("plain.mp4")), frames(&d.path("job.mp4")));
+    assert_eq!(a.len(), 99, "multi 2 on 50 frames");
+    assert_eq!(a, b, "frames across the seams differ");
+}
