@@ -247,7 +247,7 @@ pub fn differences(old: &JobFile, new: &JobFile) -> Vec<String> {
     out
 }
 
-fn graph_differences(old: &serde_json::Value, new: &serde_json::Value) -> Vec<String> {
+pub fn graph_differences(old: &serde_json::Value, new: &serde_json::Value) -> Vec<String> {
     let nodes = |g: &serde_json::Value| -> Vec<(String, serde_json::Value)> {
         g["nodes"]
             .as_array()

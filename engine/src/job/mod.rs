@@ -225,354 +225,266 @@ fn io_err(what: String) -> impl FnOnce(std::io::Error) -> JobError {
     move |e| JobError::Io(format!("{what}: {e}"))
 }
 
-/// Runs a graph as a job in `opts.dir`, resuming what the directory already holds.
-pub fn run(graph: &CheckedGraph, opts: JobOptions) -> Result<JobReport, JobError> {
-    let started = Instant::now();
-    let shape = shape::analyse(graph).map_err(JobError::NotChunkable)?;
-    let plan = Plan::new(graph);
-    let src = &plan.nodes[shape.source];
-    let cutter = src
-        .kind
-        .chunk_source
-        .clone()
-        .expect("shape checked the source");
-    let timeline = cutter
-        .timeline(&src.id, &src.params)
-        .map_err(|e| JobError::Input(e.to_string()))?;
-    if timeline.pts.is_empty() {
-        return Err(JobError::Input(format!(
-            "node `{}`: the source has no frames to cut into chunks",
-            src.id
-        )));
-    }
-    let dir = opts.dir.clone();
-    std::fs::create_dir_all(dir.join(journal::CHUNKS_DIR)).map_err(io_err(format!(
-        "cannot create job folder `{}`",
-        dir.display()
-    )))?;
-    // One run per job directory at a time: two would write the same chunk files.
-    let lock = std::fs::File::create(dir.join(LOCK_FILE)).map_err(io_err(format!(
-        "cannot write `{}`",
-        dir.join(LOCK_FILE).display()
-    )))?;
-    if lock.try_lock().is_err() {
-        return Err(JobError::Busy(dir));
-    }
-
-    let chunks = cut(&timeline, opts.chunk_seconds, shape.before, shape.after);
-    let hash_all = |files: &[PathBuf]| -> Result<Vec<FileId>, JobError> {
-        files
-            .iter()
-            .map(|p| journal::file_id(p).map_err(io_err(format!("cannot read `{}`", p.display()))))
-            .collect()
-    };
-    let identity = graph_identity(graph);
-    let job = JobFile {
-        version: journal::VERSION,
-        vidflow: env!("CARGO_PKG_VERSION").to_string(),
-        graph_hash: journal::hash_bytes(identity.to_string().as_bytes()),
-        graph: identity,
-        inputs: hash_all(&timeline.files)?,
-        models: hash_all(&model_files(graph, &shape, &timeline.files))?,
-        chunk_seconds: opts.chunk_seconds,
-        chunks: chunks.clone(),
-    };
-    let job_path = dir.join(journal::JOB_FILE);
-    let fresh = match std::fs::exists(&job_path) {
-        Ok(false) => true,
-        _ if opts.restart => {
-            discard(&dir)?;
-            true
-        }
-        _ => {
-            let differences = match journal::read_json::<JobFile>(&job_path) {
-                Ok(old) => journal::differences(&old, &job),
-                Err(e) => vec![format!("its `{}` is {e}", journal::JOB_FILE)],
-            };
-            if !differences.is_empty() {
-                let recorded = std::fs::read_dir(dir.join(journal::CHUNKS_DIR))
-                    .map(|d| {
-                        d.filter_map(Result::ok)
-                            .filter(|e| {
-                                let name = e.file_name().to_string_lossy().into_owned();
-                                name.ends_with(".json") && !name.ends_with(".failed.json")
-                            })
-                            .count()
-                    })
-                    .unwrap_or(0);
-                return Err(JobError::Changed {
-                    dir,
-                    differences,
-                    recorded,
-                });
-            }
-            false
-        }
-    };
-    if fresh {
-        journal::write_json(&job_path, &job)
-            .map_err(io_err(format!("cannot write `{}`", job_path.display())))?;
-    }
-
-    // Which chunks are done: a record is trusted only if its outputs are intact.
-    let mut report = JobReport {
-        chunks: chunks.len(),
-        ..Default::default()
-    };
-    let mut pending = VecDeque::new();
-    let mut frames_done = 0u64;
-    for c in &chunks {
-        let path = journal::record_path(&dir, c.index);
-        if !path.exists() {
-            pending.push_back(c.clone());
-            continue;
-        }
-        match journal::read_json::<Record>(&path).and_then(|r| journal::verify(&dir, c, &r)) {
-            Ok(()) => {
-                opts.progress.checked(c.index, None);
-                report.reused.push(c.index);
-                frames_done += c.frames as u64;
-            }
-            Err(why) => {
-                opts.progress.checked(c.index, Some(&why));
-                let _ = std::fs::remove_file(&path);
-                pending.push_back(c.clone());
-            }
-        }
-    }
-
-    // The inputs the assembly feeds once (the source audio), and the sinks' own checks of them.
-    let t0 = timeline.pts[0];
-    let whole: Vec<Vec<WholeInput>> = shape
-        .sinks
-        .iter()
-        .map(|s| {
-            s.whole_edges
-                .iter()
-                .map(|&k| {
-                    let e = &graph.edges[k];
-                    let from = &graph.nodes[e.from.0];
-                    WholeInput {
-                        port: e.to.1,
-                        source_kind: from.kind.name,
-                        source_params: from.params.clone(),
-                        start: t0,
-                        end: None,
-                    }
-                })
-                .collect()
-        })
-        .collect();
-    for (s, w) in shape.sinks.iter().zip(&whole) {
-        let n = &plan.nodes[s.node];
-        let sink = n.kind.chunk_sink.as_ref().expect("shape checked the sinks");
-        sink.prepare(&n.id, &n.params, w)
-            .map_err(|e| JobError::Input(e.to_string()))?;
-    }
-
-    let parallel = opts
-        .parallel
-        .unwrap_or_else(|| default_parallel(graph))
-        .max(1);
-    let total_frames = timeline.pts.len() as u64;
-    opts.progress.start(
-        &dir.display().to_string(),
-        (report.reused.len(), chunks.len()),
-        (frames_done, total_frames),
-        parallel,
-    );
-
-    let runner = Runner {
-        plan: &plan,
-        shape: &shape,
-        dir: &dir,
-        progress: &opts.progress,
-        shared: &opts.shared,
-        queue: Mutex::new(pending),
-        in_flight: Mutex::new(vec![]),
-        outcome: Mutex::new((vec![], vec![])),
-        interrupted: AtomicBool::new(false),
-        done: AtomicBool::new(false),
-    };
-    std::thread::scope(|scope| {
-        // Ctrl-C sets the job's flag; every chunk's run has its own (a chunk that fails stops
-        // only itself), so the flag is passed on to the runs in flight.
-        scope.spawn(|| {
-            while !runner.done.load(Ordering::Relaxed) {
-                if opts.stop.is_set() {
-                    runner.interrupted.store(true, Ordering::Relaxed);
-                    for (_, f) in runner
-                        .in_flight
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .iter()
-                    {
-                        f.stop();
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        });
-        let workers: Vec<_> = (0..parallel)
-            .map(|_| scope.spawn(|| runner.work()))
-            .collect();
-        for w in workers {
-            let _ = w.join();
-        }
-        runner.done.store(true, Ordering::Relaxed);
-    });
-    let (ran, failed) = runner
-        .outcome
-        .into_inner()
-        .unwrap_or_else(|e| e.into_inner());
-    report.ran = ran;
-    report.failed = failed;
-    report.interrupted = runner.interrupted.load(Ordering::Relaxed);
-
-    if report.ok() {
-        for (s, w) in shape.sinks.iter().zip(&whole) {
-            let Some(output) = &s.output else { continue };
-            let n = &plan.nodes[s.node];
-            let sink = n.kind.chunk_sink.as_ref().expect("shape checked the sinks");
-            let pieces: Vec<ChunkPiece> = chunks
-                .iter()
-                .map(|c| ChunkPiece {
-                    path: chunk_output(&dir, c.index, &n.id, output),
-                    start: c.range.0 - t0,
-                })
-                .collect();
-            sink.assemble(&n.id, &n.params, &pieces, w, output)
-                .map_err(|e| JobError::Input(e.to_string()))?;
-            opts.progress
-                .assembled(&n.id, &output.display().to_string());
-            report.outputs.push(output.clone());
-        }
-    }
-    report.elapsed = started.elapsed();
-    let failed: Vec<usize> = report.failed.iter().map(|f| f.index).collect();
-    opts.progress
-        .end(report.ok(), report.interrupted, &failed, report.elapsed);
-    Ok(report)
+/// A job directory opened for a graph: its chunks, and how each one runs and is recorded.
+/// The coordinator [`Job::open`]s it (and holds its lock); a worker [`Job::attach`]es to it.
+pub struct Job {
+    pub dir: PathBuf,
+    pub file: JobFile,
+    plan: Plan,
+    shape: Shape,
+    /// The inputs each sink gets once at assembly (by sink, as in `shape.sinks`).
+    whole: Vec<Vec<WholeInput>>,
+    /// Held while the job runs here: one coordinator per job directory.
+    _lock: Option<std::fs::File>,
 }
 
-/// Removes the journal and chunk files of a job directory (`--restart`).
-fn discard(dir: &Path) -> Result<(), JobError> {
-    let chunks = dir.join(journal::CHUNKS_DIR);
-    if chunks.exists() {
-        std::fs::remove_dir_all(&chunks)
-            .map_err(io_err(format!("cannot remove `{}`", chunks.display())))?;
-    }
-    let _ = std::fs::remove_file(dir.join(journal::JOB_FILE));
-    std::fs::create_dir_all(&chunks)
-        .map_err(io_err(format!("cannot create `{}`", chunks.display())))
-}
-
-/// Where a sink writes a chunk: `chunks/NNNNN/<node>.<the output's extension>`.
-fn chunk_output(dir: &Path, index: usize, node: &str, output: &Path) -> PathBuf {
-    let name = match output.extension() {
-        Some(ext) => format!("{node}.{}", ext.to_string_lossy()),
-        None => node.to_string(),
-    };
-    journal::chunk_dir(dir, index).join(name)
-}
-
-/// The threads that run chunks share this.
-struct Runner<'a> {
-    plan: &'a Plan,
-    shape: &'a Shape,
-    dir: &'a Path,
-    progress: &'a JobProgress,
-    shared: &'a Arc<Shared>,
-    queue: Mutex<VecDeque<ChunkSpec>>,
-    in_flight: Mutex<Vec<(usize, StopFlag)>>,
-    /// Chunks recorded, chunks failed.
-    outcome: Mutex<(Vec<usize>, Vec<Failed>)>,
-    interrupted: AtomicBool,
-    done: AtomicBool,
-}
-
-enum Attempt {
-    Recorded,
-    Failed { error: String, node: Option<String> },
+/// How one chunk's run ended.
+pub enum ChunkOutcome {
+    Recorded(Record),
+    /// The run failed; `node` is the node that failed, when one did.
+    Failed {
+        error: String,
+        node: Option<String>,
+    },
+    /// Stopped (Ctrl-C, or a worker told to stop): nothing recorded.
     Stopped,
 }
 
-impl Runner<'_> {
-    fn work(&self) {
-        loop {
-            if self.interrupted.load(Ordering::Relaxed) {
-                return;
+impl Job {
+    /// Opens the job in `dir` for `graph`, starting it if the folder holds none: checks that
+    /// the graph can be cut, reads the source's timeline, cuts it, and compares what the job is
+    /// with the folder's `job.json` (refusing another job unless `restart`).
+    pub fn open(
+        graph: &CheckedGraph,
+        dir: &Path,
+        chunk_seconds: f64,
+        restart: bool,
+    ) -> Result<Job, JobError> {
+        let shape = shape::analyse(graph).map_err(JobError::NotChunkable)?;
+        let plan = Plan::new(graph);
+        let src = &plan.nodes[shape.source];
+        let cutter = src
+            .kind
+            .chunk_source
+            .clone()
+            .expect("shape checked the source");
+        let timeline = cutter
+            .timeline(&src.id, &src.params)
+            .map_err(|e| JobError::Input(e.to_string()))?;
+        if timeline.pts.is_empty() {
+            return Err(JobError::Input(format!(
+                "node `{}`: the source has no frames to cut into chunks",
+                src.id
+            )));
+        }
+        std::fs::create_dir_all(dir.join(journal::CHUNKS_DIR)).map_err(io_err(format!(
+            "cannot create job folder `{}`",
+            dir.display()
+        )))?;
+        // One run per job directory at a time: two would write the same chunk files.
+        let lock = std::fs::File::create(dir.join(LOCK_FILE)).map_err(io_err(format!(
+            "cannot write `{}`",
+            dir.join(LOCK_FILE).display()
+        )))?;
+        if lock.try_lock().is_err() {
+            return Err(JobError::Busy(dir.to_path_buf()));
+        }
+
+        let chunks = cut(&timeline, chunk_seconds, shape.before, shape.after);
+        let hash_all = |files: &[PathBuf]| -> Result<Vec<FileId>, JobError> {
+            files
+                .iter()
+                .map(|p| {
+                    journal::file_id(p).map_err(io_err(format!("cannot read `{}`", p.display())))
+                })
+                .collect()
+        };
+        let identity = graph_identity(graph);
+        let file = JobFile {
+            version: journal::VERSION,
+            vidflow: env!("CARGO_PKG_VERSION").to_string(),
+            graph_hash: journal::hash_bytes(identity.to_string().as_bytes()),
+            graph: identity,
+            inputs: hash_all(&timeline.files)?,
+            models: hash_all(&model_files(graph, &shape, &timeline.files))?,
+            chunk_seconds,
+            chunks,
+        };
+        let job_path = dir.join(journal::JOB_FILE);
+        let fresh = match std::fs::exists(&job_path) {
+            Ok(false) => true,
+            _ if restart => {
+                discard(dir)?;
+                true
             }
-            let Some(chunk) = self
-                .queue
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .pop_front()
-            else {
-                return;
-            };
-            let mut errors = vec![];
-            let mut attempt = 0u32;
-            loop {
-                attempt += 1;
-                self.progress
-                    .chunk_start(chunk.index, chunk.range, chunk.frames as u64, attempt);
-                match self.attempt(&chunk) {
-                    Attempt::Recorded => {
-                        let _ = std::fs::remove_file(journal::failed_path(self.dir, chunk.index));
-                        self.outcome
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .0
-                            .push(chunk.index);
-                        break;
-                    }
-                    Attempt::Stopped => {
-                        self.progress.chunk_abandoned(chunk.index);
-                        return;
-                    }
-                    Attempt::Failed { error, node } => {
-                        // The graph's `on_error: retry N` of the failing node retries the chunk.
-                        let retries = node
-                            .and_then(|id| self.plan.node(&id).map(|n| n.on_error))
-                            .map_or(0, |e| match e {
-                                OnError::Retry(n) => n,
-                                _ => 0,
-                            });
-                        let retry = attempt <= retries && !self.interrupted.load(Ordering::Relaxed);
-                        self.progress
-                            .chunk_failed(chunk.index, chunk.range, &error, retry);
-                        errors.push(error);
-                        if retry {
-                            continue;
-                        }
-                        let failed = Failed {
-                            index: chunk.index,
-                            range: chunk.range,
-                            errors,
-                        };
-                        // Recorded for `vidflow job status`; a rerun retries the chunk anyway.
-                        let _ = journal::write_json(
-                            &journal::failed_path(self.dir, chunk.index),
-                            &failed,
-                        );
-                        self.outcome
-                            .lock()
-                            .unwrap_or_else(|e| e.into_inner())
-                            .1
-                            .push(failed);
-                        break;
-                    }
+            _ => {
+                let differences = match journal::read_json::<JobFile>(&job_path) {
+                    Ok(old) => journal::differences(&old, &file),
+                    Err(e) => vec![format!("its `{}` is {e}", journal::JOB_FILE)],
+                };
+                if !differences.is_empty() {
+                    return Err(JobError::Changed {
+                        dir: dir.to_path_buf(),
+                        differences,
+                        recorded: recorded_count(dir),
+                    });
                 }
+                false
             }
+        };
+        if fresh {
+            journal::write_json(&job_path, &file)
+                .map_err(io_err(format!("cannot write `{}`", job_path.display())))?;
+        }
+        let job = Job::new(graph, dir, file, plan, shape, Some(lock));
+        job.prepare_sinks()?;
+        Ok(job)
+    }
+
+    /// Attaches to a job another process started (a worker on shared storage): the chunks
+    /// come from its `job.json`, which must describe this very graph.
+    pub fn attach(graph: &CheckedGraph, dir: &Path) -> Result<Job, JobError> {
+        let shape = shape::analyse(graph).map_err(JobError::NotChunkable)?;
+        let file: JobFile = journal::read_json(&dir.join(journal::JOB_FILE)).map_err(|e| {
+            JobError::Input(format!(
+                "`{}` is not a job folder this machine can read: its `{}` is {e}",
+                dir.display(),
+                journal::JOB_FILE
+            ))
+        })?;
+        let identity = graph_identity(graph);
+        if journal::hash_bytes(identity.to_string().as_bytes()) != file.graph_hash {
+            let mut differences = journal::graph_differences(&file.graph, &identity);
+            if differences.is_empty() {
+                differences.push("the graph changed".into());
+            }
+            return Err(JobError::Changed {
+                dir: dir.to_path_buf(),
+                differences,
+                recorded: recorded_count(dir),
+            });
+        }
+        Ok(Job::new(graph, dir, file, Plan::new(graph), shape, None))
+    }
+
+    fn new(
+        graph: &CheckedGraph,
+        dir: &Path,
+        file: JobFile,
+        plan: Plan,
+        shape: Shape,
+        lock: Option<std::fs::File>,
+    ) -> Job {
+        let t0 = file.chunks.first().map_or(0.0, |c| c.range.0);
+        let whole = shape
+            .sinks
+            .iter()
+            .map(|s| {
+                s.whole_edges
+                    .iter()
+                    .map(|&k| {
+                        let e = &graph.edges[k];
+                        let from = &graph.nodes[e.from.0];
+                        WholeInput {
+                            port: e.to.1,
+                            source_kind: from.kind.name,
+                            source_params: from.params.clone(),
+                            start: t0,
+                            end: None,
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        Job {
+            dir: dir.to_path_buf(),
+            file,
+            plan,
+            shape,
+            whole,
+            _lock: lock,
         }
     }
 
+    pub fn chunks(&self) -> &[ChunkSpec] {
+        &self.file.chunks
+    }
+
+    /// The node whose frames each chunk's progress counts (the source).
+    pub fn source(&self) -> usize {
+        self.shape.source
+    }
+
+    /// The sinks' own checks of what they will get at assembly, before any chunk runs.
+    fn prepare_sinks(&self) -> Result<(), JobError> {
+        for (s, w) in self.shape.sinks.iter().zip(&self.whole) {
+            let n = &self.plan.nodes[s.node];
+            let sink = n.kind.chunk_sink.as_ref().expect("shape checked the sinks");
+            sink.prepare(&n.id, &n.params, w)
+                .map_err(|e| JobError::Input(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    /// Which chunks are recorded (a record is trusted only if its outputs are intact; an
+    /// untrusted one is removed) and which are left to run.
+    pub fn scan(&self, progress: &JobProgress) -> (Vec<usize>, Vec<ChunkSpec>) {
+        let (mut done, mut pending) = (vec![], vec![]);
+        for c in self.chunks() {
+            let path = journal::record_path(&self.dir, c.index);
+            if !path.exists() {
+                pending.push(c.clone());
+                continue;
+            }
+            match journal::read_json::<Record>(&path)
+                .and_then(|r| journal::verify(&self.dir, c, &r))
+            {
+                Ok(()) => {
+                    progress.checked(c.index, None);
+                    done.push(c.index);
+                }
+                Err(why) => {
+                    progress.checked(c.index, Some(&why));
+                    let _ = std::fs::remove_file(&path);
+                    pending.push(c.clone());
+                }
+            }
+        }
+        (done, pending)
+    }
+
+    /// How many times the graph's `on_error: retry N` says to run a chunk again after `node`
+    /// failed it.
+    pub fn retries(&self, node: Option<&str>) -> u32 {
+        match node.and_then(|id| self.plan.node(id)).map(|n| n.on_error) {
+            Some(OnError::Retry(n)) => n,
+            _ => 0,
+        }
+    }
+
+    /// Records that a chunk failed every attempt (for `vidflow job status`; a rerun retries
+    /// it anyway).
+    pub fn record_failure(&self, chunk: &ChunkSpec, errors: Vec<String>) -> Failed {
+        let failed = Failed {
+            index: chunk.index,
+            range: chunk.range,
+            errors,
+        };
+        let _ = journal::write_json(&journal::failed_path(&self.dir, chunk.index), &failed);
+        failed
+    }
+
     /// Runs one chunk and records it.
-    fn attempt(&self, chunk: &ChunkSpec) -> Attempt {
-        let failed = |error: String| Attempt::Failed { error, node: None };
+    pub fn run_chunk(
+        &self,
+        chunk: &ChunkSpec,
+        progress: &JobProgress,
+        shared: &Arc<Shared>,
+        stop: StopFlag,
+    ) -> ChunkOutcome {
+        let failed = |error: String| ChunkOutcome::Failed { error, node: None };
         let started = Instant::now();
-        let cdir = journal::chunk_dir(self.dir, chunk.index);
+        let cdir = journal::chunk_dir(&self.dir, chunk.index);
         // Whatever an earlier attempt left (a partial file of a killed run) goes first.
         if cdir.exists()
             && let Err(e) = std::fs::remove_dir_all(&cdir)
@@ -582,47 +494,34 @@ impl Runner<'_> {
         if let Err(e) = std::fs::create_dir_all(&cdir) {
             return failed(format!("cannot create `{}`: {e}", cdir.display()));
         }
-        let plan = self.chunk_plan(chunk);
-        let stop = StopFlag::new();
-        self.in_flight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((chunk.index, stop.clone()));
-        if self.interrupted.load(Ordering::Relaxed) {
-            stop.stop();
-        }
         let run = exec::run(
-            &plan,
+            &self.chunk_plan(chunk),
             RunOptions {
-                stop: stop.clone(),
-                progress: self.progress.chunk_sink(chunk.index, self.shape.source),
-                shared: self.shared.clone(),
+                stop,
+                progress: progress.chunk_sink(chunk.index, self.shape.source),
+                shared: shared.clone(),
                 ..Default::default()
             },
         );
-        self.in_flight
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|(i, _)| *i != chunk.index);
         if let Some(f) = run.failure {
-            return Attempt::Failed {
+            return ChunkOutcome::Failed {
                 error: f.to_string(),
                 node: Some(f.node),
             };
         }
         if run.interrupted {
-            return Attempt::Stopped;
+            return ChunkOutcome::Stopped;
         }
         let mut outputs = vec![];
         for s in &self.shape.sinks {
             let Some(output) = &s.output else { continue };
             let id = &self.plan.nodes[s.node].id;
-            let path = chunk_output(self.dir, chunk.index, id, output);
+            let path = chunk_output(&self.dir, chunk.index, id, output);
             match journal::hash_file(&path) {
                 Ok((bytes, sha256)) => outputs.push(OutputRecord {
                     node: id.clone(),
                     path: path
-                        .strip_prefix(self.dir)
+                        .strip_prefix(&self.dir)
                         .unwrap_or(&path)
                         .display()
                         .to_string(),
@@ -649,16 +548,36 @@ impl Runner<'_> {
             outputs,
             seconds: started.elapsed().as_secs_f64(),
         };
-        if let Err(e) = journal::write_json(&journal::record_path(self.dir, chunk.index), &record) {
+        if let Err(e) = journal::write_json(&journal::record_path(&self.dir, chunk.index), &record)
+        {
             return failed(format!("cannot write the chunk's record: {e}"));
         }
-        self.progress.chunk_done(
-            chunk.index,
-            chunk.range,
-            chunk.frames as u64,
-            record.seconds,
-        );
-        Attempt::Recorded
+        let _ = std::fs::remove_file(journal::failed_path(&self.dir, chunk.index));
+        ChunkOutcome::Recorded(record)
+    }
+
+    /// Joins every sink's chunk files into its output; the outputs written.
+    pub fn assemble(&self, progress: &JobProgress) -> Result<Vec<PathBuf>, JobError> {
+        let t0 = self.chunks().first().map_or(0.0, |c| c.range.0);
+        let mut written = vec![];
+        for (s, w) in self.shape.sinks.iter().zip(&self.whole) {
+            let Some(output) = &s.output else { continue };
+            let n = &self.plan.nodes[s.node];
+            let sink = n.kind.chunk_sink.as_ref().expect("shape checked the sinks");
+            let pieces: Vec<ChunkPiece> = self
+                .chunks()
+                .iter()
+                .map(|c| ChunkPiece {
+                    path: chunk_output(&self.dir, c.index, &n.id, output),
+                    start: c.range.0 - t0,
+                })
+                .collect();
+            sink.assemble(&n.id, &n.params, &pieces, w, output)
+                .map_err(|e| JobError::Input(e.to_string()))?;
+            progress.assembled(&n.id, &output.display().to_string());
+            written.push(output.clone());
+        }
+        Ok(written)
     }
 
     /// The graph's plan for one chunk: the source restricted to what the chunk reads, each
@@ -680,7 +599,7 @@ impl Runner<'_> {
                 let sink = n.kind.chunk_sink.clone().expect("shape checked the sinks");
                 sink.redirect(
                     &mut n.params,
-                    &chunk_output(self.dir, chunk.index, &n.id, output),
+                    &chunk_output(&self.dir, chunk.index, &n.id, output),
                 );
             }
             drop_edges.extend(&s.whole_edges);
@@ -723,6 +642,208 @@ impl Runner<'_> {
             edges.extend(extra);
         }
         Plan::from_parts(self.plan.name.clone(), nodes, edges)
+    }
+}
+
+/// Chunk records in a job folder (trusted or not), for messages.
+fn recorded_count(dir: &Path) -> usize {
+    std::fs::read_dir(dir.join(journal::CHUNKS_DIR))
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .filter(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    name.ends_with(".json") && !name.ends_with(".failed.json")
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// Runs a graph as a job in `opts.dir`, resuming what the directory already holds.
+pub fn run(graph: &CheckedGraph, opts: JobOptions) -> Result<JobReport, JobError> {
+    let started = Instant::now();
+    let job = Job::open(graph, &opts.dir, opts.chunk_seconds, opts.restart)?;
+    let (reused, pending) = job.scan(&opts.progress);
+    let frame_count =
+        |ids: &[usize]| -> u64 { ids.iter().map(|&i| job.chunks()[i].frames as u64).sum() };
+    let total_frames: u64 = job.chunks().iter().map(|c| c.frames as u64).sum();
+    let parallel = opts
+        .parallel
+        .unwrap_or_else(|| default_parallel(graph))
+        .max(1);
+    opts.progress.start(
+        &job.dir.display().to_string(),
+        (reused.len(), job.chunks().len()),
+        (frame_count(&reused), total_frames),
+        parallel,
+    );
+    let mut report = JobReport {
+        chunks: job.chunks().len(),
+        reused,
+        ..Default::default()
+    };
+
+    let runner = Runner {
+        job: &job,
+        progress: &opts.progress,
+        shared: &opts.shared,
+        queue: Mutex::new(pending.into()),
+        in_flight: Mutex::new(vec![]),
+        outcome: Mutex::new((vec![], vec![])),
+        interrupted: AtomicBool::new(false),
+        done: AtomicBool::new(false),
+    };
+    std::thread::scope(|scope| {
+        // Ctrl-C sets the job's flag; every chunk's run has its own (a chunk that fails stops
+        // only itself), so the flag is passed on to the runs in flight.
+        scope.spawn(|| {
+            while !runner.done.load(Ordering::Relaxed) {
+                if opts.stop.is_set() {
+                    runner.interrupted.store(true, Ordering::Relaxed);
+                    for (_, f) in runner
+                        .in_flight
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .iter()
+                    {
+                        f.stop();
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        let workers: Vec<_> = (0..parallel)
+            .map(|_| scope.spawn(|| runner.work()))
+            .collect();
+        for w in workers {
+            let _ = w.join();
+        }
+        runner.done.store(true, Ordering::Relaxed);
+    });
+    let (ran, failed) = runner
+        .outcome
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner());
+    report.ran = ran;
+    report.failed = failed;
+    report.interrupted = runner.interrupted.load(Ordering::Relaxed);
+    if report.ok() {
+        report.outputs = job.assemble(&opts.progress)?;
+    }
+    report.elapsed = started.elapsed();
+    let failed: Vec<usize> = report.failed.iter().map(|f| f.index).collect();
+    opts.progress
+        .end(report.ok(), report.interrupted, &failed, report.elapsed);
+    Ok(report)
+}
+
+/// Removes the journal and chunk files of a job directory (`--restart`).
+fn discard(dir: &Path) -> Result<(), JobError> {
+    let chunks = dir.join(journal::CHUNKS_DIR);
+    if chunks.exists() {
+        std::fs::remove_dir_all(&chunks)
+            .map_err(io_err(format!("cannot remove `{}`", chunks.display())))?;
+    }
+    let _ = std::fs::remove_file(dir.join(journal::JOB_FILE));
+    std::fs::create_dir_all(&chunks)
+        .map_err(io_err(format!("cannot create `{}`", chunks.display())))
+}
+
+/// Where a sink writes a chunk: `chunks/NNNNN/<node>.<the output's extension>`.
+fn chunk_output(dir: &Path, index: usize, node: &str, output: &Path) -> PathBuf {
+    let name = match output.extension() {
+        Some(ext) => format!("{node}.{}", ext.to_string_lossy()),
+        None => node.to_string(),
+    };
+    journal::chunk_dir(dir, index).join(name)
+}
+
+/// The threads of a local job that run chunks share this.
+struct Runner<'a> {
+    job: &'a Job,
+    progress: &'a JobProgress,
+    shared: &'a Arc<Shared>,
+    queue: Mutex<VecDeque<ChunkSpec>>,
+    in_flight: Mutex<Vec<(usize, StopFlag)>>,
+    /// Chunks recorded, chunks failed.
+    outcome: Mutex<(Vec<usize>, Vec<Failed>)>,
+    interrupted: AtomicBool,
+    done: AtomicBool,
+}
+
+impl Runner<'_> {
+    fn work(&self) {
+        loop {
+            if self.interrupted.load(Ordering::Relaxed) {
+                return;
+            }
+            let Some(chunk) = self
+                .queue
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop_front()
+            else {
+                return;
+            };
+            let mut errors = vec![];
+            let mut attempt = 0u32;
+            loop {
+                attempt += 1;
+                self.progress
+                    .chunk_start(chunk.index, chunk.range, chunk.frames as u64, attempt);
+                let stop = StopFlag::new();
+                self.in_flight
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((chunk.index, stop.clone()));
+                if self.interrupted.load(Ordering::Relaxed) {
+                    stop.stop();
+                }
+                let outcome = self.job.run_chunk(&chunk, self.progress, self.shared, stop);
+                self.in_flight
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .retain(|(i, _)| *i != chunk.index);
+                match outcome {
+                    ChunkOutcome::Recorded(r) => {
+                        self.progress.chunk_done(
+                            chunk.index,
+                            chunk.range,
+                            chunk.frames as u64,
+                            r.seconds,
+                        );
+                        self.outcome
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .0
+                            .push(chunk.index);
+                        break;
+                    }
+                    ChunkOutcome::Stopped => {
+                        self.progress.chunk_abandoned(chunk.index);
+                        return;
+                    }
+                    ChunkOutcome::Failed { error, node } => {
+                        // The graph's `on_error: retry N` of the failing node retries the chunk.
+                        let retry = attempt <= self.job.retries(node.as_deref())
+                            && !self.interrupted.load(Ordering::Relaxed);
+                        self.progress
+                            .chunk_failed(chunk.index, chunk.range, &error, retry);
+                        errors.push(error);
+                        if retry {
+                            continue;
+                        }
+                        let failed = self.job.record_failure(&chunk, errors);
+                        self.outcome
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .1
+                            .push(failed);
+                        break;
+                    }
+                }
+            }
+        }
     }
 }
 
