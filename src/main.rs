@@ -9,6 +9,8 @@ use std::process::ExitCode;
 use vidflow_engine::{Mode, NodeError, Plan, Registry, exec, progress};
 use vidflow_nodes::gpu::device::{DevicePreference, list_devices};
 
+mod farm;
+
 const EXIT_CODES: &str =
     "Exit codes: 0 ok, 1 invalid graph or input, 2 runtime failure or interrupted.";
 const SET_HELP: &str =
@@ -76,6 +78,28 @@ enum Command {
     /// Inspect a job directory (`vidflow run GRAPH --job DIR`).
     #[command(subcommand)]
     Job(JobCommand),
+    /// Run chunks of jobs for coordinators (`vidflow run GRAPH --job DIR --nats URL`), taken
+    /// from a NATS JetStream server; the job folders must be on storage this machine sees at
+    /// the same path. SIGTERM or Ctrl-C: finish the chunks in hand and exit (twice: give them
+    /// back at once).
+    Worker {
+        #[command(flatten)]
+        nats: farm::NatsArgs,
+        /// Chunks run at once.
+        #[arg(long, value_name = "N", default_value_t = 1)]
+        slots: usize,
+        /// The worker's name in `job status` and events (default: host name and process id).
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+        /// Where neural nodes run (as for `run`).
+        #[arg(
+            long,
+            value_name = "DEVICE",
+            value_parser = PossibleValuesParser::new(["auto", "gpu", "cpu"])
+                .map(|s| s.parse::<DevicePreference>().expect("a listed device"))
+        )]
+        device: Option<DevicePreference>,
+    },
     /// Print a checked graph as Graphviz DOT or a Mermaid flowchart.
     Graph {
         /// The graph file (YAML).
@@ -131,6 +155,17 @@ struct JobArgs {
     /// Discard what the job folder holds and start the job over.
     #[arg(long, requires = "job")]
     restart: bool,
+    /// Spread the chunks over `vidflow worker`s through this NATS server (the job folder must
+    /// be on storage every worker sees).
+    #[command(flatten)]
+    nats: farm::NatsArgs,
+    /// With `--nats`: a worker that sends no heartbeat for this long has its chunk given to
+    /// another.
+    #[arg(long, value_name = "S", default_value_t = 30.0, requires = "nats")]
+    ack_wait: f64,
+    /// With `--nats`: deliveries of a chunk before it is recorded as failed.
+    #[arg(long, value_name = "N", default_value_t = 3, requires = "nats")]
+    max_deliver: i64,
 }
 
 #[derive(Subcommand)]
@@ -142,6 +177,9 @@ enum JobCommand {
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
+        /// Also list the live workers of this NATS server.
+        #[command(flatten)]
+        nats: farm::NatsArgs,
     },
 }
 
@@ -275,7 +313,37 @@ fn dispatch(command: Command, registry: &Registry) -> anyhow::Result<ExitCode> {
             device,
             job,
         } => run(&file, &set, progress, device, job, registry),
-        Command::Job(JobCommand::Status { dir, json }) => job_status(&dir, json),
+        Command::Job(JobCommand::Status { dir, json, nats }) => job_status(&dir, json, &nats),
+        Command::Worker {
+            nats,
+            slots,
+            name,
+            device,
+        } => {
+            if nats.nats.is_none() {
+                anyhow::bail!(
+                    "`vidflow worker` needs a NATS server: `--nats nats://host:4222` (or NATS_URL)"
+                );
+            }
+            let shared = std::sync::Arc::new(vidflow_engine::node::Shared::default());
+            if let Some(device) = device {
+                shared.insert(device);
+            }
+            let name = name.unwrap_or_else(|| {
+                let host = std::fs::read_to_string("/etc/hostname").unwrap_or_default();
+                format!("{}-{}", host.trim(), std::process::id())
+            });
+            let registry = vidflow_nodes::registry();
+            farm::worker::run(
+                farm::worker::Options {
+                    nats,
+                    slots,
+                    name,
+                    shared,
+                },
+                registry,
+            )
+        }
     }
 }
 
@@ -301,7 +369,7 @@ fn run(
         }
     };
     if job.job.is_some() {
-        return run_job(file, &graph, mode, device, job);
+        return run_job(file, set, &graph, mode, device, job);
     }
     let plan = Plan::new(&graph);
     let bars = mode == progress::Mode::Bars
@@ -366,14 +434,15 @@ fn failure_text(f: &exec::Failure) -> String {
 /// `vidflow run GRAPH --job DIR`.
 fn run_job(
     file: &str,
+    set: &[String],
     graph: &vidflow_engine::CheckedGraph,
     mode: progress::Mode,
     device: Option<DevicePreference>,
     args: JobArgs,
 ) -> anyhow::Result<ExitCode> {
     use vidflow_engine::job::{self, JobError};
-    let dir = args.job.expect("called with --job");
-    if !(args.chunk_seconds > 0.0) {
+    let dir = args.job.clone().expect("called with --job");
+    if args.chunk_seconds.is_nan() || args.chunk_seconds <= 0.0 {
         anyhow::bail!(
             "`--chunk-seconds` must be more than 0 (it is {})",
             args.chunk_seconds
@@ -399,27 +468,36 @@ fn run_job(
     if let Some(device) = device {
         shared.insert(device);
     }
-    let opts = job::JobOptions {
-        dir: dir.clone(),
-        chunk_seconds: args.chunk_seconds,
-        parallel: args.parallel,
-        restart: args.restart,
-        progress: job::progress::JobProgress::new(mode),
-        stop,
-        shared,
+    let result = if args.nats.nats.is_some() {
+        coordinate(file, set, graph, mode, &args, stop)
+    } else {
+        let opts = job::JobOptions {
+            dir: dir.clone(),
+            chunk_seconds: args.chunk_seconds,
+            parallel: args.parallel,
+            restart: args.restart,
+            progress: job::progress::JobProgress::new(mode),
+            stop,
+            shared,
+        };
+        job::run(graph, opts).map_err(Into::into)
     };
-    let report = match job::run(graph, opts) {
+    let report = match result.map_err(|e| e.downcast::<JobError>()) {
         Ok(r) => r,
-        Err(JobError::NotChunkable(diags)) => {
+        Err(Ok(JobError::NotChunkable(diags))) => {
             eprint!("{}", render_diags(file, &diags));
             return Ok(ExitCode::from(1));
         }
-        Err(e @ JobError::Io(_)) => {
+        Err(Ok(e @ JobError::Io(_))) => {
             eprintln!("error: {e}");
             return Ok(ExitCode::from(2));
         }
-        Err(e) => {
+        Err(Ok(e)) => {
             eprintln!("error: {e}");
+            return Ok(ExitCode::from(1));
+        }
+        Err(Err(e)) => {
+            eprintln!("error: {e:#}");
             return Ok(ExitCode::from(1));
         }
     };
@@ -477,8 +555,43 @@ fn run_job(
     Ok(ExitCode::SUCCESS)
 }
 
+/// `vidflow run GRAPH --job DIR --nats URL`: the chunks run on workers.
+fn coordinate(
+    file: &str,
+    set: &[String],
+    graph: &vidflow_engine::CheckedGraph,
+    mode: progress::Mode,
+    args: &JobArgs,
+    stop: exec::StopFlag,
+) -> anyhow::Result<vidflow_engine::job::JobReport> {
+    let dir = args.job.as_ref().expect("called with --job");
+    let job = vidflow_engine::job::Job::open(graph, dir, args.chunk_seconds, args.restart)?;
+    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read `{file}`"))?;
+    if args.ack_wait.is_nan() || args.ack_wait <= 0.0 {
+        anyhow::bail!("`--ack-wait` must be more than 0 seconds");
+    }
+    let progress = vidflow_engine::job::progress::JobProgress::new(mode);
+    farm::coordinator::run(farm::coordinator::Coordinate {
+        job: &job,
+        nats: &args.nats,
+        queue: farm::Queue {
+            ack_wait: std::time::Duration::from_secs_f64(args.ack_wait),
+            max_deliver: args.max_deliver,
+        },
+        file: file.to_string(),
+        text,
+        set: set.to_vec(),
+        progress: &progress,
+        stop,
+    })
+}
+
 /// `vidflow job status DIR`.
-fn job_status(dir: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
+fn job_status(
+    dir: &std::path::Path,
+    json: bool,
+    nats: &farm::NatsArgs,
+) -> anyhow::Result<ExitCode> {
     use vidflow_engine::job::{self, progress::clock};
     let s = match job::status(dir) {
         Ok(s) => s,
@@ -487,8 +600,16 @@ fn job_status(dir: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(1));
         }
     };
+    let workers = match &nats.nats {
+        Some(_) => Some(farm::coordinator::workers(nats)?),
+        None => None,
+    };
     if json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
+        let mut v = serde_json::to_value(&s)?;
+        if let Some(w) = &workers {
+            v["workers"] = serde_json::to_value(w)?;
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }
     let list = |v: &[usize]| {
@@ -516,6 +637,33 @@ fn job_status(dir: &std::path::Path, json: bool) -> anyhow::Result<ExitCode> {
     }
     if !s.pending.is_empty() {
         println!("pending: {}", list(&s.pending));
+    }
+    if let Some(w) = &workers {
+        println!("live workers on {}: {}", nats.shown(), w.len());
+        for b in w {
+            let running: Vec<String> = b
+                .running
+                .iter()
+                .map(|(job, chunk, frames)| {
+                    format!(
+                        "chunk {chunk} of {} ({frames} frames)",
+                        &job[..job.len().min(12)]
+                    )
+                })
+                .collect();
+            println!(
+                "  {}: {} slot(s), {} chunk(s) done, {:.1} frames/s, {}",
+                b.name,
+                b.slots,
+                b.chunks_done,
+                b.fps,
+                if running.is_empty() {
+                    "idle".to_string()
+                } else {
+                    running.join(", ")
+                }
+            );
+        }
     }
     for f in &s.failed {
         let (a, b) = s.ranges[f.index];

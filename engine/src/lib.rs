@@ -39,8 +39,8 @@ pub use diag::{Diagnostic, SourceFile, Span};
 pub use load::Mode;
 pub use node::{
     BuildCtx, ChunkPiece, ChunkSink, ChunkSource, Emitter, End, Input, Items, NodeError, NodeKind,
-    NodeParams, ParamSpec, ParamType, Params, Problem, Process, Runtime, Source, Temporal, Timeline,
-    ValidateCtx, WholeInput,
+    NodeParams, ParamSpec, ParamType, Params, Problem, Process, Runtime, Source, Temporal,
+    Timeline, ValidateCtx, WholeInput,
 };
 pub use payload::{AudioChunk, Frame, Payload, PortType, Rate};
 pub use plan::Plan;

@@ -150,7 +150,14 @@ fn chunk_seams_are_exact_and_audio_is_whole() {
     d.write("g.yaml", LOSSLESS);
     let plain = vidflow(
         &d,
-        &["run", "g.yaml", "--progress", "none", "--set", "output=plain.mp4"],
+        &[
+            "run",
+            "g.yaml",
+            "--progress",
+            "none",
+            "--set",
+            "output=plain.mp4",
+        ],
     );
     assert_ok(&plain, "plain run");
     let job = vidflow(
@@ -172,7 +179,10 @@ fn chunk_seams_are_exact_and_audio_is_whole() {
     let ev = events(&job);
     let start = ev.iter().find(|e| e["event"] == "job_start").unwrap();
     let n = start["chunks"].as_u64().unwrap();
-    assert_eq!(n, 5, "4 s cut every 0.8 s at keyframes every 0.4 s: {start}");
+    assert_eq!(
+        n, 5,
+        "4 s cut every 0.8 s at keyframes every 0.4 s: {start}"
+    );
     assert_eq!(chunks_of(&ev, "chunk_done"), (0..n).collect::<Vec<_>>());
     assert_eq!(records(&d.path("job")).len(), n as usize);
 
@@ -271,23 +281,28 @@ fn a_killed_job_resumes_without_rerunning_recorded_chunks() {
     }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    assert!(!d.path("out.mp4").exists(), "the job finished before the kill");
+    assert!(
+        !d.path("out.mp4").exists(),
+        "the job finished before the kill"
+    );
     let before: Vec<(PathBuf, Vec<u8>)> = records(&d.path("job"))
         .into_iter()
         .map(|p| (p.clone(), std::fs::read(&p).unwrap()))
         .collect();
     let recorded: Vec<u64> = before
         .iter()
-        .map(|(p, _)| {
-            p.file_stem().unwrap().to_string_lossy().parse().unwrap()
-        })
+        .map(|(p, _)| p.file_stem().unwrap().to_string_lossy().parse().unwrap())
         .collect();
     assert!(recorded.len() >= 3 && recorded.len() < 10, "{recorded:?}");
 
     let resumed = vidflow(&d, &args);
     assert_ok(&resumed, "resume");
     let ev = events(&resumed);
-    assert_eq!(chunks_of(&ev, "chunk_reused"), recorded, "recorded chunks trusted");
+    assert_eq!(
+        chunks_of(&ev, "chunk_reused"),
+        recorded,
+        "recorded chunks trusted"
+    );
     let ran = chunks_of(&ev, "chunk_start");
     assert!(
         ran.iter().all(|c| !recorded.contains(c)),
@@ -298,7 +313,12 @@ fn a_killed_job_resumes_without_rerunning_recorded_chunks() {
     assert_eq!(all, (0..10).collect::<Vec<_>>());
     // The records of the chunks done before the kill are untouched.
     for (p, bytes) in &before {
-        assert_eq!(&std::fs::read(p).unwrap(), bytes, "{} rewritten", p.display());
+        assert_eq!(
+            &std::fs::read(p).unwrap(),
+            bytes,
+            "{} rewritten",
+            p.display()
+        );
     }
 
     // The same as a job that was never interrupted.
@@ -386,7 +406,11 @@ fn damaged_chunks_are_redone_and_a_changed_job_is_refused() {
     let restarted = vidflow(&d, &[&args[..], &["--restart"]].concat());
     assert_ok(&restarted, "restart");
     assert_eq!(chunks_of(&events(&restarted), "chunk_start").len(), 10);
-    assert_ne!(frames(&d.path("out.mp4")), reference, "the new input is used");
+    assert_ne!(
+        frames(&d.path("out.mp4")),
+        reference,
+        "the new input is used"
+    );
 }
 
 #[test]
@@ -465,7 +489,10 @@ nodes:
     assert!(e.contains("error[not-chunkable]"), "{e}");
     assert!(e.contains("g.yaml:4:11"), "located at `src`'s kind: {e}");
     assert!(e.contains("source `src` (testsrc) has no timeline"), "{e}");
-    assert!(e.contains("g.yaml:7:11") && e.contains("standard output"), "{e}");
+    assert!(
+        e.contains("g.yaml:7:11") && e.contains("standard output"),
+        "{e}"
+    );
     // Plain `check` is still fine with it.
     assert_ok(&vidflow(&d, &["check", "g.yaml"]), "check");
 }
@@ -511,7 +538,14 @@ nodes:
             .unwrap()
     };
     assert_ok(
-        &run(&["run", "g.yaml", "--progress", "none", "--set", "output=plain.mp4"]),
+        &run(&[
+            "run",
+            "g.yaml",
+            "--progress",
+            "none",
+            "--set",
+            "output=plain.mp4",
+        ]),
         "plain run",
     );
     let job = run(&[

@@ -17,3 +17,5 @@ mod llm_real_server;
 mod media;
 #[cfg(all(feature = "media", feature = "neural"))]
 mod neural;
+#[cfg(feature = "media")]
+mod workers;

@@ -99,6 +99,54 @@ pub fn failed_path(job: &Path, index: usize) -> PathBuf {
     job.join(CHUNKS_DIR).join(format!("{index:05}.failed.json"))
 }
 
+/// Every failed attempt of a chunk by a worker, one JSON line each (`worker`, `delivered`,
+/// `error`), appended by the workers.
+pub fn chunk_errors_path(job: &Path, index: usize) -> PathBuf {
+    job.join(CHUNKS_DIR)
+        .join(format!("{index:05}.errors.jsonl"))
+}
+
+/// The errors of a chunk's last `n` failed attempts, oldest first, each naming its worker.
+pub fn chunk_errors(job: &Path, index: usize, n: usize) -> Vec<String> {
+    let text = std::fs::read_to_string(chunk_errors_path(job, index)).unwrap_or_default();
+    let lines: Vec<String> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .map(|v| {
+            format!(
+                "worker `{}` (delivery {}): {}",
+                v["worker"].as_str().unwrap_or("?"),
+                v["delivered"],
+                v["error"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+    lines[lines.len().saturating_sub(n)..].to_vec()
+}
+
+/// Failed attempts a chunk has had by workers so far.
+pub fn attempts(job: &Path, index: usize) -> usize {
+    std::fs::read_to_string(chunk_errors_path(job, index))
+        .map(|t| t.lines().count())
+        .unwrap_or(0)
+}
+
+/// Records a chunk as failed, its range read from the job's `job.json` (for a worker that
+/// could not load the job itself).
+pub fn write_failed(job: &Path, index: usize, errors: Vec<String>) {
+    let Ok(file) = read_json::<JobFile>(&job.join(JOB_FILE)) else {
+        return;
+    };
+    if let Some(c) = file.chunks.get(index) {
+        let failed = Failed {
+            index,
+            range: c.range,
+            errors,
+        };
+        let _ = write_json(&failed_path(job, index), &failed);
+    }
+}
+
 /// Writes `value` as pretty JSON to `path` durably: a unique temporary file beside it,
 /// fsynced, renamed over `path`, and the folder fsynced so the rename itself survives a crash.
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {

@@ -101,6 +101,8 @@ impl std::fmt::Display for JobError {
     }
 }
 
+impl std::error::Error for JobError {}
+
 /// What a job did.
 #[derive(Debug, Default)]
 pub struct JobReport {
@@ -474,11 +476,12 @@ impl Job {
         failed
     }
 
-    /// Runs one chunk and records it.
+    /// Runs one chunk and records it; `progress` gets the chunk run's ticks (see
+    /// [`JobProgress::chunk_sink`]).
     pub fn run_chunk(
         &self,
         chunk: &ChunkSpec,
-        progress: &JobProgress,
+        progress: Box<dyn crate::exec::ProgressSink>,
         shared: &Arc<Shared>,
         stop: StopFlag,
     ) -> ChunkOutcome {
@@ -498,7 +501,7 @@ impl Job {
             &self.chunk_plan(chunk),
             RunOptions {
                 stop,
-                progress: progress.chunk_sink(chunk.index, self.shape.source),
+                progress,
                 shared: shared.clone(),
                 ..Default::default()
             },
@@ -799,7 +802,8 @@ impl Runner<'_> {
                 if self.interrupted.load(Ordering::Relaxed) {
                     stop.stop();
                 }
-                let outcome = self.job.run_chunk(&chunk, self.progress, self.shared, stop);
+                let ticks = self.progress.chunk_sink(chunk.index, self.job.source());
+                let outcome = self.job.run_chunk(&chunk, ticks, self.shared, stop);
                 self.in_flight
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())

@@ -132,11 +132,35 @@ impl JobProgress {
     }
 
     pub fn chunk_start(&self, index: usize, range: (f64, Option<f64>), frames: u64, attempt: u32) {
+        self.chunk_start_on(index, range, frames, attempt, None)
+    }
+
+    /// A chunk starts, on a named worker when the job is spread over several.
+    pub fn chunk_start_on(
+        &self,
+        index: usize,
+        range: (f64, Option<f64>),
+        frames: u64,
+        attempt: u32,
+        worker: Option<&str>,
+    ) {
         let mut s = self.state();
         match s.mode {
             Mode::Json => emit(json!({"event": "chunk_start", "chunk": index,
-                "range": [range.0, range.1], "frames": frames, "attempt": attempt})),
+                "range": [range.0, range.1], "frames": frames, "attempt": attempt,
+                "worker": worker})),
+            Mode::Plain => {
+                if let Some(w) = worker {
+                    eprintln!(
+                        "chunk {index} ({}) started on `{w}` (attempt {attempt})",
+                        range_text(range)
+                    );
+                }
+            }
             Mode::Bars => {
+                if let Some(old) = s.chunk_bars.remove(&index) {
+                    old.finish_and_clear();
+                }
                 if let Some((multi, _)) = &s.bars {
                     let bar = multi.add(ProgressBar::new(frames));
                     bar.set_style(
@@ -144,7 +168,10 @@ impl JobProgress {
                             .expect("template"),
                     );
                     bar.set_prefix(format!("chunk {index}"));
-                    bar.set_message(range_text(range));
+                    bar.set_message(match worker {
+                        Some(w) => format!("{} on {w}", range_text(range)),
+                        None => range_text(range),
+                    });
                     s.chunk_bars.insert(index, bar);
                 }
             }
@@ -153,7 +180,7 @@ impl JobProgress {
     }
 
     /// The frames the chunk's source has emitted so far.
-    fn chunk_tick(&self, index: usize, frames: u64) {
+    pub fn chunk_tick(&self, index: usize, frames: u64) {
         let mut s = self.state();
         match s.mode {
             Mode::Bars => {

@@ -83,7 +83,14 @@ impl Process for Pairs {
             let Payload::Frame(b) = item else { continue };
             if let Some(a) = self.0.take() {
                 let mid = (a.data[0] as u16 + b.data[0] as u16) / 2;
-                let made = Frame::new(a.index, (a.pts + b.pts) / 2.0, a.rate, 1, 1, vec![mid as u8; 3]);
+                let made = Frame::new(
+                    a.index,
+                    (a.pts + b.pts) / 2.0,
+                    a.rate,
+                    1,
+                    1,
+                    vec![mid as u8; 3],
+                );
                 out.emit(0, Payload::Frame(a))?;
                 out.emit(0, Payload::Frame(made))?;
             }
@@ -145,7 +152,10 @@ impl Process for Lines {
 struct LinesChunks;
 impl ChunkSink for LinesChunks {
     fn output(&self, params: &Params) -> Result<Option<PathBuf>, String> {
-        Ok(params.get("path").and_then(|v| v.as_str()).map(PathBuf::from))
+        Ok(params
+            .get("path")
+            .and_then(|v| v.as_str())
+            .map(PathBuf::from))
     }
     fn redirect(&self, params: &mut Params, path: &Path) {
         params
@@ -162,7 +172,8 @@ impl ChunkSink for LinesChunks {
     ) -> Result<(), NodeError> {
         let mut all = String::new();
         for p in pieces {
-            all += &std::fs::read_to_string(&p.path).map_err(|e| NodeError::runtime(e.to_string()))?;
+            all +=
+                &std::fs::read_to_string(&p.path).map_err(|e| NodeError::runtime(e.to_string()))?;
         }
         std::fs::write(output, all).map_err(|e| NodeError::runtime(e.to_string()))
     }
@@ -323,8 +334,14 @@ fn a_changed_graph_is_refused_with_what_changed() {
     )
     .expect_err("another graph");
     let text = err.to_string();
-    assert!(text.contains("node `src` param `frames` changed: 20 → 25"), "{text}");
-    assert!(text.contains("--restart") && text.contains("4 recorded chunks"), "{text}");
+    assert!(
+        text.contains("node `src` param `frames` changed: 20 → 25"),
+        "{text}"
+    );
+    assert!(
+        text.contains("--restart") && text.contains("4 recorded chunks"),
+        "{text}"
+    );
     let _ = std::fs::remove_dir_all(&d);
 }
 
@@ -340,7 +357,11 @@ fn chunks_are_cut_at_keyframes() {
     assert_eq!(firsts, vec![0, 10, 21]);
     assert_eq!(c.iter().map(|c| c.frames).sum::<usize>(), 30);
     assert_eq!(c[0].range, (0.0, Some(1.0)));
-    assert_eq!(c[0].read, (0.0, Some(pts(11))), "one frame of context after");
+    assert_eq!(
+        c[0].read,
+        (0.0, Some(pts(11))),
+        "one frame of context after"
+    );
     assert_eq!(c[2].range, (pts(21), None));
     assert_eq!(c[2].read, (pts(21), None));
     let c = job::cut(&t, 0.0, 2, 0);

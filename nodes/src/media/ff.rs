@@ -52,23 +52,8 @@ pub fn is_glob(path: &str) -> bool {
     path.contains('*') || path.contains('?') || path.contains('[')
 }
 
-pub fn is_printf_pattern(path: &str) -> bool {
-    let b = path.as_bytes();
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let mut j = i + 1;
-            while j < b.len() && b[j].is_ascii_digit() {
-                j += 1;
-            }
-            if j < b.len() && b[j] == b'd' {
-                return true;
-            }
-        }
-        i += 1;
-    }
-    false
-}
+// Also needed without FFmpeg (a job asks `encode` whether it writes a sequence).
+pub use super::is_printf_pattern;
 
 /// Opens an input for demuxing. Image patterns and globs go to the `image2` demuxer with
 /// `framerate`; everything else is probed.

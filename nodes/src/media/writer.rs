@@ -133,6 +133,8 @@ pub struct Writer {
     /// f32 audio that arrived before the first frame (so before `t0` is known).
     early_audio: Vec<AudioChunk>,
     t0: Option<f64>,
+    /// Keyframe interval in frames (`None`: the encoder's default); see [`Writer::set_gop`].
+    gop: Option<u32>,
     done: bool,
 }
 
@@ -239,6 +241,7 @@ impl Writer {
             pending: vec![],
             early_audio: vec![],
             t0: None,
+            gop: None,
             done: false,
         };
         unsafe {
@@ -260,6 +263,13 @@ impl Writer {
         // Fail now, not at the first frame, on a codec or pixel format that does not exist.
         w.pick_codec().map(|_| ())?;
         Ok(w)
+    }
+
+    /// Sets the largest number of frames between keyframes (the codec's `gop_size`; libx264's
+    /// `keyint`), before the first frame. Kept out of [`EncodeOptions`], whose other users
+    /// spell out every field.
+    pub fn set_gop(&mut self, gop: Option<u32>) {
+        self.gop = gop;
     }
 
     fn err(&self, what: impl std::fmt::Display) -> NodeError {
@@ -395,6 +405,9 @@ impl Writer {
             (*c).framerate = rational(rate.num as i32, rate.den as i32);
             (*c).sample_aspect_ratio = rational(1, 1);
             (*c).thread_count = 0;
+            if let Some(g) = self.gop {
+                (*c).gop_size = g.min(c_int::MAX as u32) as c_int;
+            }
             if (*(*self.oc).oformat).flags & ffi::AVFMT_GLOBALHEADER != 0 {
                 (*c).flags |= ffi::AV_CODEC_FLAG_GLOBAL_HEADER as c_int;
             }

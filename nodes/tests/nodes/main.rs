@@ -11,6 +11,8 @@ mod check_golden;
 mod exec_node;
 #[cfg(feature = "neural")]
 mod interpolate;
+#[cfg(feature = "media")]
+mod jobs_media;
 mod lipsync_audio;
 #[cfg(feature = "neural")]
 mod lipsync_model;

@@ -13,7 +13,10 @@
 //! Everything streams: one packet is read, decoded and emitted at a time, and a full
 //! downstream queue blocks the reading.
 
-use vidflow_engine::{NodeKind, ParamType, PortType, Problem, params};
+use vidflow_engine::{
+    ChunkSource, NodeError, NodeKind, NodeParams, ParamType, Params, PortType, Problem, Temporal,
+    Timeline, params,
+};
 
 pub const FRAMES: usize = 0;
 pub const AUDIO: usize = 1;
@@ -69,6 +72,59 @@ pub fn kind() -> NodeKind {
         Some(p) => validate(&p),
         None => vec![],
     })
+    // Sampling keeps frames by their place since the window's first frame, which a chunk
+    // would move: a sampled source cannot be cut (yet), and `vidflow check --job` says so.
+    .temporal_with(|cx| match cx.params::<DecodeParams>() {
+        Some(p) if p.every.is_some() || p.fps.is_some() || p.interval.is_some() => Temporal::Whole(
+            "it samples frames (`every`, `fps` or `interval`) counting from the window's first frame, which each chunk would move; sample after decoding, or run without `--job`".into(),
+        ),
+        _ => Temporal::PerItem,
+    })
+    .chunk_source(DecodeChunks)
+}
+
+/// How a job cuts a `decode`: its timeline is read from the packets (`media::probe`), and a
+/// chunk is a time window in seconds.
+pub struct DecodeChunks;
+
+impl ChunkSource for DecodeChunks {
+    fn timeline(&self, node_id: &str, params: &Params) -> Result<Timeline, NodeError> {
+        let p = DecodeParams::from_params(params)?;
+        #[cfg(feature = "media")]
+        return crate::media::probe::timeline(node_id, &p);
+        #[cfg(not(feature = "media"))]
+        let _ = p;
+        #[cfg(not(feature = "media"))]
+        return Err(crate::media::not_built(node_id, "decode"));
+    }
+
+    /// `start`/`end` are timeline `pts` values, which `decode` compares with a tolerance
+    /// (`probe::EPS`), so the frame at `start` is in and the one at `end` is out. Without
+    /// `end` the window's own end stays: an `end` in seconds as it is, an `end_frame` as the
+    /// `pts` of that frame (frame indices and seconds cannot be mixed in one window).
+    fn restrict(&self, params: &mut Params, start: f64, end: Option<f64>) {
+        #[cfg(feature = "media")]
+        let window_end = match DecodeParams::from_params(params) {
+            Ok(p) if p.end_frame.is_some() => crate::media::probe::end_of_frame_window(&p),
+            Ok(p) => p.end,
+            Err(_) => None,
+        };
+        // Without `media` no job can run a `decode` (its timeline fails), so this is moot.
+        #[cfg(not(feature = "media"))]
+        let window_end = params.get("end").and_then(|e| e.as_f64());
+        let v = &mut params.values;
+        v.remove("start_frame");
+        v.remove("end_frame");
+        v.insert("start".into(), start.into());
+        match end.or(window_end) {
+            Some(e) => v.insert("end".into(), e.into()),
+            None => v.remove("end"),
+        };
+    }
+
+    fn frames_port(&self) -> usize {
+        FRAMES
+    }
 }
 
 fn validate(p: &DecodeParams) -> Vec<Problem> {
@@ -129,18 +185,17 @@ mod imp {
     use super::{AUDIO, AUDIO_PACKETS, DecodeParams, FRAMES, INFO};
     use crate::media::ff::{self, ffmpeg, ffmpeg::ffi};
     use crate::media::packets::{AudioPacket, AudioStreamInfo};
+    use crate::media::probe::{self, AudioCut, AudioPlace, EPS, Span};
+    use ffmpeg::codec::packet::Ref;
     use serde_json::json;
     use std::sync::Arc;
     use vidflow_engine::Emitter;
     use vidflow_engine::{AudioChunk, BuildCtx, Frame, NodeError, Payload, Rate, Runtime, Source};
 
-    const EPS: f64 = 1e-6;
-
     struct Window {
-        start: Option<f64>,
-        end: Option<f64>,
-        start_frame: Option<u64>,
-        end_frame: Option<u64>,
+        /// `start`/`end`/`start_frame`/`end_frame`; its rules are shared with the job timeline
+        /// (`media::probe`), which must predict exactly the frames kept here.
+        span: Span,
         every: Option<u64>,
         fps: Option<f64>,
     }
@@ -156,6 +211,9 @@ mod imp {
         /// Frames the container announces (0: unknown).
         announced: i64,
         decoded: u64,
+        /// Packets the demuxer marks to be dropped (before an edit list's start): counted in
+        /// `announced`, never decoded into a frame.
+        discarded: u64,
         emitted: u64,
         first_kept: Option<u64>,
         next_t: Option<f64>,
@@ -208,18 +266,12 @@ mod imp {
             NodeError::input(format!("node `{node}`: cannot open `{path}`: {e} (is it a video or image file FFmpeg can read?)"))
         })?;
         let window = Window {
-            start: p.start,
-            end: p.end,
-            start_frame: p.start_frame,
-            end_frame: p.end_frame,
+            span: Span::of(&p),
             every: p.every,
             // `interval` is the reciprocal spelling of `fps` (seconds between kept frames).
             fps: p.fps.or_else(|| p.interval.map(|s| 1.0 / s)),
         };
-        let origin = match unsafe { (*input.as_ptr()).start_time } {
-            t if t == ffi::AV_NOPTS_VALUE => 0.0,
-            t => t as f64 / ffi::AV_TIME_BASE as f64,
-        };
+        let origin = probe::origin(&input);
         let duration = match input.duration() {
             d if d == ffi::AV_NOPTS_VALUE || d <= 0 => None,
             d => Some(d as f64 / ffi::AV_TIME_BASE as f64),
@@ -244,26 +296,7 @@ mod imp {
                 (None, Some(h)) if ph > 0 => Some((even(h as f64 * pw as f64 / ph as f64), h)),
                 _ => None,
             };
-            let avg = st.avg_frame_rate();
-            let real = st.rate();
-            let valid = |r: ffmpeg::Rational| r.numerator() > 0 && r.denominator() > 0;
-            // Variable frame rate: the base rate (`r_frame_rate`, every timestamp lies on its grid)
-            // when it is plausible, else the average.
-            let pick = match (valid(avg), valid(real)) {
-                (true, true)
-                    if f64::from(real) >= f64::from(avg) - 1e-9
-                        && f64::from(real) <= 3.0 * f64::from(avg) =>
-                {
-                    real
-                }
-                (true, _) => avg,
-                _ => real,
-            };
-            let rate = if pick.numerator() > 0 && pick.denominator() > 0 {
-                Rate::new(pick.numerator() as u32, pick.denominator() as u32)
-            } else {
-                Rate::new(25, 1)
-            };
+            let rate = probe::video_rate(&st);
             let tb = st.time_base();
             let announced = st.frames();
             info["width"] = json!(pw);
@@ -303,6 +336,7 @@ mod imp {
                     rate,
                     announced,
                     decoded: 0,
+                    discarded: 0,
                     emitted: 0,
                     first_kept: None,
                     next_t: None,
@@ -401,16 +435,7 @@ mod imp {
         /// The window's start and end in seconds (frame windows converted with the nominal rate).
         fn window_secs(&self) -> (f64, f64) {
             let fps = self.video.as_ref().map(|v| v.rate.fps()).unwrap_or(25.0);
-            let w = &self.window;
-            let start = w
-                .start
-                .or(w.start_frame.map(|f| f as f64 / fps))
-                .unwrap_or(f64::NEG_INFINITY);
-            let end = w
-                .end
-                .or(w.end_frame.map(|f| f as f64 / fps))
-                .unwrap_or(f64::INFINITY);
-            (start, end)
+            self.window.span.secs(fps)
         }
 
         /// Expected items per output port (frames, audio chunks, audio packets with their
@@ -487,13 +512,9 @@ mod imp {
                     Payload::Custom(Arc::new(AudioPacket::Stream(header))),
                 )?;
             }
-            if let Some(s) = self.window.start.filter(|s| *s > 0.0) {
-                let ts = ((s + self.origin) * ffi::AV_TIME_BASE as f64) as i64;
-                // Seek to the keyframe at or before `start`; frames before it are decoded and dropped.
-                if self.input.seek(ts, ..=ts).is_ok() {
-                    self.seeked = true;
-                }
-            }
+            // Seek to the keyframe at or before `start`; frames before it are decoded and dropped.
+            self.seeked =
+                probe::seek_to_start(&mut self.input, self.window.span.start, self.origin);
             loop {
                 // A fresh packet per read: `av_read_frame` does not release what the packet
                 // held before, so reusing one would leak every packet's data.
@@ -521,12 +542,12 @@ mod imp {
                     .as_ref()
                     .is_some_and(|v| v.index == si && !v.done)
                 {
-                    let r = self
-                        .video
-                        .as_mut()
-                        .expect("checked")
-                        .dec
-                        .send_packet(&packet);
+                    let v = self.video.as_mut().expect("checked");
+                    // Raw flags: the wrapper's `flags()` keeps only KEY and CORRUPT.
+                    if unsafe { (*packet.as_ptr()).flags } & ffi::AV_PKT_FLAG_DISCARD != 0 {
+                        v.discarded += 1;
+                    }
+                    let r = v.dec.send_packet(&packet);
                     if let Err(e) = r {
                         let at = self.video.as_ref().map(|v| v.decoded).unwrap_or(0);
                         return Err(
@@ -559,10 +580,11 @@ mod imp {
 
         fn check_end(&self) -> Result<(), NodeError> {
             let Some(v) = &self.video else { return Ok(()) };
-            let unwindowed = self.window.start.is_none()
-                && self.window.end.is_none()
-                && self.window.start_frame.is_none()
-                && self.window.end_frame.is_none();
+            let w = &self.window.span;
+            let unwindowed = w.start.is_none()
+                && w.end.is_none()
+                && w.start_frame.is_none()
+                && w.end_frame.is_none();
             if v.decoded == 0 {
                 return Err(NodeError::input(format!(
                     "node `{}`: `{}` contains no video frames",
@@ -591,7 +613,11 @@ mod imp {
                         .unwrap_or_default()
                 )));
             }
-            if unwindowed && !self.seeked && v.announced > 0 && (v.decoded as i64) < v.announced {
+            if unwindowed
+                && !self.seeked
+                && v.announced > 0
+                && ((v.decoded + v.discarded) as i64) < v.announced
+            {
                 return Err(self.damaged(format!(
                     "only {} of the {} frames announced could be decoded",
                     v.decoded, v.announced
@@ -620,7 +646,7 @@ mod imp {
                 }
                 let fps = v.rate.fps();
                 let pts = match frame.timestamp().or(frame.pts()) {
-                    Some(t) => t as f64 * v.tb - self.origin,
+                    Some(t) => probe::seconds(t, v.tb, self.origin),
                     None => v.decoded as f64 / fps,
                 };
                 let index = if self.seeked {
@@ -630,13 +656,10 @@ mod imp {
                 };
                 v.decoded += 1;
                 let w = &self.window;
-                if w.start_frame.is_some_and(|s| index < s)
-                    || w.start.is_some_and(|s| pts + EPS < s)
-                {
+                if w.span.before(index, pts) {
                     continue;
                 }
-                if w.end_frame.is_some_and(|e| index >= e) || w.end.is_some_and(|e| pts + EPS >= e)
-                {
+                if w.span.after(index, pts) {
                     v.done = true;
                     continue;
                 }
@@ -686,18 +709,20 @@ mod imp {
             packet: &ffmpeg::Packet,
             out: &mut Emitter<'_>,
         ) -> Result<(), NodeError> {
-            let (start, end) = self.window_secs();
+            let window = self.window_secs();
             let a = self.audio.as_mut().expect("audio");
             if let Some(stream) = a.pass.clone() {
                 let pts = packet.pts().map(|p| p - a.origin_ticks);
                 let dts = packet.dts().map(|d| d - a.origin_ticks);
-                let t = pts.or(dts).map(|p| p as f64 * a.tb);
-                let dur = packet.duration() as f64 * a.tb;
-                let in_window = t.is_none_or(|t| t + dur > start + EPS && t + EPS < end);
-                if t.is_some_and(|t| t + EPS >= end) && a.dec.is_none() {
+                // The same cut as a job's assembly copies the source audio with (`media::concat`).
+                let place =
+                    AudioCut::new(a.tb, self.origin, window).place(pts, dts, packet.duration());
+                if place == AudioPlace::Past && a.dec.is_none() {
                     a.done = true;
                 }
-                if in_window && let Some(data) = packet.data() {
+                if place == AudioPlace::Keep
+                    && let Some(data) = packet.data()
+                {
                     let item = AudioPacket::Packet {
                         stream,
                         data: data.to_vec(),

@@ -8,8 +8,16 @@
 //! The output is written under a temporary name (`.out.mp4.partial`) and renamed when the
 //! stream completes; a failed or interrupted run removes it, so no file that looks finished is
 //! left behind. See `writer.rs` for timing details.
+//!
+//! In a job (`vidflow run --job`) each chunk is encoded into its own file, and the files are
+//! joined without re-encoding (`media::concat`); the source audio (`audio_packets`) is not
+//! fed per chunk but copied once over the whole job when joining.
 
-use vidflow_engine::{NodeKind, ParamType, PortType, Problem, params};
+use std::path::{Path, PathBuf};
+use vidflow_engine::{
+    ChunkPiece, ChunkSink, NodeError, NodeKind, ParamType, Params, PortType, Problem, Temporal,
+    WholeInput, params,
+};
 
 pub const FRAMES: usize = 0;
 pub const AUDIO_PACKETS: usize = 1;
@@ -35,6 +43,10 @@ params! {
         audio_codec: String = default(ParamType::Str, "aac"),
         /// audio bit rate in bit/s when encoding audio (0: the encoder's default)
         audio_bitrate: u64 = default(ParamType::int_in(0, 2_000_000), 128_000),
+        /// keyframe interval: at most this many frames from one keyframe to the next (the
+        /// encoder's GOP size; libx264 `keyint`, default 250). Smaller: seeking and `--job`
+        /// chunks can start closer to any frame, at some cost in size
+        gop: Option<u32> = optional(ParamType::int_in(1, 100_000)),
     }
 }
 
@@ -54,6 +66,79 @@ pub fn kind() -> NodeKind {
         Some(p) => validate(&p),
         None => vec![],
     })
+    .temporal_with(|cx| {
+        if cx.connected_inputs.get(AUDIO).copied().unwrap_or(false) {
+            Temporal::Whole("it encodes decoded audio (`audio`), which chunk seams would cut into pieces; connect the source audio to `audio_packets` instead, which a job copies once over the whole run".into())
+        } else {
+            Temporal::PerItem
+        }
+    })
+    .chunk_sink(EncodeChunks)
+}
+
+/// How a job cuts an `encode`: each chunk writes its own file (same container as the output),
+/// joined at the end without re-encoding, with the source audio copied once.
+pub struct EncodeChunks;
+
+impl ChunkSink for EncodeChunks {
+    fn output(&self, params: &Params) -> Result<Option<PathBuf>, String> {
+        let path: String = params.parse("path").map_err(|e| e.to_string())?;
+        if crate::media::is_printf_pattern(&path) {
+            return Err(format!(
+                "it writes an image sequence (`{path}`), which jobs cannot assemble yet"
+            ));
+        }
+        Ok(Some(PathBuf::from(path)))
+    }
+
+    fn redirect(&self, params: &mut Params, path: &Path) {
+        params
+            .values
+            .insert("path".into(), path.to_string_lossy().into_owned().into());
+    }
+
+    fn whole_inputs(&self) -> &'static [usize] {
+        &[AUDIO_PACKETS]
+    }
+
+    /// The source audio is copied as it is, so the output's container must hold its codec (an
+    /// unchunked run would re-encode it instead).
+    fn prepare(
+        &self,
+        node_id: &str,
+        params: &Params,
+        whole: &[WholeInput],
+    ) -> Result<(), NodeError> {
+        let path: String = params.parse("path")?;
+        let Some(audio) = whole.iter().find(|w| w.port == AUDIO_PACKETS) else {
+            return Ok(());
+        };
+        #[cfg(feature = "media")]
+        return crate::media::concat::check_audio(node_id, Path::new(&path), audio);
+        #[cfg(not(feature = "media"))]
+        let _ = (path, audio);
+        #[cfg(not(feature = "media"))]
+        return Err(crate::media::not_built(node_id, "encode"));
+    }
+
+    fn assemble(
+        &self,
+        node_id: &str,
+        params: &Params,
+        pieces: &[ChunkPiece],
+        whole: &[WholeInput],
+        output: &Path,
+    ) -> Result<(), NodeError> {
+        let audio = whole.iter().find(|w| w.port == AUDIO_PACKETS);
+        // With a fixed `rate` frames are counted, not timed by the source: chunks follow on.
+        let contiguous = params.parse::<Option<f64>>("rate")?.is_some();
+        #[cfg(feature = "media")]
+        return crate::media::concat::concat(node_id, pieces, audio, output, contiguous);
+        #[cfg(not(feature = "media"))]
+        let _ = (pieces, audio, output, contiguous);
+        #[cfg(not(feature = "media"))]
+        return Err(crate::media::not_built(node_id, "encode"));
+    }
 }
 
 fn validate(p: &EncodeParams) -> Vec<Problem> {
@@ -119,7 +204,8 @@ mod imp {
             audio_codec: p.audio_codec.clone(),
             audio_bitrate: p.audio_bitrate,
         };
-        let writer = Writer::create(&node, path, opts, audio_in && !drop_audio)?;
+        let mut writer = Writer::create(&node, path, opts, audio_in && !drop_audio)?;
+        writer.set_gop(p.gop);
         Ok(Runtime::Process(Box::new(Encode {
             node,
             writer,

@@ -1,12 +1,15 @@
 //! `jsonl`: a sink that writes one JSON object per line. Records are written as they are;
 //! frames and audio chunks as a line of their metadata. The file is written under a temporary
 //! name and renamed when the stream ends, so an interrupted run leaves no finished-looking file.
-//! `path: "-"` writes to standard output.
+//! `path: "-"` writes to standard output. In a job each chunk writes its own file, and the
+//! files are joined in order at the end.
 
 use crate::output::{AtomicPath, line_for};
 use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
 use vidflow_engine::{
-    Emitter, End, Input, NodeError, NodeKind, ParamType, PortType, Process, Runtime, params,
+    ChunkPiece, ChunkSink, Emitter, End, Input, NodeError, NodeKind, ParamType, Params, PortType,
+    Process, Runtime, Temporal, WholeInput, params,
 };
 
 params! {
@@ -37,6 +40,58 @@ pub fn kind() -> NodeKind {
     .input("items", PortType::ANY, "records (or frames/audio, written as metadata)")
     .params::<JsonlParams>()
     .example("- id: out\n  kind: jsonl\n  params: { path: results.jsonl }\n  inputs: { items: analyze.records }\n")
+    .temporal(Temporal::PerItem)
+    .chunk_sink(JsonlChunks)
+}
+
+/// How a job cuts a `jsonl`: one file per chunk, concatenated in order.
+pub struct JsonlChunks;
+
+impl ChunkSink for JsonlChunks {
+    fn output(&self, params: &Params) -> Result<Option<PathBuf>, String> {
+        let path: String = params.parse("path").map_err(|e| e.to_string())?;
+        if path == "-" {
+            return Err("it writes to standard output (`path: -`), which a job cannot assemble; write to a file".into());
+        }
+        Ok(Some(PathBuf::from(path)))
+    }
+
+    fn redirect(&self, params: &mut Params, path: &Path) {
+        params
+            .values
+            .insert("path".into(), path.to_string_lossy().into_owned().into());
+    }
+
+    fn assemble(
+        &self,
+        node_id: &str,
+        _params: &Params,
+        pieces: &[ChunkPiece],
+        _whole: &[WholeInput],
+        output: &Path,
+    ) -> Result<(), NodeError> {
+        let file = AtomicPath::new(node_id, output)?;
+        if let Err(e) = join_files(pieces, &file.temp) {
+            file.abandon();
+            return Err(NodeError::runtime(format!(
+                "node `{node_id}`: cannot join the chunks into `{}`: {e}",
+                output.display()
+            )));
+        }
+        file.commit(node_id).inspect_err(|_| file.abandon())
+    }
+}
+
+/// Writes the pieces' files one after the other into `to`.
+fn join_files(pieces: &[ChunkPiece], to: &Path) -> std::io::Result<()> {
+    let mut out = BufWriter::new(std::fs::File::create(to)?);
+    for piece in pieces {
+        let mut f = std::fs::File::open(&piece.path).map_err(|e| {
+            std::io::Error::new(e.kind(), format!("`{}`: {e}", piece.path.display()))
+        })?;
+        std::io::copy(&mut f, &mut out)?;
+    }
+    out.into_inner().map_err(|e| e.into_error())?.sync_all()
 }
 
 struct Jsonl {

@@ -1,7 +1,12 @@
 //! `null`: a sink that consumes and discards items of any type (for benchmarks and for
-//! branches whose output is not needed).
+//! branches whose output is not needed). In a job it writes nothing per chunk and nothing to
+//! join.
 
-use vidflow_engine::{Emitter, Input, NodeError, NodeKind, PortType, Process, Runtime};
+use std::path::{Path, PathBuf};
+use vidflow_engine::{
+    ChunkPiece, ChunkSink, Emitter, Input, NodeError, NodeKind, Params, PortType, Process, Runtime,
+    Temporal, WholeInput,
+};
 
 pub fn kind() -> NodeKind {
     NodeKind::new(
@@ -11,6 +16,28 @@ pub fn kind() -> NodeKind {
     )
     .input("items", PortType::ANY, "items of any type")
     .example("- id: sink\n  kind: null\n  inputs: { items: src.frames }\n")
+    .temporal(Temporal::PerItem)
+    .chunk_sink(NullChunks)
+}
+
+/// A `null` in a job: no file, nothing to join.
+pub struct NullChunks;
+
+impl ChunkSink for NullChunks {
+    fn output(&self, _params: &Params) -> Result<Option<PathBuf>, String> {
+        Ok(None)
+    }
+    fn redirect(&self, _params: &mut Params, _path: &Path) {}
+    fn assemble(
+        &self,
+        _node_id: &str,
+        _params: &Params,
+        _pieces: &[ChunkPiece],
+        _whole: &[WholeInput],
+        _output: &Path,
+    ) -> Result<(), NodeError> {
+        Ok(())
+    }
 }
 
 struct Null;
