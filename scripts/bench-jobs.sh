@@ -20,7 +20,7 @@ CHUNK=${CHUNK:-10}
 WORK=${WORK:-${TMPDIR:-/tmp}/vidflow-bench-jobs}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 
-for tool in ffmpeg /usr/bin/time sha256sum; do
+for tool in ffmpeg bc sha256sum; do
     command -v "$tool" >/dev/null || { echo "bench-jobs: \`$tool\` is needed" >&2; exit 1; }
 done
 
@@ -37,10 +37,12 @@ if [ ! -s "$IN" ]; then
         -c:v libx264 -preset veryfast -crf 18 -g 50 -pix_fmt yuv420p -c:a aac -ac 2 "$IN"
 fi
 
-wall() { # cmd… → prints wall seconds
-    /usr/bin/time -f "%e" -o "$WORK/time.tmp" "$@" >/dev/null 2>"$WORK/err.tmp" || {
-        cat "$WORK/err.tmp" >&2; exit 1; }
-    cat "$WORK/time.tmp"
+wall() { # cmd… (a function too) → prints wall seconds
+    local t0 t1
+    t0=$(date +%s.%N)
+    "$@" >/dev/null 2>"$WORK/err.tmp" || { cat "$WORK/err.tmp" >&2; exit 1; }
+    t1=$(date +%s.%N)
+    echo "$t1 - $t0" | bc -l
 }
 plain() {
     "$VIDFLOW" run graphs/transcode.yaml --progress none --set "input=$IN" \

@@ -65,14 +65,20 @@ G50=$(graph 50); G0=$(graph 0)
 "$NATS_BIN" -js -a 127.0.0.1 -p -1 -sd "$WORK/nats" --ports_file_dir "$WORK/nats" >/dev/null 2>&1 &
 NATS_PID=$!
 WORKERS=()
-cleanup() { kill "${WORKERS[@]}" 2>/dev/null || true; kill $NATS_PID 2>/dev/null || true; }
+cleanup() { stop_workers; kill $NATS_PID 2>/dev/null || true; }
 trap cleanup EXIT
 for _ in $(seq 100); do [ -s "$WORK/nats/nats-server_$NATS_PID.ports" ] && break; sleep 0.05; done
 URL=$(python3 -c "import json,sys;print(json.load(open(sys.argv[1]))['nats'][0])" "$WORK/nats/nats-server_$NATS_PID.ports")
 
-workers() { # n → starts n workers
-    kill "${WORKERS[@]}" 2>/dev/null || true; wait "${WORKERS[@]}" 2>/dev/null || true
+stop_workers() {
+    if ((${#WORKERS[@]})); then
+        kill "${WORKERS[@]}" 2>/dev/null || true
+        wait "${WORKERS[@]}" 2>/dev/null || true
+    fi
     WORKERS=()
+}
+workers() { # n → starts n workers
+    stop_workers
     for i in $(seq "$1"); do
         "$VIDFLOW" worker --nats "$URL" --name "w$i" 2>/dev/null &
         WORKERS+=($!)

@@ -48,7 +48,9 @@ pub fn run(c: Coordinate<'_>) -> anyhow::Result<JobReport> {
         .map_err(|e| anyhow::anyhow!("{}: {e}", "cannot resolve the job folder"))?;
     let cwd = std::env::current_dir()
         .map_err(|e| anyhow::anyhow!("{}: {e}", "cannot read the working folder"))?;
-    let hash = job.file.graph_hash.clone();
+    // The job's own id names its tasks and events: the same graph in another folder, or
+    // this folder started over, is another job.
+    let hash = job.file.id.clone();
 
     super::runtime()?.block_on(async {
         let client = c.nats.connect("vidflow coordinator").await?;

@@ -5,7 +5,7 @@
 //! This module owns everything asynchronous in vidflow (tokio, async-nats) and the wire
 //! format: one work-queue stream of chunk tasks ([`STREAM`]) read through one durable pull
 //! consumer that every worker shares ([`CONSUMER`]: explicit acks, redelivery after the ack
-//! deadline, `max_deliver`), `Nats-Msg-Id` = job hash + chunk (+ the failures it already had)
+//! deadline, `max_deliver`), `Nats-Msg-Id` = job id + chunk (+ the failures it already had)
 //! so nothing is published twice, events on `vidflow.events.<job>` for the coordinator's
 //! display, and a key-value bucket ([`WORKERS`]) the workers heartbeat into.
 
@@ -186,7 +186,7 @@ pub async fn workers_bucket(js: &jetstream::Context) -> anyhow::Result<kv::Store
 /// One chunk to run: what the worker needs to load the graph as the coordinator did.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Task {
-    /// The job's graph hash (its `job.json`).
+    /// The job's id (its `job.json`).
     pub job: String,
     /// The job folder, absolute.
     pub dir: PathBuf,

@@ -182,8 +182,12 @@ pub fn run(opts: Options, registry: Registry) -> anyhow::Result<ExitCode> {
             let _ = s.await;
         }
         beat.abort();
-        let _ = kv.delete(&state.name).await;
-        let _ = client.flush().await;
+        // A server that is gone must not keep the worker from exiting.
+        let bye = async {
+            let _ = kv.delete(&state.name).await;
+            let _ = client.flush().await;
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(3), bye).await;
         say(
             &state.name,
             format!(
@@ -251,6 +255,12 @@ fn attach(state: &State, registry: &Registry, task: &Task) -> Result<Arc<Attache
     })?;
     let job =
         Job::attach(&graph, &task.dir).map_err(|e| format!("worker `{}`: {e}", state.name))?;
+    if job.file.id != task.job {
+        return Err(format!(
+            "the task belongs to an earlier run of job folder `{}`, which was started over since",
+            task.dir.display()
+        ));
+    }
     let a = Arc::new(Attached { job: Arc::new(job) });
     state
         .jobs

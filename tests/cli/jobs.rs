@@ -16,7 +16,7 @@ fn tmp(name: &str) -> TmpDir {
 
 /// A clip of `secs` seconds at 25 fps with a keyframe every `gop` frames and AAC audio;
 /// `filter` is added to the video source (e.g. a box drawn over a time range).
-fn clip(path: &Path, size: &str, secs: u32, gop: u32, filter: &str) {
+pub(crate) fn clip(path: &Path, size: &str, secs: u32, gop: u32, filter: &str) {
     let video = format!("testsrc2=size={size}:rate=25{filter}");
     let (t, g) = (secs.to_string(), gop.to_string());
     ffmpeg(&[
@@ -64,7 +64,7 @@ fn assert_ok(o: &Output, what: &str) {
 }
 
 /// Every decoded video frame of a file: (pts, MD5 of its pixels), from ffmpeg's framemd5.
-fn frames(path: &Path) -> Vec<(String, String)> {
+pub(crate) fn frames(path: &Path) -> Vec<(String, String)> {
     let out = Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-i"])
         .arg(path)
@@ -112,7 +112,7 @@ fn chunks_of(events: &[serde_json::Value], name: &str) -> Vec<u64> {
 }
 
 /// Recorded chunks of a job directory.
-fn records(job: &Path) -> Vec<PathBuf> {
+pub(crate) fn records(job: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir(job.join("chunks"))
         .map(|d| {
             d.map(|e| e.unwrap().path())
@@ -206,7 +206,7 @@ fn chunk_seams_are_exact_and_audio_is_whole() {
 
 /// A per-frame program that copies frames through, sleeping `ms` on each, and fails on a
 /// frame whose top-left pixel is white while `fail-marker` exists in its folder.
-const SLOW_COPY: &str = r#"import os, sys, time
+pub(crate) const SLOW_COPY: &str = r#"import os, sys, time
 w, h, ms = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
 marker = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fail-marker")
 n = w * h * 3
@@ -222,7 +222,7 @@ while True:
     sys.stdout.buffer.flush()
 "#;
 
-fn exec_graph(w: u32, h: u32, ms: u32) -> String {
+pub(crate) fn exec_graph(w: u32, h: u32, ms: u32) -> String {
     format!(
         "name: slow
 params:

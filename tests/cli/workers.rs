@@ -3,10 +3,11 @@
 //! one worker killed by SIGKILL while it holds a chunk, a coordinator killed and restarted
 //! mid-job, a chunk that fails on every delivery, and connection errors.
 
-use crate::common::{TmpDir, ffmpeg};
+use crate::common::TmpDir;
+use crate::jobs::{self, SLOW_COPY, clip, exec_graph, frames};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -79,74 +80,16 @@ fn nats(name: &str, token: Option<&str>) -> Nats {
     }
 }
 
-/// A clip of 4 s at 25 fps, a keyframe every 10 frames: ten chunks of 0.4 s.
-fn clip(path: &Path, filter: &str) {
-    let video = format!("testsrc2=size=64x48:rate=25{filter}");
-    ffmpeg(&[
-        "-f",
-        "lavfi",
-        "-i",
-        &video,
-        "-f",
-        "lavfi",
-        "-i",
-        "sine=frequency=440:sample_rate=44100",
-        "-t",
-        "4",
-        "-c:v",
-        "libx264",
-        "-g",
-        "10",
-        "-pix_fmt",
-        "yuv420p",
-        "-c:a",
-        "aac",
-        path.to_str().unwrap(),
-    ]);
+/// A clip of 4 s at 25 fps with a keyframe every 10 frames (ten chunks of 0.4 s), the copying
+/// program and a graph running it at `ms` per frame.
+fn setup(d: &TmpDir, ms: u32, filter: &str) {
+    clip(&d.path("in.mp4"), "64x48", 4, 10, filter);
+    d.write("copy.py", SLOW_COPY);
+    d.write("g.yaml", &exec_graph(64, 48, ms));
 }
 
-/// Copies frames through, `ms` per frame; fails on a white top-left pixel while
-/// `fail-marker` exists beside it.
-const SLOW_COPY: &str = r#"import os, sys, time
-w, h, ms = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
-marker = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fail-marker")
-n = w * h * 3
-while True:
-    f = sys.stdin.buffer.read(n)
-    if len(f) < n:
-        break
-    if f[0] > 240 and f[1] > 240 and f[2] > 240 and os.path.exists(marker):
-        sys.stderr.write("white frame: failing on purpose\n")
-        sys.exit(3)
-    time.sleep(ms / 1000.0)
-    sys.stdout.buffer.write(f)
-    sys.stdout.buffer.flush()
-"#;
-
-fn setup(d: &TmpDir, ms: u32, filter: &str) {
-    clip(&d.path("in.mp4"), filter);
-    d.write("copy.py", SLOW_COPY);
-    d.write(
-        "g.yaml",
-        &format!(
-            "name: slow
-params:
-  output: {{ default: out.mp4 }}
-nodes:
-  - id: dec
-    kind: decode
-    params: {{ path: in.mp4 }}
-  - id: copy
-    kind: exec
-    params: {{ command: [python3, copy.py, \"64\", \"48\", \"{ms}\"], format: rgb24 }}
-    inputs: {{ items: dec.frames }}
-  - id: enc
-    kind: encode
-    params: {{ path: \"${{output}}\", crf: 0, pix_fmt: yuv444p, preset: ultrafast }}
-    inputs: {{ frames: copy.frames, audio_packets: dec.audio_packets }}
-"
-        ),
-    );
+fn records(job: &Path) -> usize {
+    jobs::records(job).len()
 }
 
 /// A running `vidflow` whose stderr lines arrive on a channel.
@@ -221,12 +164,20 @@ impl Proc {
         while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(500)) {
             self.seen.push(l);
         }
-        (status.code().unwrap_or(-1), self.seen)
+        (status.code().unwrap_or(-1), std::mem::take(&mut self.seen))
     }
     fn term(&self) {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
+    }
+}
+
+/// A test that fails leaves no process behind.
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -236,37 +187,6 @@ fn events(lines: &[String]) -> Vec<serde_json::Value> {
         .filter(|l| l.starts_with('{'))
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect()
-}
-
-fn frames(path: &Path) -> Vec<String> {
-    let out: Output = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-i"])
-        .arg(path)
-        .args(["-map", "0:v", "-f", "framemd5", "-"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "framemd5 of {}", path.display());
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter(|l| !l.starts_with('#'))
-        .map(|l| {
-            let f: Vec<&str> = l.split(',').map(str::trim).collect();
-            format!("{} {}", f[2], f[5])
-        })
-        .collect()
-}
-
-fn records(job: &Path) -> usize {
-    std::fs::read_dir(job.join("chunks"))
-        .map(|d| {
-            d.filter_map(Result::ok)
-                .filter(|e| {
-                    let n = e.file_name().to_string_lossy().into_owned();
-                    n.ends_with(".json") && !n.contains(".failed") && !n.starts_with('.')
-                })
-                .count()
-        })
-        .unwrap_or(0)
 }
 
 const TOKEN: &str = "tok-9f3b2c7a";
@@ -454,6 +374,29 @@ fn a_restarted_coordinator_publishes_nothing_twice() {
     assert_eq!(code, 0, "{}", lines.join("\n"));
     assert_eq!(records(&d.path("job")), 10);
     assert_eq!(frames(&d.path("out.mp4")).len(), 100);
+
+    // The same graph as another job (another folder) is other tasks, not duplicates of
+    // the first job's.
+    let other = [
+        "run",
+        "g.yaml",
+        "--progress",
+        "json",
+        "--job",
+        "job-b",
+        "--chunk-seconds",
+        "0.4",
+        "--nats",
+        &url,
+    ];
+    let (code, lines) = Proc::start(&d, &other).finish();
+    assert_eq!(code, 0, "{}", lines.join("\n"));
+    let p = events(&lines)
+        .into_iter()
+        .find(|e| e["event"] == "published")
+        .unwrap();
+    assert_eq!(p["new"], 10, "{p}");
+    assert_eq!(records(&d.path("job-b")), 10);
     worker.term();
     assert_eq!(worker.finish().0, 0);
 }

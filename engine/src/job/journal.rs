@@ -23,6 +23,9 @@ pub const VERSION: u32 = 1;
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct JobFile {
     pub version: u32,
+    /// This job's own name, made when it starts (`--restart` makes a new one): two jobs of the
+    /// same graph in two folders, or one folder started over, are different jobs.
+    pub id: String,
     /// The vidflow version that started the job (built-in weights belong to it).
     pub vidflow: String,
     /// SHA-256 of `graph`.

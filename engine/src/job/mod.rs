@@ -302,8 +302,18 @@ impl Job {
                 .collect()
         };
         let identity = graph_identity(graph);
-        let file = JobFile {
+        let mut file = JobFile {
             version: journal::VERSION,
+            id: journal::hash_bytes(
+                format!(
+                    "{}:{}:{:?}",
+                    std::path::absolute(dir).unwrap_or_default().display(),
+                    std::process::id(),
+                    std::time::SystemTime::now()
+                )
+                .as_bytes(),
+            )[..16]
+                .to_string(),
             vidflow: env!("CARGO_PKG_VERSION").to_string(),
             graph_hash: journal::hash_bytes(identity.to_string().as_bytes()),
             graph: identity,
@@ -321,7 +331,10 @@ impl Job {
             }
             _ => {
                 let differences = match journal::read_json::<JobFile>(&job_path) {
-                    Ok(old) => journal::differences(&old, &file),
+                    Ok(old) => {
+                        file.id = old.id.clone();
+                        journal::differences(&old, &file)
+                    }
                     Err(e) => vec![format!("its `{}` is {e}", journal::JOB_FILE)],
                 };
                 if !differences.is_empty() {
