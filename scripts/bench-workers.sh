@@ -113,7 +113,7 @@ workers 1
 : > tl; : > tn
 for _ in $(seq "$REPS"); do
     rm -rf local; wall "$VIDFLOW" run "$G0" --progress none --job local --chunk-seconds 1 --parallel 1 >> tl
-    wall coordinate "$G0" nats >> tn
+    wall coordinate "$G0" through-nats >> tn
 done
 L=$(median < tl); N=$(median < tn)
 printf '  local job %.2f s, through NATS %.2f s: %.1f ms more per chunk (target <= 50)\n' \

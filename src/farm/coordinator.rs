@@ -115,7 +115,7 @@ pub fn run(c: Coordinate<'_>) -> anyhow::Result<JobReport> {
         }
 
         let mut open: BTreeSet<usize> = pending.iter().map(|c| c.index).collect();
-        let mut check = tokio::time::interval(Duration::from_millis(500));
+        let mut check = tokio::time::interval(Duration::from_millis(100));
         while !open.is_empty() {
             if c.stop.is_set() {
                 report.interrupted = true;

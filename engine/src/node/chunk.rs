@@ -44,8 +44,6 @@ pub trait ChunkSource: Send + Sync {
     /// Rewrites the params so the node emits exactly the frames with `start <= pts < end`
     /// (`end: None`: to the end of its timeline).
     fn restrict(&self, params: &mut Params, start: f64, end: Option<f64>);
-    /// The output port that carries the frames the timeline describes.
-    fn frames_port(&self) -> usize;
 }
 
 /// One finished chunk output, for [`ChunkSink::assemble`].

@@ -60,9 +60,6 @@ impl ChunkSource for ClockChunks {
         params.values.insert("start".into(), start.into());
         params.values.insert("end".into(), end.into());
     }
-    fn frames_port(&self) -> usize {
-        0
-    }
 }
 
 fn clock_kind() -> NodeKind {

@@ -121,10 +121,6 @@ impl ChunkSource for DecodeChunks {
             None => v.remove("end"),
         };
     }
-
-    fn frames_port(&self) -> usize {
-        FRAMES
-    }
 }
 
 fn validate(p: &DecodeParams) -> Vec<Problem> {
