@@ -611,6 +611,17 @@ fn help_explains_commands_and_exit_codes() {
 /// Starts a long run in its own process group, waits until it is writing, and interrupts it.
 /// `group`: signal the whole process group, as a terminal's Ctrl-C does.
 fn interrupt(t: &TmpDir, graph: &str, progress: &str, group: bool) -> (Out, Duration) {
+    interrupt_with(t, graph, progress, group, "-INT")
+}
+
+/// Like [`interrupt`], with another signal (`-TERM`, `-HUP`).
+fn interrupt_with(
+    t: &TmpDir,
+    graph: &str,
+    progress: &str,
+    group: bool,
+    signal: &str,
+) -> (Out, Duration) {
     let g = t.write("long.yaml", graph);
     let mut cmd = Command::new(BIN);
     cmd.args(["run", &g, "--progress", progress])
@@ -641,7 +652,7 @@ fn interrupt(t: &TmpDir, graph: &str, progress: &str, group: bool) -> (Out, Dura
     };
     let sent = Instant::now();
     let status = Command::new("kill")
-        .args(["-INT", "--", &target])
+        .args([signal, "--", &target])
         .status()
         .unwrap();
     assert!(status.success());
@@ -681,6 +692,23 @@ fn ctrl_c_stops_the_run_cleanly() {
     assert!(!o.stderr.contains("failed"), "{}", o.stderr);
     // No finished-looking output, and the temporary file is gone.
     assert_eq!(t.files(), ["long.yaml"]);
+}
+
+/// `docker stop`, systemd and `timeout` send SIGTERM, a closed terminal SIGHUP: the same clean
+/// stop as Ctrl-C, no `.partial` left behind.
+#[test]
+fn sigterm_and_sighup_stop_the_run_like_ctrl_c() {
+    for signal in ["-TERM", "-HUP"] {
+        let t = tmp(&format!("signal{signal}"));
+        let (o, took) = interrupt_with(&t, ENDLESS, "plain", false, signal);
+        assert_eq!(o.code, 2, "{signal}: {}", o.stderr);
+        assert!(
+            took < Duration::from_secs(5),
+            "{signal}: stopping took {took:?}"
+        );
+        assert!(o.stderr.contains("interrupted"), "{signal}: {}", o.stderr);
+        assert_eq!(t.files(), ["long.yaml"], "{signal}");
+    }
 }
 
 #[test]
