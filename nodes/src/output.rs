@@ -7,7 +7,29 @@ use serde_json::json;
 use std::path::{Path, PathBuf};
 use vidflow_engine::Payload;
 
-/// A destination path and its temporary sibling (`out.mp4` → `.out.mp4.partial`).
+/// Makes `.{name}.{pid}-{n}.partial` in `dir` with `create` (which must fail when it exists),
+/// trying the next `n` until one is new: every run writes its own temporary file, so two runs
+/// writing the same output never write into one file, and the last to finish replaces the
+/// output whole.
+pub fn unique_temp(
+    dir: &Path,
+    name: &str,
+    create: impl Fn(&Path) -> std::io::Result<()>,
+) -> std::io::Result<PathBuf> {
+    static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    loop {
+        let n = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let temp = dir.join(format!(".{name}.{}-{n}.partial", std::process::id()));
+        match create(&temp) {
+            Ok(()) => return Ok(temp),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// A destination path and its temporary sibling (`out.mp4` → `.out.mp4.<pid>-<n>.partial`),
+/// created empty, for this run alone.
 #[derive(Debug, Clone)]
 pub struct AtomicPath {
     pub target: PathBuf,
@@ -44,7 +66,20 @@ impl AtomicPath {
                 target.display()
             )));
         }
-        let temp = dir.join(format!(".{}.partial", name.to_string_lossy()));
+        let temp = unique_temp(&dir, &name.to_string_lossy(), |p| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(p)
+                .map(drop)
+        })
+        .map_err(|e| {
+            vidflow_engine::NodeError::input(format!(
+                "node `{node}`: cannot write `{}` (a temporary file in folder `{}`): {e}",
+                target.display(),
+                dir.display()
+            ))
+        })?;
         Ok(AtomicPath { target, temp })
     }
     /// Moves the finished temporary file into place.

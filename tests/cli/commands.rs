@@ -636,9 +636,12 @@ fn interrupt_with(
     let child = cmd.spawn().expect("start vidflow");
     let pid = child.id();
     // Wait until items reach the sink's temporary file.
-    let partial = t.path(".out.jsonl.partial");
     let started = Instant::now();
-    while std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0) < 10_000 {
+    while partial_of(t, "out.jsonl")
+        .and_then(|p| std::fs::metadata(p).ok())
+        .map_or(0, |m| m.len())
+        < 10_000
+    {
         assert!(
             started.elapsed() < Duration::from_secs(30),
             "the run did not start writing"
@@ -658,6 +661,17 @@ fn interrupt_with(
     assert!(status.success());
     let out = finish(child, Duration::from_secs(15));
     (out, sent.elapsed())
+}
+
+/// The temporary file a run writes output `name` to (`.name.<pid>-<n>.partial`), if any.
+fn partial_of(dir: &Path, name: &str) -> Option<std::path::PathBuf> {
+    std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(Result::ok)
+        .find_map(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            (n.starts_with(&format!(".{name}.")) && n.ends_with(".partial")).then(|| e.path())
+        })
 }
 
 const ENDLESS: &str = "name: endless
@@ -692,6 +706,40 @@ fn ctrl_c_stops_the_run_cleanly() {
     assert!(!o.stderr.contains("failed"), "{}", o.stderr);
     // No finished-looking output, and the temporary file is gone.
     assert_eq!(t.files(), ["long.yaml"]);
+}
+
+/// Two runs writing the same output at once: each writes its own temporary file, both
+/// succeed, and the output is one run's complete output (issue 17, item 2).
+#[test]
+fn two_runs_writing_one_output_leave_one_complete_file() {
+    let t = tmp("two-writers");
+    let g = t.write(
+        "g.yaml",
+        "name: two\nnodes:\n  - id: src\n    kind: testsrc\n    params: { width: 16, height: 8, count: 100000 }\n  - id: log\n    kind: jsonl\n    params: { path: out.jsonl }\n    inputs: { items: src.frames }\n",
+    );
+    let start = || {
+        Command::new(BIN)
+            .args(["run", &g, "--progress", "none"])
+            .current_dir(&*t)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start vidflow")
+    };
+    let (a, b) = (start(), start());
+    let (a, b) = (
+        finish(a, Duration::from_secs(60)),
+        finish(b, Duration::from_secs(60)),
+    );
+    assert_eq!((a.code, b.code), (0, 0), "{}\n{}", a.stderr, b.stderr);
+    let lines = read_jsonl(&t.path("out.jsonl"));
+    assert_eq!(lines.len(), 100_000);
+    assert!(
+        lines.iter().enumerate().all(|(i, l)| l["index"] == i),
+        "lines out of order or mixed"
+    );
+    assert_eq!(t.files(), ["g.yaml", "out.jsonl"]);
 }
 
 /// `docker stop`, systemd and `timeout` send SIGTERM, a closed terminal SIGHUP: the same clean

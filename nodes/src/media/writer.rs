@@ -182,21 +182,20 @@ impl Writer {
                     }
                 })
                 .collect();
-            let temp = dir.join(format!(".{clean}.partial"));
-            let _ = std::fs::remove_dir_all(&temp);
-            std::fs::create_dir(&temp).map_err(|e| {
-                NodeError::input(format!(
-                    "node `{node}`: cannot write into `{}` for `{path}`: {e}",
-                    dir.display()
-                ))
-            })?;
+            let temp = crate::output::unique_temp(&dir, &clean, |p| std::fs::create_dir(p))
+                .map_err(|e| {
+                    NodeError::input(format!(
+                        "node `{node}`: cannot write into `{}` for `{path}`: {e}",
+                        dir.display()
+                    ))
+                })?;
             let filename = temp.join(&name).to_string_lossy().into_owned();
             (Dest::Sequence { dir, temp }, "image2".to_string(), filename)
         } else {
-            let file = AtomicPath::new(node, target)?;
             let muxer = ff::guess_muxer(path).ok_or_else(|| {
                 NodeError::input(format!("node `{node}`: cannot tell the container format of `{path}` from its extension; use .mp4, .mkv, .mov, .webm or an image pattern like out/%05d.png"))
             })?;
+            let file = AtomicPath::new(node, target)?;
             let filename = file.temp.to_string_lossy().into_owned();
             (Dest::File(file), muxer, filename)
         };

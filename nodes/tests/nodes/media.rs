@@ -750,11 +750,23 @@ fn an_interrupted_encode_leaves_no_file() {
     let graph = load("long.yaml", &yaml, &[], &reg);
     let stop = vidflow_engine::exec::StopFlag::new();
     let stopper = stop.clone();
-    let partial = dir.join(".long.mp4.partial");
+    let watch_dir = dir.to_path_buf();
     let watcher = std::thread::spawn(move || {
-        // Stop once the encoder has started writing.
+        // Stop once the encoder has started writing its temporary `.long.mp4.<pid>-<n>.partial`.
         let t = std::time::Instant::now();
-        while !partial.exists() || std::fs::metadata(&partial).map(|m| m.len()).unwrap_or(0) == 0 {
+        let written = || {
+            std::fs::read_dir(&watch_dir)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|e| {
+                    let n = e.file_name().to_string_lossy().into_owned();
+                    n.starts_with(".long.mp4.")
+                        && n.ends_with(".partial")
+                        && e.metadata().map_or(0, |m| m.len()) > 0
+                })
+        };
+        while !written() {
             assert!(
                 t.elapsed().as_secs() < 60,
                 "the encoder never started writing"
