@@ -9,7 +9,7 @@
 //! removes it.
 
 use super::ff::{self, ffmpeg, ffmpeg::ffi};
-use super::probe::{self, AudioCut, AudioPlace, Span};
+use super::probe::{self, AudioCut, AudioPlace};
 use crate::kinds::decode::DecodeParams;
 use crate::output::AtomicPath;
 use ffmpeg::codec::packet::Mut;
@@ -500,7 +500,7 @@ impl SourceAudio {
             .best(ffmpeg::media::Type::Video)
             .map(|st| probe::video_rate(&st).fps())
             .unwrap_or(25.0);
-        let (start, end) = Span::of(&p).secs(fps);
+        let (start, end) = p.span().secs(fps);
         let end = end.min(w.end.unwrap_or(f64::INFINITY));
         let (stream, params, in_tb, tb) = {
             let Some(st) = input.streams().best(ffmpeg::media::Type::Audio) else {

@@ -9,7 +9,6 @@
 //! so they must be the very numbers `decode` computes, not an estimate.
 
 use super::ff::{self, ffmpeg, ffmpeg::ffi};
-use crate::kinds::decode::DecodeParams;
 use ffmpeg::codec::packet::Ref;
 use std::path::{Path, PathBuf};
 use vidflow_engine::{NodeError, Rate, Timeline};
@@ -64,15 +63,15 @@ pub struct Span {
     pub end_frame: Option<u64>,
 }
 
+/// What the probe reads: `decode`'s input (path, image-sequence rate) and window.
+#[derive(Clone, Copy, Debug)]
+pub struct Source<'a> {
+    pub path: &'a str,
+    pub rate: Option<f64>,
+    pub span: Span,
+}
+
 impl Span {
-    pub fn of(p: &DecodeParams) -> Span {
-        Span {
-            start: p.start,
-            end: p.end,
-            start_frame: p.start_frame,
-            end_frame: p.end_frame,
-        }
-    }
     /// The frame comes before the window (it is skipped).
     pub fn before(&self, index: u64, pts: f64) -> bool {
         self.start_frame.is_some_and(|s| index < s) || self.start.is_some_and(|s| pts + EPS < s)
@@ -156,21 +155,7 @@ impl AudioCut {
     }
 }
 
-/// Why a job cannot cut a `decode` with these params, if it cannot.
-fn refuse(node: &str, p: &DecodeParams) -> Option<NodeError> {
-    let sampler = [
-        ("every", p.every.is_some()),
-        ("fps", p.fps.is_some()),
-        ("interval", p.interval.is_some()),
-    ]
-    .into_iter()
-    .find_map(|(name, given)| given.then_some(name))?;
-    Some(NodeError::input(format!(
-        "node `{node}`: a job cannot cut a sampled source yet; `{sampler}` keeps frames by their position since the window's first frame, so every chunk would sample differently. Run it without `--job`, or sample after decoding"
-    )))
-}
-
-/// The frames `decode` with params `p` would emit: their `pts` ascending, and which of them a
+/// The frames `decode` reading `p` would emit: their `pts` ascending, and which of them a
 /// decoder can start at. Reads packets only.
 ///
 /// A frame's `pts` is its packet's timestamp (pts, else dts) as [`seconds`] from the input's
@@ -178,14 +163,11 @@ fn refuse(node: &str, p: &DecodeParams) -> Option<NodeError> {
 /// number whenever packets carry timestamps. Packets the demuxer marks to be discarded (before
 /// an edit list's start) give no frame. The window's first frame is always a place to start:
 /// `decode` seeks to the keyframe before it and drops the frames in between.
-pub fn timeline(node: &str, p: &DecodeParams) -> Result<Timeline, NodeError> {
-    if let Some(e) = refuse(node, p) {
-        return Err(e);
-    }
+pub fn timeline(node: &str, p: &Source<'_>) -> Result<Timeline, NodeError> {
     let (frames, files) = read_frames(node, p)?;
     // The window, as `decode` applies it: without a seek (no `start`) a frame's index is its
     // position in the input, and `start_frame`/`end_frame` never come with `start`.
-    let span = Span::of(p);
+    let span = p.span;
     let mut timeline = Timeline {
         files,
         ..Timeline::default()
@@ -215,8 +197,8 @@ pub fn timeline(node: &str, p: &DecodeParams) -> Result<Timeline, NodeError> {
 /// The `end` in seconds that stops `decode` where `end_frame` does: the `pts` of the frame at
 /// that position (`None`: the input ends first). `None` also when the input cannot be read;
 /// the run then reports that.
-pub fn end_of_frame_window(p: &DecodeParams) -> Option<f64> {
-    let end_frame = p.end_frame? as usize;
+pub fn end_of_frame_window(p: &Source<'_>) -> Option<f64> {
+    let end_frame = p.span.end_frame? as usize;
     let (frames, _) = read_frames("", p).ok()?;
     frames.get(end_frame).map(|f| f.0)
 }
@@ -225,8 +207,8 @@ pub fn end_of_frame_window(p: &DecodeParams) -> Option<f64> {
 type Frames = Vec<(f64, bool)>;
 
 /// The input's frames, and its files.
-fn read_frames(node: &str, p: &DecodeParams) -> Result<(Frames, Vec<PathBuf>), NodeError> {
-    let path = p.path.as_str();
+fn read_frames(node: &str, p: &Source<'_>) -> Result<(Frames, Vec<PathBuf>), NodeError> {
+    let path = p.path;
     let files = input_files(path);
     if files.is_empty() {
         return Err(NodeError::input(format!(

@@ -75,7 +75,7 @@ pub fn kind() -> NodeKind {
     // Sampling keeps frames by their place since the window's first frame, which a chunk
     // would move: a sampled source cannot be cut (yet), and `vidflow check --job` says so.
     .temporal_with(|cx| match cx.params::<DecodeParams>() {
-        Some(p) if p.every.is_some() || p.fps.is_some() || p.interval.is_some() => Temporal::Whole(
+        Some(p) if p.sampler().is_some() => Temporal::Whole(
             "it samples frames (`every`, `fps` or `interval`) counting from the window's first frame, which each chunk would move; sample after decoding, or run without `--job`".into(),
         ),
         _ => Temporal::PerItem,
@@ -90,8 +90,13 @@ pub struct DecodeChunks;
 impl ChunkSource for DecodeChunks {
     fn timeline(&self, node_id: &str, params: &Params) -> Result<Timeline, NodeError> {
         let p = DecodeParams::from_params(params)?;
+        if let Some(sampler) = p.sampler() {
+            return Err(NodeError::input(format!(
+                "node `{node_id}`: a job cannot cut a sampled source yet; `{sampler}` keeps frames by their position since the window's first frame, so every chunk would sample differently. Run it without `--job`, or sample after decoding"
+            )));
+        }
         #[cfg(feature = "media")]
-        return crate::media::probe::timeline(node_id, &p);
+        return crate::media::probe::timeline(node_id, &p.source());
         #[cfg(not(feature = "media"))]
         let _ = p;
         #[cfg(not(feature = "media"))]
@@ -105,7 +110,7 @@ impl ChunkSource for DecodeChunks {
     fn restrict(&self, params: &mut Params, start: f64, end: Option<f64>) {
         #[cfg(feature = "media")]
         let window_end = match DecodeParams::from_params(params) {
-            Ok(p) if p.end_frame.is_some() => crate::media::probe::end_of_frame_window(&p),
+            Ok(p) if p.end_frame.is_some() => crate::media::probe::end_of_frame_window(&p.source()),
             Ok(p) => p.end,
             Err(_) => None,
         };
@@ -120,6 +125,38 @@ impl ChunkSource for DecodeChunks {
             Some(e) => v.insert("end".into(), e.into()),
             None => v.remove("end"),
         };
+    }
+}
+
+impl DecodeParams {
+    /// The sampling param given (`every`, `fps` or `interval`), if any.
+    fn sampler(&self) -> Option<&'static str> {
+        [
+            ("every", self.every.is_some()),
+            ("fps", self.fps.is_some()),
+            ("interval", self.interval.is_some()),
+        ]
+        .into_iter()
+        .find_map(|(name, given)| given.then_some(name))
+    }
+    /// The time window, as `decode` applies it.
+    #[cfg(feature = "media")]
+    pub fn span(&self) -> crate::media::probe::Span {
+        crate::media::probe::Span {
+            start: self.start,
+            end: self.end,
+            start_frame: self.start_frame,
+            end_frame: self.end_frame,
+        }
+    }
+    /// What the probe reads for a job's timeline.
+    #[cfg(feature = "media")]
+    fn source(&self) -> crate::media::probe::Source<'_> {
+        crate::media::probe::Source {
+            path: &self.path,
+            rate: self.rate,
+            span: self.span(),
+        }
     }
 }
 
@@ -262,7 +299,7 @@ mod imp {
             NodeError::input(format!("node `{node}`: cannot open `{path}`: {e} (is it a video or image file FFmpeg can read?)"))
         })?;
         let window = Window {
-            span: Span::of(&p),
+            span: p.span(),
             every: p.every,
             // `interval` is the reciprocal spelling of `fps` (seconds between kept frames).
             fps: p.fps.or_else(|| p.interval.map(|s| 1.0 / s)),
