@@ -285,18 +285,7 @@ impl Output {
 
     /// Finishes the file and moves it into place.
     fn finish(mut self) -> Result<(), NodeError> {
-        unsafe {
-            let r = ffi::av_write_trailer(self.oc);
-            if r < 0 {
-                return Err(self.err(ff::av_err(r)));
-            }
-            if !(*self.oc).pb.is_null() && (*(*self.oc).oformat).flags & ffi::AVFMT_NOFILE == 0 {
-                let r = ffi::avio_closep(&mut (*self.oc).pb);
-                if r < 0 {
-                    return Err(self.err(ff::av_err(r)));
-                }
-            }
-        }
+        unsafe { ff::finish_output(self.oc) }.map_err(|e| self.err(e))?;
         self.close();
         self.file.commit(&self.node)?;
         self.committed = true;

@@ -39,6 +39,27 @@ pub fn av_err(code: c_int) -> String {
     ffmpeg::Error::from(code).to_string()
 }
 
+/// Writes an output's trailer and closes its file (for muxers that have one): the end of
+/// every file `encode` writes or a job's assembly joins.
+///
+/// # Safety
+/// `oc` is an open output context whose header was written.
+pub unsafe fn finish_output(oc: *mut ffi::AVFormatContext) -> Result<(), String> {
+    unsafe {
+        let r = ffi::av_write_trailer(oc);
+        if r < 0 {
+            return Err(av_err(r));
+        }
+        if !(*oc).pb.is_null() && (*(*oc).oformat).flags & ffi::AVFMT_NOFILE == 0 {
+            let r = ffi::avio_closep(&mut (*oc).pb);
+            if r < 0 {
+                return Err(av_err(r));
+            }
+        }
+    }
+    Ok(())
+}
+
 pub fn c_string(s: &str) -> Result<CString, String> {
     CString::new(s).map_err(|_| format!("`{s}` contains a NUL byte"))
 }

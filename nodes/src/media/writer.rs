@@ -1066,18 +1066,7 @@ impl Writer {
             self.drain_audio()?;
         }
         self.try_start()?;
-        unsafe {
-            let r = ffi::av_write_trailer(self.oc);
-            if r < 0 {
-                return Err(self.err(ff::av_err(r)));
-            }
-            if !(*self.oc).pb.is_null() && (*(*self.oc).oformat).flags & ffi::AVFMT_NOFILE == 0 {
-                let r = ffi::avio_closep(&mut (*self.oc).pb);
-                if r < 0 {
-                    return Err(self.err(ff::av_err(r)));
-                }
-            }
-        }
+        unsafe { ff::finish_output(self.oc) }.map_err(|e| self.err(e))?;
         self.close();
         match &self.dest {
             Dest::File(f) => f.commit(&self.node)?,

@@ -6,44 +6,21 @@
 //! unchunked encode; `jsonl` joins its chunk files in order.
 
 use crate::common::{assert_ok, ffmpeg, ffprobe, tmp};
+use crate::media::{Kept, register_collect};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use vidflow_engine::exec::{self, RunOptions, RunReport};
 use vidflow_engine::{
-    ChunkPiece, ChunkSink, ChunkSource, Emitter, Frame, Input, Mode, NodeError, NodeKind, Params,
-    Payload, PortType, Process, Runtime, SourceFile, Temporal, Timeline, ValidateCtx, WholeInput,
+    ChunkPiece, ChunkSink, ChunkSource, Frame, Mode, NodeError, Params, Payload, SourceFile,
+    Temporal, Timeline, ValidateCtx, WholeInput,
 };
 use vidflow_nodes::media::packets::AudioPacket;
-
-type Kept = Arc<Mutex<Vec<(String, Payload)>>>;
-
-/// A sink that keeps what reaches it, by node id.
-struct Collect(String, Kept);
-
-impl Process for Collect {
-    fn process(&mut self, input: Input, _out: &mut Emitter<'_>) -> Result<(), NodeError> {
-        let mut k = self.1.lock().unwrap();
-        for item in input.items {
-            k.push((self.0.clone(), item));
-        }
-        Ok(())
-    }
-}
 
 fn run(yaml: &str) -> (RunReport, Vec<(String, Payload)>) {
     let kept: Kept = Arc::default();
     let mut reg = vidflow_nodes::registry();
-    let k = kept.clone();
-    reg.register(
-        NodeKind::new("collect", "Keeps every item (tests only).", move |ctx| {
-            Ok(Runtime::Process(Box::new(Collect(
-                ctx.node_id.to_string(),
-                k.clone(),
-            ))))
-        })
-        .input("items", PortType::ANY, "anything"),
-    );
+    register_collect(&mut reg, &kept);
     let graph = vidflow_engine::check_source(
         SourceFile::new("job-test.yaml", yaml.to_string()),
         &reg,

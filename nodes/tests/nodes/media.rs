@@ -14,7 +14,7 @@ use vidflow_engine::{
     SourceFile,
 };
 
-type Kept = Arc<Mutex<Vec<(String, Payload)>>>;
+pub(crate) type Kept = Arc<Mutex<Vec<(String, Payload)>>>;
 
 /// A sink that keeps what reaches it, by node id (tests only; the clips are small).
 struct Collect(String, Kept);
@@ -50,8 +50,8 @@ impl Process for Paint {
     }
 }
 
-fn registry(kept: &Kept) -> vidflow_engine::Registry {
-    let mut r = vidflow_nodes::registry();
+/// Registers `collect`, a sink that keeps every item in `kept` (also used by `jobs_media`).
+pub(crate) fn register_collect(r: &mut vidflow_engine::Registry, kept: &Kept) {
     let k = kept.clone();
     r.register(
         NodeKind::new("collect", "Keeps every item (tests only).", move |ctx| {
@@ -62,6 +62,11 @@ fn registry(kept: &Kept) -> vidflow_engine::Registry {
         })
         .input("items", PortType::ANY, "anything"),
     );
+}
+
+fn registry(kept: &Kept) -> vidflow_engine::Registry {
+    let mut r = vidflow_nodes::registry();
+    register_collect(&mut r, kept);
     r.register(
         NodeKind::new("paint", "Paints frames by segment (tests only).", |ctx| {
             Ok(Runtime::Process(Box::new(Paint(
