@@ -210,7 +210,8 @@ impl ProgressSink for Plain {
     }
 }
 
-/// One JSON object per line on stderr: `start`, `progress` (every half second), `end`.
+/// One JSON object per line on stderr: `start`, `progress` (every half second, and once more
+/// with the final counts), `end`.
 #[derive(Default)]
 pub struct Json {
     last: Option<Instant>,
@@ -260,6 +261,11 @@ impl ProgressSink for Json {
         );
     }
     fn finish(&mut self, report: &RunReport) {
+        // A last `progress` with the final counts and totals, however soon after the previous
+        // one: a run shorter than the half-second throttle would otherwise end on a snapshot
+        // taken before the source announced its totals.
+        self.last = None;
+        self.tick(&report.nodes, report.elapsed);
         emit(json!({
             "event": "end",
             "ok": report.ok(),
