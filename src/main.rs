@@ -1,5 +1,6 @@
 //! The `vidflow` command line: a thin layer over vidflow-engine and vidflow-nodes.
-//! Exit codes: 0 ok, 1 invalid graph or input, 2 runtime failure (or interrupted).
+//! Exit codes: 0 ok, 1 invalid graph, input or command line, 2 runtime failure (or
+//! interrupted).
 
 use anyhow::Context as _;
 use clap::builder::{PossibleValuesParser, TypedValueParser as _};
@@ -11,8 +12,7 @@ use vidflow_nodes::gpu::device::{DevicePreference, list_devices};
 
 mod farm;
 
-const EXIT_CODES: &str =
-    "Exit codes: 0 ok, 1 invalid graph or input, 2 runtime failure or interrupted.";
+const EXIT_CODES: &str = "Exit codes: 0 ok, 1 invalid graph or input, 2 runtime failure or interrupted. A mistake on the command line is invalid input (1).";
 const SET_HELP: &str =
     "Override a graph param; the value is YAML (`--set count=7`, `--set sizes=[1,2]`). Repeatable.";
 
@@ -192,14 +192,46 @@ enum GraphFormat {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // A mistake on the command line is invalid input like any other: exit 1 (clap's own
+    // default, 2, is what vidflow reserves for runtime failures). Help and version exit 0.
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { 1 } else { 0 });
+        }
+    };
+    quiet_headless_vulkan();
+    // With `--progress json` every line on stderr is one JSON object, errors included.
+    if let Command::Run {
+        progress: progress::Mode::Json,
+        ..
+    } = &cli.command
+    {
+        progress::set_json_stderr(true);
+    }
     let registry = vidflow_nodes::registry();
     match dispatch(cli.command, &registry) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            progress::say_error(format!("{e:#}"));
             ExitCode::from(1)
         }
+    }
+}
+
+/// Mesa's implicit Vulkan layer `VK_LAYER_MESA_device_select` asks the Wayland compositor which
+/// GPU drives the display; without `XDG_RUNTIME_DIR` (headless machines, CI, containers)
+/// libwayland then prints "error: XDG_RUNTIME_DIR is invalid or not set" although nothing
+/// failed. vidflow computes and never presents, so the layer has nothing to choose for it:
+/// turn it off there (its documented switch, `NODEVICE_SELECT=1`), unless the user set it.
+fn quiet_headless_vulkan() {
+    if std::env::var_os("XDG_RUNTIME_DIR").is_none()
+        && std::env::var_os("NODEVICE_SELECT").is_none()
+    {
+        // SAFETY: the first thing `main` does after parsing arguments, before any thread
+        // exists, so nothing reads the environment concurrently.
+        unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
     }
 }
 
@@ -363,6 +395,10 @@ fn run(
 ) -> anyhow::Result<ExitCode> {
     let graph = match vidflow_engine::load_and_check(file, registry, &overrides(set)?, Mode::Run) {
         Ok(g) => g,
+        Err(e) if progress::json_stderr() => {
+            eprint!("{}", e.render_json());
+            return Ok(ExitCode::from(1));
+        }
         Err(e) => {
             eprint!("{}", e.render());
             return Ok(ExitCode::from(1));
@@ -412,23 +448,17 @@ fn run(
         eprint!("{}", progress::summary(&report));
     }
     if let Some(f) = &report.failure {
-        eprintln!("error: {}", failure_text(f));
+        progress::say_error(f);
         return Ok(ExitCode::from(match f.error {
             NodeError::Input(_) if !f.panicked => 1,
             _ => 2,
         }));
     }
     if report.interrupted {
-        eprintln!("vidflow: interrupted; the outputs were not finished");
+        progress::say("vidflow: interrupted; the outputs were not finished");
         return Ok(ExitCode::from(2));
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// "node `x` failed: …", without the node named a second time by the node's own message.
-fn failure_text(f: &exec::Failure) -> String {
-    f.to_string()
-        .replacen(&format!(": node `{}`: ", f.node), ": ", 1)
 }
 
 /// `vidflow run GRAPH --job DIR`.
@@ -485,19 +515,25 @@ fn run_job(
     let report = match result.map_err(|e| e.downcast::<JobError>()) {
         Ok(r) => r,
         Err(Ok(JobError::NotChunkable(diags))) => {
-            eprint!("{}", render_diags(file, &diags));
+            if progress::json_stderr() {
+                for d in &diags {
+                    eprintln!("{}", d.to_json(file));
+                }
+            } else {
+                eprint!("{}", render_diags(file, &diags));
+            }
             return Ok(ExitCode::from(1));
         }
         Err(Ok(e @ JobError::Io(_))) => {
-            eprintln!("error: {e}");
+            progress::say_error(e);
             return Ok(ExitCode::from(2));
         }
         Err(Ok(e)) => {
-            eprintln!("error: {e}");
+            progress::say_error(e);
             return Ok(ExitCode::from(1));
         }
         Err(Err(e)) => {
-            eprintln!("error: {e:#}");
+            progress::say_error(format!("{e:#}"));
             return Ok(ExitCode::from(1));
         }
     };
@@ -511,26 +547,26 @@ fn run_job(
             ),
             None => format!("{}–end", job::progress::clock(f.range.0)),
         };
-        eprintln!(
-            "error: chunk {} ({range}) failed: {}",
+        progress::say_error(format!(
+            "chunk {} ({range}) failed: {}",
             f.index,
             f.errors.last().map(String::as_str).unwrap_or("?")
-        );
+        ));
     }
     if !report.failed.is_empty() {
-        eprintln!(
+        progress::say(format!(
             "vidflow: {} of {} chunks failed; the others are recorded in `{d}`: rerun the same command to retry only the failed ones",
             report.failed.len(),
             report.chunks
-        );
+        ));
         return Ok(ExitCode::from(2));
     }
     if report.interrupted {
-        eprintln!(
+        progress::say(format!(
             "vidflow: interrupted; {} of {} chunks are recorded in `{d}`: rerun the same command to resume",
             report.reused.len() + report.ran.len(),
             report.chunks
-        );
+        ));
         return Ok(ExitCode::from(2));
     }
     if !quiet {

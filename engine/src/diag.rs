@@ -167,6 +167,29 @@ impl Diagnostic {
     }
 }
 
+impl Diagnostic {
+    /// The diagnostic as one JSON event (`--progress json`): file, line, column (1-based) and
+    /// length of the text it points at when it has a place, code, message, label, help.
+    pub fn to_json(&self, file: &str) -> serde_json::Value {
+        let severity = match self.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        serde_json::json!({
+            "event": "diagnostic",
+            "severity": severity,
+            "code": self.code,
+            "message": self.message,
+            "file": file,
+            "line": self.span.map(|s| s.line),
+            "column": self.span.map(|s| s.col),
+            "length": self.span.map(|s| s.len),
+            "label": (!self.label.is_empty()).then_some(&self.label),
+            "help": self.help,
+        })
+    }
+}
+
 /// Renders a list of diagnostics and a closing count, as `vidflow check` prints them.
 pub fn render_all(diags: &[Diagnostic], file: &SourceFile) -> String {
     let mut out = String::new();

@@ -71,6 +71,20 @@ impl LoadError {
             LoadError::Invalid { file, diagnostics } => diag::render_all(diagnostics, file),
         }
     }
+
+    /// The message as JSON events, one per line (`--progress json`).
+    pub fn render_json(&self) -> String {
+        match self {
+            LoadError::Io { path, error } => format!(
+                "{}\n",
+                serde_json::json!({"event": "error", "message": format!("cannot read graph file `{path}`: {error}")})
+            ),
+            LoadError::Invalid { file, diagnostics } => diagnostics
+                .iter()
+                .map(|d| format!("{}\n", d.to_json(&file.name)))
+                .collect(),
+        }
+    }
 }
 
 /// Parses `--set name=value` arguments; values are YAML (`--set overlaps=[4,4]`).

@@ -11,6 +11,44 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
+/// Whether stderr carries JSON events only (`--progress json`): then every line there,
+/// including what nodes say and the errors at the end, is one JSON object.
+static JSON_STDERR: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Makes every later [`say`] (and the CLI's own messages) a JSON event; set once, before a run.
+pub fn set_json_stderr(on: bool) {
+    JSON_STDERR.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+pub fn json_stderr() -> bool {
+    JSON_STDERR.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// A line for the person running vidflow (a node's summary, a warning, the device it opened):
+/// printed on stderr as it is, or as `{"event": "message", "text": …}` when stderr carries
+/// JSON events (with `"level": "warning"` for a line that starts with `warning: `).
+pub fn say(line: impl std::fmt::Display) {
+    let line = line.to_string();
+    if json_stderr() {
+        match line.strip_prefix("warning: ") {
+            Some(text) => emit(json!({"event": "message", "level": "warning", "text": text})),
+            None => emit(json!({"event": "message", "level": "info", "text": line})),
+        }
+    } else {
+        eprintln!("{line}");
+    }
+}
+
+/// An error that ends the run, as the last line on stderr: `error: …`, or
+/// `{"event": "error", "message": …}` when stderr carries JSON events.
+pub fn say_error(message: impl std::fmt::Display) {
+    if json_stderr() {
+        emit(json!({"event": "error", "message": message.to_string()}));
+    } else {
+        eprintln!("error: {message}");
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Mode {
     /// Bars on a terminal, plain lines otherwise.

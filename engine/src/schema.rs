@@ -29,13 +29,13 @@ pub fn json_schema(registry: &Registry) -> Value {
                         s["default"] = d.clone();
                     }
                     // Any param may be a `${name}` reference instead.
-                    (p.name.to_string(), json!({"anyOf": [s, {"type": "string", "pattern": "\\$\\{"}]}))
+                    (p.name.to_string(), crate::node::params::substitutable(s))
                 })
                 .collect();
             let required: Vec<&str> = k.params.iter().filter(|p| p.required).map(|p| p.name).collect();
             let inputs: serde_json::Map<String, Value> = k.inputs.iter().map(|p| (p.name.to_string(), json!({"$ref": "#/$defs/input", "description": p.doc}))).collect();
             json!({
-                "if": {"properties": {"kind": {"const": k.name}}},
+                "if": {"required": ["kind"], "properties": {"kind": if k.name == "null" { json!({"anyOf": [{"const": k.name}, {"const": null}]}) } else { json!({"const": k.name}) }}},
                 "then": {"properties": {
                     "params": {"type": "object", "additionalProperties": false, "properties": props, "required": required},
                     "inputs": {"type": "object", "additionalProperties": false, "properties": inputs}
@@ -68,7 +68,12 @@ pub fn json_schema(registry: &Registry) -> Value {
                 "required": ["id", "kind"],
                 "properties": {
                     "id": {"type": "string", "pattern": "^[A-Za-z_][A-Za-z0-9_-]*$"},
-                    "kind": {"enum": registry.names().collect::<Vec<_>>()},
+                    // vidflow reads an unquoted `kind: null` as the `null` kind, as YAML's
+                    // null; the schema accepts what the checker accepts.
+                    "kind": {"anyOf": [
+                        {"enum": registry.names().collect::<Vec<_>>()},
+                        {"const": null, "description": "an unquoted `null`: YAML reads it as null, vidflow as the `null` kind"}
+                    ]},
                     "params": {"type": "object"},
                     "inputs": {"type": "object"},
                     "workers": {"type": "integer", "minimum": 1, "maximum": crate::config::MAX_WORKERS},

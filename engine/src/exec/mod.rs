@@ -58,7 +58,10 @@ impl std::fmt::Display for Failure {
         if let Some(item) = &self.item {
             write!(f, " on {item}")?;
         }
-        write!(f, ": {}", self.error)
+        // Node messages start with "node `x`: " to stand alone; here the node is named already.
+        let error = self.error.to_string();
+        let prefix = format!("node `{}`: ", self.node);
+        write!(f, ": {}", error.strip_prefix(&prefix).unwrap_or(&error))
     }
 }
 

@@ -147,7 +147,10 @@ pub fn parse(text: &str) -> Result<Yv, Diagnostic> {
     })?;
     match docs.len() {
         0 => Ok(Yv::new(Span::new(1, 1, 1), YvKind::Map(vec![]))),
-        1 => convert(docs.into_iter().next().expect("one document"), text),
+        1 => convert(
+            docs.into_iter().next().expect("one document"),
+            &Lines::new(text),
+        ),
         _ => {
             // Point at the `---` that starts the second document.
             let second = docs[1].span.start.line().max(1) as u32;
@@ -181,27 +184,61 @@ pub fn parse_value(text: &str) -> Result<Yv, Diagnostic> {
     Ok(v)
 }
 
+/// The file's lines, split once. saphyr gives positions as a line and a character column, and
+/// a graph may hold one very long line (a list of 20,000 values): each lookup is O(1) on an
+/// ASCII line instead of a rescan of the file, which made loading quadratic.
+struct Lines<'t> {
+    /// Each line, and whether it is ASCII (then character columns are byte offsets).
+    lines: Vec<(&'t str, bool)>,
+}
+
+impl<'t> Lines<'t> {
+    fn new(text: &'t str) -> Lines<'t> {
+        Lines {
+            lines: source_lines(text).map(|l| (l, l.is_ascii())).collect(),
+        }
+    }
+
+    /// Line `n` (1-based).
+    fn get(&self, n: u32) -> Option<(&'t str, bool)> {
+        self.lines.get(n.checked_sub(1)? as usize).copied()
+    }
+
+    fn count(&self) -> usize {
+        self.lines.len()
+    }
+}
+
+/// What follows the first `col` characters of `line`.
+fn after_chars(line: (&str, bool), col: usize) -> &str {
+    match line {
+        (l, true) => l.get(col..).unwrap_or(""),
+        (l, false) => l.char_indices().nth(col).map_or("", |(i, _)| &l[i..]),
+    }
+}
+
 /// The span of a node. saphyr marks where a node starts and ends; a flow collection ends at its
 /// closing bracket (which the span then includes), and a node over several lines is underlined to
 /// the end of its first line.
-fn span_of(node: &MarkedYamlOwned, text: &str) -> Span {
+fn span_of(node: &MarkedYamlOwned, lines: &Lines) -> Span {
     let (s, e) = (node.span.start, node.span.end);
     let line = s.line().max(1);
-    let Some(first) = source_line(text, line as u32) else {
+    let Some(first) = lines.get(line as u32) else {
         // An empty node at the very end of a file without a final line break: saphyr puts it
         // on the line after the last one; point just past the end of the last line instead.
-        let lines = source_lines(text).count().max(1) as u32;
-        let last = source_line(text, lines).unwrap_or("");
-        return Span::new(lines, last.chars().count() as u32 + 1, 1);
+        let n = lines.count().max(1) as u32;
+        let last = lines.get(n).map_or("", |l| l.0);
+        return Span::new(n, last.chars().count() as u32 + 1, 1);
     };
-    let quote = match first.chars().nth(s.col()) {
+    let from_start = after_chars(first, s.col());
+    let quote = match from_start.chars().next() {
         Some(q @ ('"' | '\'')) if matches!(node.data, YamlDataOwned::Value(_)) => Some(q),
         _ => None,
     };
     // saphyr's end of a quoted scalar includes the blanks (and a comment) after it: the span
     // ends at the closing quote instead.
     let closing_quote = quote.and_then(|q| {
-        let mut chars = first.chars().skip(s.col() + 1).enumerate().peekable();
+        let mut chars = from_start.chars().skip(1).enumerate().peekable();
         while let Some((i, c)) = chars.next() {
             match c {
                 '\\' if q == '"' => {
@@ -224,24 +261,16 @@ fn span_of(node: &MarkedYamlOwned, text: &str) -> Span {
             YamlDataOwned::Sequence(_) => Some(']'),
             _ => None,
         };
-        let closes = closing.is_some() && first.chars().nth(e.col()) == closing;
+        let closes = closing.is_some() && after_chars(first, e.col()).chars().next() == closing;
         e.col() - s.col() + usize::from(closes)
     } else if e.line() > s.line() && matches!(node.data, YamlDataOwned::Value(_)) {
         // A scalar over several lines (quoted, plain or a block scalar): its first line.
-        first
-            .chars()
-            .skip(s.col())
-            .collect::<String>()
-            .trim_end()
-            .chars()
-            .count()
-            .max(1)
+        from_start.trim_end().chars().count().max(1)
     } else if matches!(&node.data, YamlDataOwned::Mapping(m) if m.is_empty())
         || matches!(&node.data, YamlDataOwned::Sequence(q) if q.is_empty())
     {
         // `{}` and `[]`: saphyr's span ends where it starts.
-        let rest: String = first.chars().skip(s.col()).collect();
-        if rest.starts_with("{}") || rest.starts_with("[]") {
+        if from_start.starts_with("{}") || from_start.starts_with("[]") {
             2
         } else {
             1
@@ -353,8 +382,8 @@ pub fn position_in_str(
     }
 }
 
-fn convert(node: MarkedYamlOwned, text: &str) -> Result<Yv, Diagnostic> {
-    let span = span_of(&node, text);
+fn convert(node: MarkedYamlOwned, lines: &Lines) -> Result<Yv, Diagnostic> {
+    let span = span_of(&node, lines);
     let v = match node.data {
         YamlDataOwned::Value(s) => match s {
             ScalarOwned::Null => YvKind::Null,
@@ -367,15 +396,15 @@ fn convert(node: MarkedYamlOwned, text: &str) -> Result<Yv, Diagnostic> {
         YamlDataOwned::Sequence(items) => YvKind::Seq(
             items
                 .into_iter()
-                .map(|i| convert(i, text))
+                .map(|i| convert(i, lines))
                 .collect::<Result<_, _>>()?,
         ),
         YamlDataOwned::Mapping(map) => YvKind::Map(
             map.into_iter()
-                .map(|(k, v)| Ok((convert(k, text)?, convert(v, text)?)))
+                .map(|(k, v)| Ok((convert(k, lines)?, convert(v, lines)?)))
                 .collect::<Result<_, Diagnostic>>()?,
         ),
-        YamlDataOwned::Tagged(_, inner) => return convert(*inner, text),
+        YamlDataOwned::Tagged(_, inner) => return convert(*inner, lines),
         YamlDataOwned::Alias(_) => {
             return Err(Diagnostic::error(
                 "yaml-syntax",

@@ -109,13 +109,23 @@ impl ParamType {
             }
             ParamType::Str | ParamType::Path => json!({"type": "string"}),
             ParamType::Enum(options) => json!({"enum": options}),
-            ParamType::List(of) => json!({"type": "array", "items": of.json_schema()}),
-            ParamType::OneOrList(of) => {
-                json!({"anyOf": [of.json_schema(), {"type": "array", "items": of.json_schema()}]})
+            // A list's elements may be `${name}` references too (`values: ['${gain}', 1.0]`).
+            ParamType::List(of) => {
+                json!({"type": "array", "items": substitutable(of.json_schema())})
             }
+            ParamType::OneOrList(of) => json!({"anyOf": [
+                of.json_schema(),
+                {"type": "array", "items": substitutable(of.json_schema())}
+            ]}),
             ParamType::Json => json!({}),
         }
     }
+}
+
+/// `schema` or a string holding a `${name}` reference, which the loader substitutes before
+/// the value is checked against its type.
+pub(crate) fn substitutable(schema: Value) -> Value {
+    serde_json::json!({"anyOf": [schema, {"type": "string", "pattern": "\\$\\{"}]})
 }
 
 impl fmt::Display for ParamType {

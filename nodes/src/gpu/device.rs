@@ -343,7 +343,7 @@ mod imp {
             let pref = super::preference(shared)?;
             shared.get_or_try_init::<Compute, NodeError>(|| {
                 let c = Compute::open(pref)?;
-                eprintln!("compute: {} — {}", c.name, c.reason);
+                vidflow_engine::progress::say(format!("compute: {} — {}", c.name, c.reason));
                 Ok(c)
             })
         }

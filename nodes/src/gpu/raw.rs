@@ -55,7 +55,7 @@ impl Gpu {
     pub fn for_run(shared: &Shared) -> Result<Arc<Gpu>, String> {
         shared.get_or_try_init::<Gpu, String>(|| {
             let g = Gpu::open()?;
-            eprintln!("shaders: {}", g.name);
+            vidflow_engine::progress::say(format!("shaders: {}", g.name));
             Ok(g)
         })
     }

@@ -619,7 +619,7 @@ impl<G: Generator> vidflow_engine::Process for GeneratorNode<G> {
         }
         let summary = self.runner.finish()?;
         for line in self.runner.fallback_lines() {
-            eprintln!("{line}");
+            vidflow_engine::progress::say(line);
         }
         if self.emit_report {
             out.emit(REPORT_PORT, vidflow_engine::Payload::record(summary))?;

@@ -516,7 +516,7 @@ impl Process for AudioWindowNode {
         }
         self.builder.finish();
         self.emit(out)?;
-        eprintln!("{}: {}", self.node, self.builder.summary());
+        vidflow_engine::progress::say(format!("{}: {}", self.node, self.builder.summary()));
         Ok(())
     }
 }

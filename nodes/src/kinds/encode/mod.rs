@@ -191,9 +191,9 @@ mod imp {
         // says so, so that one graph can write either a video or frames.
         let drop_audio = audio_in && crate::media::ff::is_printf_pattern(path);
         if drop_audio {
-            eprintln!(
+            vidflow_engine::progress::say(format!(
                 "node `{node}`: `{path}` is an image sequence, which carries no audio: the audio input is not written"
-            );
+            ));
         }
         let opts = EncodeOptions {
             codec: p.codec.clone(),

@@ -628,10 +628,10 @@ fn ask(
                     if let Err(e) = cache.put(key, &s.cfg.model, &entry)
                         && !s.cache_warned.swap(true, Relaxed)
                     {
-                        eprintln!(
+                        vidflow_engine::progress::say(format!(
                             "warning: node `{}`: cannot write the response cache ({e}); answers will not be reused",
                             s.cfg.node
-                        );
+                        ));
                     }
                 }
                 return done(Ok(reply), attempts, false);

@@ -15,7 +15,7 @@ pub fn kind() -> NodeKind {
         |_| Ok(Runtime::Process(Box::new(Null))),
     )
     .input("items", PortType::ANY, "items of any type")
-    .example("- id: sink\n  kind: null\n  inputs: { items: src.frames }\n")
+    .example("- id: sink\n  kind: \"null\"\n  inputs: { items: src.frames }\n")
     .temporal(Temporal::PerItem)
     .chunk_sink(NullChunks)
 }

@@ -371,7 +371,7 @@ mod imp {
         let up = Upscaler::new(&ck, &compute.device, opts)
             .map_err(|e| NodeError::input(format!("node `{node}`: {e}")))?;
         if ctx.replica == 0 {
-            eprintln!(
+            vidflow_engine::progress::say(format!(
                 "node `{node}`: {} from {}{}",
                 up.arch,
                 ck.path.display(),
@@ -379,7 +379,7 @@ mod imp {
                     .as_ref()
                     .map(|n| format!(" ({n})"))
                     .unwrap_or_default()
-            );
+            ));
         }
         Ok(Runtime::Process(Box::new(UpscaleNode { node, up })))
     }
