@@ -93,8 +93,8 @@ fn done_items(n: &NodeReport, is_sink: bool) -> u64 {
 }
 
 /// Each node's expected total: its own if it declared one; else, for a sink (whose progress
-/// is what it consumed), the sum over all its inputs, and for another node what its first
-/// input brings. An input brings what its upstream announced for that port, else the
+/// is what it consumed), the sum over all its inputs, and for another node what the input it
+/// [counts like](crate::node::NodeKind::counts_like) brings (by default its first). An input brings what its upstream announced for that port, else the
 /// upstream's total.
 fn totals(graph: &Plan, nodes: &[NodeReport]) -> Vec<Option<u64>> {
     let mut totals: Vec<Option<u64>> = nodes.iter().map(|n| n.total).collect();
@@ -115,8 +115,14 @@ fn totals(graph: &Plan, nodes: &[NodeReport]) -> Vec<Option<u64>> {
         if inputs.peek().is_none() {
             continue;
         }
-        totals[i] = if graph.nodes[i].kind.outputs.is_empty() {
+        let kind = &graph.nodes[i].kind;
+        totals[i] = if kind.outputs.is_empty() {
             inputs.map(|e| brings(e, &totals)).sum()
+        } else if let Some(port) = kind.counts_like {
+            let port = kind.inputs.iter().position(|p| p.name == port);
+            inputs
+                .find(|e| Some(e.to.1) == port)
+                .and_then(|e| brings(e, &totals))
         } else {
             inputs.next().and_then(|e| brings(e, &totals))
         };

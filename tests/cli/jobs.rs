@@ -441,7 +441,9 @@ fn a_failing_chunk_is_reported_and_only_it_is_rerun() {
     assert_eq!(failed.status.code(), Some(2), "{}", stderr(&failed));
     let e = stderr(&failed);
     assert!(
-        e.contains("error: chunk 5 (0:02.0–0:02.4) failed") && e.contains("failing on purpose"),
+        // `--progress json`: the error is an event too.
+        e.contains(r#"{"event":"error","message":"chunk 5 (0:02.0–0:02.4) failed"#)
+            && e.contains("failing on purpose"),
         "{e}"
     );
     assert!(e.contains("rerun the same command"), "{e}");

@@ -2,7 +2,8 @@
 //! truncated mp4 (without and with its index at the front), a video with no frames, audio asked
 //! of a video without audio, and an output folder that cannot be written. Each must give one
 //! clear `error:` line naming the node and the path, exit with 1 or 2, never panic, and leave no
-//! output file (nor a temporary one). Plus the happy path: graphs/transcode.yaml.
+//! output file (nor a temporary one). Plus the happy paths: graphs/transcode.yaml, a valid AVI
+//! that announces more frames than it holds, and progress totals that are exact or absent.
 
 use crate::common::{TmpDir, ffmpeg, graph, probe, vidflow};
 use std::path::{Path, PathBuf};
@@ -299,4 +300,129 @@ fn unwritable_outputs_fail_before_any_work() {
         "unwritable folder",
     );
     std::fs::set_permissions(&ro, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// The last `progress` event's `(items, total)` per node of a `--progress json` run.
+fn final_counts(out: &Output) -> Vec<(String, u64, Option<u64>)> {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .rfind(|e| e["event"] == "progress")
+        .unwrap_or_else(|| panic!("no progress event:\n{stderr}"));
+    last["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| {
+            (
+                n["id"].as_str().unwrap().to_string(),
+                n["items"].as_u64().unwrap(),
+                n["total"].as_u64(),
+            )
+        })
+        .collect()
+}
+
+/// A variable-rate AVI whose index announces more frames than it holds (zero-size "dropped
+/// frame" entries, as capture tools write; ffmpeg's AVI muxer writes them too, for the gaps a
+/// `select` leaves) with PCM audio, whose announced count is in samples. It is a valid file:
+/// every frame decodes, and the progress totals are exact (issue 17, item 1). Before, the run
+/// failed with "only 34 of the 100 frames announced could be decoded…".
+#[test]
+fn an_avi_announcing_dropped_frames_is_read_whole_with_exact_totals() {
+    let dir = tmp("avi-dropped");
+    let input = dir.join("vfr.avi");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=64x48:rate=25:duration=4",
+        "-f",
+        "lavfi",
+        "-i",
+        "sine=duration=4",
+        "-vf",
+        "select='not(mod(n\\,3))'",
+        "-fps_mode",
+        "passthrough",
+        "-c:v",
+        "mpeg4",
+        "-c:a",
+        "pcm_s16le",
+        input.to_str().unwrap(),
+    ]);
+    let announced = probe(&input, "v:0", "nb_frames");
+    assert_eq!(
+        announced.trim(),
+        "nb_frames=100",
+        "the file announces the dropped frames too"
+    );
+    let output = dir.join("out.mp4");
+    let out = vidflow(&[
+        "run",
+        &graph("transcode"),
+        "--progress",
+        "json",
+        "--set",
+        &format!("input={}", input.display()),
+        "--set",
+        &format!("output={}", output.display()),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let frames = |p: &Path| probe(p, "v:0", "nb_read_frames").trim().to_string();
+    assert_eq!(frames(&input), "nb_read_frames=34");
+    assert_eq!(
+        frames(&output),
+        "nb_read_frames=34",
+        "every frame the file holds"
+    );
+    for (node, items, total) in final_counts(&out) {
+        assert_eq!(total, Some(items), "node `{node}`: exact total\n{stderr}");
+    }
+}
+
+/// Decoded audio comes in as many chunks as the decoder makes, so its count is not announced
+/// (no "speech 200/199"); audio-window makes one window per frame, so its total is the
+/// frames' (not the audio chunks': "windows 50/99").
+#[test]
+fn totals_of_decoded_audio_and_windows_are_exact_or_absent() {
+    let dir = tmp("totals-audio");
+    let input = dir.join("in.mp4");
+    clip(&input, true, &[]);
+    let g = dir.join("g.yaml");
+    std::fs::write(
+        &g,
+        format!(
+            "nodes:
+  - id: src
+    kind: decode
+    params: {{ path: {} }}
+  - id: speech
+    kind: decode
+    params: {{ path: {}, audio_rate: 16000, audio_channels: 1 }}
+  - id: windows
+    kind: audio-window
+    params: {{ mode: mel, span: 8 }}
+    inputs: {{ audio: speech.audio, frames: src.frames }}
+  - id: sink
+    kind: \"null\"
+    inputs: {{ items: windows.windows }}
+",
+            input.display(),
+            input.display()
+        ),
+    )
+    .unwrap();
+    let out = vidflow(&["run", g.to_str().unwrap(), "--progress", "json"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let counts = final_counts(&out);
+    let get = |id: &str| counts.iter().find(|c| c.0 == id).unwrap().clone();
+    assert_eq!(get("src").1, 50);
+    assert_eq!(get("src").2, Some(50));
+    assert_eq!(get("speech").2, None, "decoded audio: no guessed total");
+    assert_eq!(get("windows").1, 50);
+    assert_eq!(get("windows").2, Some(50), "one window per frame");
 }

@@ -426,7 +426,7 @@ fn a_chunk_failing_on_every_delivery_is_recorded_with_each_workers_error() {
     assert_eq!(code, 2, "{}", lines.join("\n"));
     let all = lines.join("\n");
     assert!(
-        all.contains("error: chunk 5 (0:02.0–0:02.4) failed"),
+        all.contains(r#"{"event":"error","message":"chunk 5 (0:02.0–0:02.4) failed"#),
         "{all}"
     );
     let failed: serde_json::Value = serde_json::from_str(

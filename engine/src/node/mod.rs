@@ -209,6 +209,10 @@ pub struct NodeKind {
     pub chunk_source: Option<Arc<dyn ChunkSource>>,
     /// How a job writes its chunks and joins them (sinks).
     pub chunk_sink: Option<Arc<dyn ChunkSink>>,
+    /// The input whose item count is this node's expected output count, for progress totals
+    /// (`None`: the first input). audio-window makes one window per frame, whatever the
+    /// audio brings.
+    pub counts_like: Option<&'static str>,
 }
 
 impl fmt::Debug for NodeKind {
@@ -265,6 +269,7 @@ impl NodeKind {
             temporal: None,
             chunk_source: None,
             chunk_sink: None,
+            counts_like: None,
         }
     }
     /// Whether this build can run the kind (its feature, if any, was built in).
@@ -337,6 +342,11 @@ impl NodeKind {
         f: impl Fn(&ValidateCtx<'_>) -> Vec<Problem> + Send + Sync + 'static,
     ) -> Self {
         self.validator = Some(Arc::new(f));
+        self
+    }
+    /// Says that the node emits as many items as arrive on input `port` (progress totals).
+    pub fn counts_like(mut self, port: &'static str) -> Self {
+        self.counts_like = Some(port);
         self
     }
     /// Declares the kind's temporal context (what its output at time t depends on), so jobs

@@ -30,6 +30,35 @@ pub fn seconds(ticks: i64, tb: f64, origin: f64) -> f64 {
     ticks as f64 * tb - origin
 }
 
+/// How many packets the demuxer will return for stream `index` (for video: the frames a
+/// decoder makes of them), when that is known exactly; `None` when not.
+///
+/// Counted in the container's index when it lists every packet (AVI, and the MP4/MOV family
+/// read their whole index when they open): entries with data, less the video packets an edit
+/// list drops.
+/// Not the AVI's announced count (`nb_frames`), which counts its zero-size "dropped frame"
+/// entries and, for audio, samples. Other containers: the announced count of a video stream
+/// (Matroska's statistics tags), none for audio (their cues list keyframes only).
+pub fn packets(input: &ffmpeg::format::context::Input, index: usize, video: bool) -> Option<u64> {
+    let format = input.format().name().to_string();
+    let indexed = format == "avi" || format.split(',').any(|f| f == "mov" || f == "mp4");
+    let stream = unsafe { *(*input.as_ptr()).streams.add(index) };
+    if !indexed {
+        let announced = unsafe { (*stream).nb_frames };
+        return (video && announced > 0).then_some(announced as u64);
+    }
+    let n = unsafe { ffi::avformat_index_get_entries_count(stream) };
+    if n <= 0 {
+        return None;
+    }
+    let count = (0..n)
+        .filter_map(|i| unsafe { ffi::avformat_index_get_entry(stream, i).as_ref() })
+        // An edit list's dropped video packets decode into no frame; audio ones still pass.
+        .filter(|e| e.size() > 0 && !(video && e.flags() & ffi::AVINDEX_DISCARD_FRAME != 0))
+        .count();
+    Some(count as u64)
+}
+
 /// The frame rate `decode` gives a video stream's frames.
 pub fn video_rate(st: &ffmpeg::format::stream::Stream<'_>) -> Rate {
     let avg = st.avg_frame_rate();

@@ -445,6 +445,8 @@ pub fn kind() -> NodeKind {
     .optional_input("frames", PortType::FRAMES, "the video frames: one window per frame, at their rate (default: frames at `fps` over the audio's duration)")
     .output("windows", AUDIO_WINDOWS, "one `AudioWindow` per frame (mel: 80x16), in frame order; consecutive windows share one span")
     .params::<AudioWindowParams>()
+    // One window per frame: its progress total is the frames' (none without frames).
+    .counts_like("frames")
     // A frame's window reaches into the audio around it: `before`/`after` chunks of one
     // frame each, or 16 mel columns (200 ms) from the frame's time.
     .temporal_with(|cx| match cx.params::<AudioWindowParams>() {

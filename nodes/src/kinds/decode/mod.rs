@@ -219,7 +219,6 @@ mod imp {
     use crate::media::ff::{self, ffmpeg, ffmpeg::ffi};
     use crate::media::packets::{AudioPacket, AudioStreamInfo};
     use crate::media::probe::{self, AudioCut, AudioPlace, EPS, Span};
-    use ffmpeg::codec::packet::Ref;
     use serde_json::json;
     use std::sync::Arc;
     use vidflow_engine::Emitter;
@@ -241,12 +240,9 @@ mod imp {
         size: Option<(u32, u32)>,
         scaler: Option<ff::Scaler>,
         rate: Rate,
-        /// Frames the container announces (0: unknown).
-        announced: i64,
+        /// The frames the stream holds, when known exactly (see [`probe::packets`]).
+        expected: Option<u64>,
         decoded: u64,
-        /// Packets the demuxer marks to be dropped (before an edit list's start): counted in
-        /// `announced`, never decoded into a frame.
-        discarded: u64,
         emitted: u64,
         first_kept: Option<u64>,
         next_t: Option<f64>,
@@ -261,8 +257,8 @@ mod imp {
         /// Time of the next decoded sample, in seconds from the input's start.
         t_next: Option<f64>,
         pass: Option<Arc<AudioStreamInfo>>,
-        /// Packets the container announces (0: unknown).
-        announced: i64,
+        /// The packets the stream holds, when known exactly (see [`probe::packets`]).
+        packets: Option<u64>,
         samples: u64,
         done: bool,
     }
@@ -331,16 +327,12 @@ mod imp {
             };
             let rate = probe::video_rate(&st);
             let tb = st.time_base();
-            let announced = st.frames();
+            let expected = probe::packets(&input, vi, true);
             info["width"] = json!(pw);
             info["height"] = json!(ph);
             info["rate"] = json!(rate.to_string());
             info["fps"] = json!(rate.fps());
-            info["frames"] = if announced > 0 {
-                json!(announced)
-            } else {
-                json!(null)
-            };
+            info["frames"] = json!(expected);
             info["video_codec"] = json!(ff::codec_name(unsafe { (*params.as_ptr()).codec_id }));
             if frames_wanted {
                 let mut cctx = ffmpeg::codec::Context::from_parameters(params).map_err(|e| {
@@ -367,9 +359,8 @@ mod imp {
                     size,
                     scaler: None,
                     rate,
-                    announced,
+                    expected,
                     decoded: 0,
-                    discarded: 0,
                     emitted: 0,
                     first_kept: None,
                     next_t: None,
@@ -387,7 +378,7 @@ mod imp {
             Some(ai) => {
                 let st = input.stream(ai).expect("stream exists");
                 let tb = st.time_base();
-                let audio_announced = st.frames();
+                let audio_packets = probe::packets(&input, ai, false);
                 let params = st.parameters();
                 let stream_info = unsafe {
                     AudioStreamInfo::copy_from(params.as_ptr(), (tb.numerator(), tb.denominator()))?
@@ -422,7 +413,7 @@ mod imp {
                         dec,
                         t_next: None,
                         pass: passthrough_wanted.then(|| Arc::new(stream_info)),
-                        announced: audio_announced,
+                        packets: audio_packets,
                         samples: 0,
                         done: false,
                     });
@@ -471,22 +462,27 @@ mod imp {
             self.window.span.secs(fps)
         }
 
-        /// Expected items per output port (frames, audio chunks, audio packets with their
-        /// leading stream header, the info record), for progress and ETA.
-        fn expected_per_port(&self) -> Option<Vec<(usize, u64)>> {
-            let mut ports = vec![(FRAMES, self.expected_frames()?)];
+        /// Items per output port (frames, audio packets with their leading stream header, the
+        /// info record) where they are known exactly, for progress and ETA; and whether every
+        /// connected port's is. A guess would end as "200/199": totals are exact or absent.
+        fn expected_per_port(&self) -> (Vec<(usize, u64)>, bool) {
+            let mut ports = vec![];
+            let mut all = true;
+            match self.expected_frames() {
+                Some(n) => ports.push((FRAMES, n)),
+                None => all = false,
+            }
             if let Some(a) = &self.audio {
-                let (s, e) = self.window_secs();
-                let share = match self.duration {
-                    Some(d) if d > 0.0 => ((e.min(d) - s.max(0.0)) / d).clamp(0.0, 1.0),
-                    _ => 1.0,
-                };
-                let per_output = (a.announced.max(0) as f64 * share).round() as u64;
+                // Decoded audio comes in as many chunks as the decoder and resampler make.
                 if a.dec.is_some() {
-                    ports.push((AUDIO, per_output));
+                    all = false;
                 }
-                if a.pass.is_some() {
-                    ports.push((AUDIO_PACKETS, per_output + 1));
+                let (s, e) = self.window_secs();
+                let whole = !s.is_finite() && !e.is_finite();
+                match a.packets.filter(|_| whole) {
+                    Some(n) if a.pass.is_some() => ports.push((AUDIO_PACKETS, n + 1)),
+                    None if a.pass.is_some() => all = false,
+                    _ => {}
                 }
             } else if self.passthrough_wanted {
                 // Only the header that says there is no audio.
@@ -495,7 +491,7 @@ mod imp {
             if self.info.is_some() {
                 ports.push((INFO, 1));
             }
-            Some(ports)
+            (ports, all)
         }
 
         fn expected_frames(&self) -> Option<u64> {
@@ -503,11 +499,7 @@ mod imp {
                 return Some(0);
             };
             let fps = v.rate.fps();
-            let n = if v.announced > 0 {
-                v.announced as f64
-            } else {
-                self.duration? * fps
-            };
+            let n = v.expected? as f64;
             let (s, e) = self.window_secs();
             let first = if s.is_finite() {
                 (s * fps).ceil().max(0.0)
@@ -529,11 +521,12 @@ mod imp {
         }
 
         fn run_inner(&mut self, out: &mut Emitter<'_>) -> Result<(), NodeError> {
-            if let Some(ports) = self.expected_per_port() {
+            let (ports, all) = self.expected_per_port();
+            if all {
                 out.set_total(ports.iter().map(|&(_, n)| n).sum());
-                for (port, n) in ports {
-                    out.set_port_total(port, n);
-                }
+            }
+            for (port, n) in ports {
+                out.set_port_total(port, n);
             }
             if let Some(info) = self.info.take() {
                 out.emit(INFO, Payload::record(info))?;
@@ -576,10 +569,6 @@ mod imp {
                     .is_some_and(|v| v.index == si && !v.done)
                 {
                     let v = self.video.as_mut().expect("checked");
-                    // Raw flags: the wrapper's `flags()` keeps only KEY and CORRUPT.
-                    if unsafe { (*packet.as_ptr()).flags } & ffi::AV_PKT_FLAG_DISCARD != 0 {
-                        v.discarded += 1;
-                    }
                     let r = v.dec.send_packet(&packet);
                     if let Err(e) = r {
                         let at = self.video.as_ref().map(|v| v.decoded).unwrap_or(0);
@@ -613,11 +602,6 @@ mod imp {
 
         fn check_end(&self) -> Result<(), NodeError> {
             let Some(v) = &self.video else { return Ok(()) };
-            let w = &self.window.span;
-            let unwindowed = w.start.is_none()
-                && w.end.is_none()
-                && w.start_frame.is_none()
-                && w.end_frame.is_none();
             if v.decoded == 0 {
                 return Err(NodeError::input(format!(
                     "node `{}`: `{}` contains no video frames",
@@ -646,16 +630,8 @@ mod imp {
                         .unwrap_or_default()
                 )));
             }
-            if unwindowed
-                && !self.seeked
-                && v.announced > 0
-                && ((v.decoded + v.discarded) as i64) < v.announced
-            {
-                return Err(self.damaged(format!(
-                    "only {} of the {} frames announced could be decoded",
-                    v.decoded, v.announced
-                )));
-            }
+            // Damage is what the demuxer or the decoder reports (above, as it happens), never a
+            // container's announced count: a variable-rate AVI announces its dropped frames.
             Ok(())
         }
 
