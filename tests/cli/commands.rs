@@ -873,8 +873,36 @@ fn ctrl_c_stops_the_run_cleanly() {
         o.stderr
     );
     assert!(!o.stderr.contains("failed"), "{}", o.stderr);
-    // No finished-looking output, and the temporary file is gone.
-    assert_eq!(t.files(), ["long.yaml"]);
+    // No finished-looking output and no temporary file; the records written so far are kept
+    // as `out.jsonl.partial` (issue 17, item 5).
+    assert_kept_records(&t, &o);
+}
+
+/// An interrupted JSON-lines run leaves no `out.jsonl` and no temporary file, but keeps its
+/// complete records in `out.jsonl.partial` (thousands of them here, each a whole JSON line)
+/// and says where they are.
+fn assert_kept_records(t: &TmpDir, o: &Out) {
+    assert_eq!(
+        t.files(),
+        ["long.yaml", "out.jsonl.partial"],
+        "{}",
+        o.stderr
+    );
+    let kept = read_jsonl(&t.path("out.jsonl.partial"));
+    assert!(kept.len() > 100, "{} records kept", kept.len());
+    for (i, r) in kept.iter().enumerate() {
+        assert_eq!(
+            r["index"], i as u64,
+            "record {i} is whole and in order: {r}"
+        );
+    }
+    assert!(
+        o.stderr
+            .contains(&format!("the {} complete records", kept.len()))
+            && o.stderr.contains("out.jsonl.partial"),
+        "says where: {}",
+        o.stderr
+    );
 }
 
 /// Two runs writing the same output at once: each writes its own temporary file, both
@@ -924,7 +952,7 @@ fn sigterm_and_sighup_stop_the_run_like_ctrl_c() {
             "{signal}: stopping took {took:?}"
         );
         assert!(o.stderr.contains("interrupted"), "{signal}: {}", o.stderr);
-        assert_eq!(t.files(), ["long.yaml"], "{signal}");
+        assert_kept_records(&t, &o);
     }
 }
 
@@ -963,5 +991,5 @@ nodes:
         "{}",
         o.stderr
     );
-    assert_eq!(t.files(), ["long.yaml"]);
+    assert_kept_records(&t, &o);
 }

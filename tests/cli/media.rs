@@ -426,3 +426,176 @@ fn totals_of_decoded_audio_and_windows_are_exact_or_absent() {
     assert_eq!(get("windows").1, 50);
     assert_eq!(get("windows").2, Some(50), "one window per frame");
 }
+
+/// An output that is an input of the graph (the same name, a symlink to it, a hard link to
+/// it) is refused by the checker, located at the output's param, and the source is left as it
+/// was (issue 17, item 3). Before, the run overwrote the source while reading it.
+#[test]
+fn an_output_that_is_an_input_is_refused_at_check_time() {
+    let dir = tmp("output-is-input");
+    let input = dir.join("a.mp4");
+    clip(&input, true, &[]);
+    let before = std::fs::read(&input).unwrap();
+    let link = dir.join("link.mp4");
+    std::os::unix::fs::symlink(&input, &link).unwrap();
+    let hard = dir.join("hard.mp4");
+    std::fs::hard_link(&input, &hard).unwrap();
+    for output in [&input, &link, &hard] {
+        for command in ["check", "run"] {
+            let out = vidflow(&[
+                command,
+                &graph("transcode"),
+                "--set",
+                &format!("input={}", input.display()),
+                "--set",
+                &format!("output={}", output.display()),
+            ]);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(
+                out.status.code(),
+                Some(1),
+                "{command} {}: {stderr}",
+                output.display()
+            );
+            assert!(
+                stderr.contains("error[output-is-input]")
+                    && stderr.contains("node `enc` would overwrite")
+                    && stderr.contains("which node `dec` reads"),
+                "{stderr}"
+            );
+            assert!(stderr.contains("transcode.yaml:"), "located: {stderr}");
+        }
+    }
+    assert!(
+        std::fs::read(&input).unwrap() == before,
+        "the source is untouched"
+    );
+}
+
+/// Encoder settings are checked with the graph, against this FFmpeg, each at its param with a
+/// did-you-mean: a preset, an encoder that does not exist, a codec the container cannot hold,
+/// an audio encoder (issue 17, item 9). And what the hints suggest works from
+/// graphs/transcode.yaml: `.webm` (VP9 + Opus, the source's 44.1 kHz AAC resampled to 48 kHz)
+/// and a PNG sequence.
+#[test]
+fn encoder_settings_are_checked_with_the_graph() {
+    let dir = tmp("encoder-settings");
+    let input = dir.join("in.mp4");
+    clip(&input, true, &[]);
+    let set_input = format!("input={}", input.display());
+    let check = |graph: &str, sets: &[&str]| {
+        let mut args = vec!["check", graph, "--set", &set_input];
+        for s in sets {
+            args.extend(["--set", s]);
+        }
+        let out = vidflow(&args);
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let transcode = graph("transcode");
+    let (code, e) = check(&transcode, &["output=o.mp4", "preset=fastt"]);
+    assert_eq!(code, Some(1), "{e}");
+    assert!(
+        e.contains("encoder `libx264` has no preset `fastt`")
+            && e.contains("did you mean `fast`?")
+            && e.contains("transcode.yaml:14:"),
+        "{e}"
+    );
+    let (code, e) = check(&transcode, &["output=o.webm", "preset=medium"]);
+    assert_eq!(code, Some(1), "{e}");
+    assert!(e.contains("encoder `libvpx-vp9` has no presets"), "{e}");
+
+    let own = dir.join("own.yaml");
+    let write = |params: &str| {
+        std::fs::write(
+            &own,
+            format!(
+                "params: {{ input: in.mp4 }}
+nodes:
+  - id: dec
+    kind: decode
+    params: {{ path: \"${{input}}\" }}
+  - id: enc
+    kind: encode
+    params: {{ {params} }}
+    inputs: {{ frames: dec.frames, audio_packets: dec.audio_packets }}
+"
+            ),
+        )
+        .unwrap();
+        own.to_str().unwrap().to_string()
+    };
+    let g = write("path: o.mp4, codec: libx265x");
+    let (code, e) = check(&g, &[]);
+    assert_eq!(code, Some(1), "{e}");
+    assert!(
+        e.contains("this FFmpeg has no video encoder `libx265x`")
+            && e.contains("did you mean `libx265`?"),
+        "{e}"
+    );
+    let g = write("path: o.webm, codec: libx264");
+    let (code, e) = check(&g, &[]);
+    assert_eq!(code, Some(1), "{e}");
+    assert!(
+        e.contains("a .webm file cannot hold libx264 (h264) video"),
+        "{e}"
+    );
+    assert!(e.contains("`codec: libvpx-vp9`"), "{e}");
+    let g = write("path: o.mp4, audio_codec: opuss");
+    let (code, e) = check(&g, &[]);
+    assert_eq!(code, Some(1), "{e}");
+    assert!(
+        e.contains("no audio encoder `opuss`") && e.contains("did you mean `opus`?"),
+        "{e}"
+    );
+    let g = write("path: o.mp4, codec: mpeg4, crf: 20");
+    let (code, e) = check(&g, &[]);
+    assert_eq!(code, Some(1), "{e}");
+    assert!(e.contains("encoder `mpeg4` takes no `crf`"), "{e}");
+
+    // What the hints suggest runs.
+    let webm = dir.join("out.webm");
+    let out = vidflow(&[
+        "run",
+        &transcode,
+        "--progress",
+        "none",
+        "--set",
+        &set_input,
+        "--set",
+        &format!("output={}", webm.display()),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(probe(&webm, "v:0", "codec_name").contains("codec_name=vp9"));
+    let audio = probe(&webm, "a:0", "codec_name,sample_rate");
+    assert!(
+        audio.contains("codec_name=opus") && audio.contains("sample_rate=48000"),
+        "{audio}"
+    );
+    assert!(probe(&webm, "v:0", "nb_read_frames").contains("nb_read_frames=50"));
+    std::fs::create_dir(dir.join("seq")).unwrap();
+    let out = vidflow(&[
+        "run",
+        &transcode,
+        "--progress",
+        "none",
+        "--set",
+        &set_input,
+        "--set",
+        &format!("output={}/seq/%03d.png", dir.display()),
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(std::fs::read_dir(dir.join("seq")).unwrap().count(), 50);
+}

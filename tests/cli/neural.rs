@@ -240,6 +240,64 @@ fn lipsync_graph_encodes_the_speech_as_the_soundtrack() {
     assert_aac(&output, "the speech");
 }
 
+/// A face box wholly outside the frame is an error naming the box and the frame size (it
+/// used to change nothing and exit 0); one reaching past the edge is clipped with a warning
+/// (issue 17, item 7).
+#[test]
+fn a_face_box_outside_the_frame_is_said() {
+    let dir = tmp("lipsync-outside");
+    let input = dir.join("in.mp4");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=128x96:rate=25",
+        "-i",
+        &speech(),
+        "-frames:v",
+        "5",
+        "-t",
+        "0.2",
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "aac",
+        input.to_str().unwrap(),
+    ]);
+    let output = dir.join("out.mp4");
+    let with_box = |face: &str| {
+        run(
+            "lipsync",
+            &[
+                format!("input={}", input.display()),
+                format!("audio={}", input.display()),
+                format!("output={}", output.display()),
+                format!("weights={}", wav2lip_fixture()),
+                format!("face={face}"),
+            ],
+        )
+    };
+    let out = with_box("[5000, 5000, 100, 100]");
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{e}");
+    assert!(
+        e.contains("the face box [5000, 5000, 100, 100] of frame 0 lies outside the 128x96 frame"),
+        "{e}"
+    );
+    assert!(!output.exists());
+    let out = with_box("[100, 60, 64, 64]");
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_ok(&out, "a box reaching past the edge");
+    assert_eq!(
+        e.matches("reaches past the 128x96 frame; it is clipped to [100, 60, 28, 36]")
+            .count(),
+        1,
+        "warned once: {e}"
+    );
+}
+
 /// Progress totals follow ports: the upscaler's bar counts frames (not the decoder's frames
 /// plus audio packets), and the encoder's counts everything it consumes, so both reach 100 %.
 #[test]

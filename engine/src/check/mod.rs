@@ -6,6 +6,7 @@
 //! rules, which see the wiring) and [`cycles`].
 
 mod cycles;
+mod files;
 mod kinds;
 mod names;
 pub(crate) mod params;
@@ -93,6 +94,7 @@ pub fn check(spec: &GraphSpec, registry: &Registry) -> Result<CheckedGraph, Vec<
         }
     }
     cx.cycles(&edges);
+    cx.files(&nodes);
     let mut diags = cx.diags;
     diags.sort_by_key(|d| (d.span, d.code));
     if diags.iter().any(Diagnostic::is_error) {

@@ -51,6 +51,11 @@ impl Checker<'_> {
                     continue;
                 }
             };
+            // An optional param given as null (often a graph param whose default is null, so
+            // that `--set` may give it or not) is not given: the node's own default applies.
+            if matches!(v.v, YvKind::Null) && !pspec.required && pspec.default.is_none() {
+                continue;
+            }
             if let Some(bad) = non_finite(v) {
                 self.diags.push(
                     Diagnostic::error(

@@ -257,7 +257,9 @@ fn load_params(v: &Yv, diags: &mut Vec<Diagnostic>) -> Vec<GraphParam> {
                 let doc = get("doc")
                     .and_then(|d| expect_str(d, "a param's `doc`", diags))
                     .map(str::to_string);
-                (get("default").filter(|d| d.v != YvKind::Null).cloned(), doc)
+                // An explicit `default: null` is a default: an optional node param given
+                // null is not given, so `--set` may give it or leave it to the node.
+                (get("default").cloned(), doc)
             }
             None if value.v == YvKind::Null => (None, None),
             None => (Some(value.clone()), None),

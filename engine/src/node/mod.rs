@@ -213,6 +213,9 @@ pub struct NodeKind {
     /// (`None`: the first input). audio-window makes one window per frame, whatever the
     /// audio brings.
     pub counts_like: Option<&'static str>,
+    /// The `Path` params that name files the node writes; every other `Path` param names a
+    /// file it reads. The checker refuses a graph that would write a file it reads.
+    pub writes: Vec<&'static str>,
 }
 
 impl fmt::Debug for NodeKind {
@@ -270,6 +273,7 @@ impl NodeKind {
             chunk_source: None,
             chunk_sink: None,
             counts_like: None,
+            writes: vec![],
         }
     }
     /// Whether this build can run the kind (its feature, if any, was built in).
@@ -342,6 +346,11 @@ impl NodeKind {
         f: impl Fn(&ValidateCtx<'_>) -> Vec<Problem> + Send + Sync + 'static,
     ) -> Self {
         self.validator = Some(Arc::new(f));
+        self
+    }
+    /// Says that the `Path` param `param` names a file the node writes (not one it reads).
+    pub fn writes(mut self, param: &'static str) -> Self {
+        self.writes.push(param);
         self
     }
     /// Says that the node emits as many items as arrive on input `port` (progress totals).

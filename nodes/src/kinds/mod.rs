@@ -12,6 +12,7 @@ pub mod blend;
 pub mod decode;
 pub mod encode;
 pub mod exec;
+pub mod face_detect;
 pub mod interpolate;
 pub mod jsonl;
 pub mod lipsync;
@@ -43,6 +44,7 @@ pub fn register_all(r: &mut Registry) {
     r.register(mask::kind());
     r.register(blend::kind());
     r.register(audio_window::kind());
+    r.register(face_detect::kind());
     r.register(lipsync::kind());
     r.register(llm_analyze::kind());
 }

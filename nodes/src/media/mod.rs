@@ -1,6 +1,7 @@
 //! FFmpeg glue shared by the media kinds (`decode`, `encode`, `split` writing files; see
 //! [`crate::kinds`]): the FFmpeg wrappers (`ff`), compressed audio packets (`packets`) and the
-//! file writer with its encoder settings (`writer`), plus the `audio_packets` port type. For
+//! file writer (`writer`) with its encoder settings checked before a run and their defaults
+//! per container (`settings`), plus the `audio_packets` port type. For
 //! jobs (`vidflow run --job`): a source's timeline read from its packets, with the timing rules
 //! `decode` shares with it (`probe`), and the joining of chunk files without re-encoding
 //! (`concat`).
@@ -20,6 +21,8 @@ pub mod ff;
 pub mod packets;
 #[cfg(feature = "media")]
 pub mod probe;
+#[cfg(feature = "media")]
+pub mod settings;
 #[cfg(feature = "media")]
 pub mod writer;
 

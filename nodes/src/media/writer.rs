@@ -125,7 +125,6 @@ pub struct Writer {
     dest: Dest,
     oc: *mut ffi::AVFormatContext,
     opts: EncodeOptions,
-    sequence: bool,
     video: Option<VideoEnc>,
     audio: AudioState,
     started: bool,
@@ -229,7 +228,6 @@ impl Writer {
             dest,
             oc,
             opts,
-            sequence,
             video: None,
             audio: if with_audio {
                 AudioState::Waiting
@@ -286,20 +284,7 @@ impl Writer {
     fn pick_codec(&self) -> Result<(*const ffi::AVCodec, ffi::AVPixelFormat), NodeError> {
         let name = match &self.opts.codec {
             Some(c) => c.clone(),
-            None if self.sequence => {
-                let ext = Path::new(&self.shown)
-                    .extension()
-                    .map(|e| e.to_string_lossy().to_lowercase())
-                    .unwrap_or_default();
-                match ext.as_str() {
-                    "jpg" | "jpeg" => "mjpeg".into(),
-                    "bmp" => "bmp".into(),
-                    "tif" | "tiff" => "tiff".into(),
-                    "webp" => "libwebp".into(),
-                    _ => "png".into(),
-                }
-            }
-            None => "libx264".into(),
+            None => super::settings::default_video_codec(&self.shown).to_string(),
         };
         let c = ff::c_string(&name).map_err(NodeError::input)?;
         let codec = unsafe { ffi::avcodec_find_encoder_by_name(c.as_ptr()) };
@@ -309,15 +294,8 @@ impl Writer {
                 self.node
             )));
         }
-        let supported: Vec<ffi::AVPixelFormat> = unsafe {
-            let mut v = vec![];
-            let mut p = (*codec).pix_fmts;
-            while !p.is_null() && *p != ffi::AVPixelFormat::NONE {
-                v.push(*p);
-                p = p.add(1);
-            }
-            v
-        };
+        // SAFETY: `codec` is an encoder FFmpeg returned, checked non-null above.
+        let supported = unsafe { super::settings::supported_pixels(codec) };
         let fmt = match &self.opts.pix_fmt {
             Some(n) => {
                 let f = ff::pixel_by_name(n).ok_or_else(|| {
@@ -434,13 +412,23 @@ impl Writer {
             let leftover = dict_keys(dict);
             ffi::av_dict_free(&mut dict);
             if r < 0 {
+                let mut settings = vec![];
+                if let Some(crf) = self.opts.crf {
+                    settings.push(format!("crf {crf}"));
+                }
+                if let Some(p) = &self.opts.preset {
+                    settings.push(format!("preset `{p}`"));
+                }
+                let settings = if settings.is_empty() {
+                    String::new()
+                } else {
+                    format!(" with {}", settings.join(", "))
+                };
                 return Err(self.input_err(format!(
-                    "cannot open encoder `{name}` for {}x{} {} (crf {:?}, preset {:?}): {}",
+                    "cannot open encoder `{name}` for {}x{} {}{settings}: {}",
                     f.width,
                     f.height,
                     ff::pixel_name(fmt),
-                    self.opts.crf,
-                    self.opts.preset,
                     ff::av_err(r)
                 )));
             }
@@ -653,7 +641,7 @@ impl Writer {
     /// Handles an item from an `audio` (f32 chunks) input.
     pub fn push_audio_chunk(&mut self, c: &AudioChunk) -> Result<(), NodeError> {
         if matches!(self.audio, AudioState::Waiting) {
-            let enc = self.open_audio_encoder(c.sample_rate, c.channels)?;
+            let enc = self.open_audio_encoder(c.sample_rate, c.channels, false)?;
             self.audio = AudioState::Encode(Box::new(enc));
             self.try_start()?;
         }
@@ -798,7 +786,8 @@ impl Writer {
             return Ok(());
         }
         // Re-encode: decode the packets, convert to f32, encode with the audio codec.
-        let mut enc = self.open_audio_encoder(info.sample_rate.max(1), info.channels.max(1))?;
+        let mut enc =
+            self.open_audio_encoder(info.sample_rate.max(1), info.channels.max(1), true)?;
         unsafe {
             let dec_codec = ffi::avcodec_find_decoder((*params).codec_id);
             if dec_codec.is_null() {
@@ -826,7 +815,15 @@ impl Writer {
         Ok(())
     }
 
-    fn open_audio_encoder(&mut self, rate: u32, channels: u16) -> Result<AudioEnc, NodeError> {
+    /// Opens the audio encoder for `rate` Hz, `channels`; when `resample` (source packets
+    /// decoded here), at the nearest rate the encoder takes if it does not take `rate` (Opus:
+    /// 48 kHz for 44.1 kHz), which the decoding side converts to.
+    fn open_audio_encoder(
+        &mut self,
+        rate: u32,
+        channels: u16,
+        resample: bool,
+    ) -> Result<AudioEnc, NodeError> {
         let name = self.opts.audio_codec.clone();
         let c = ff::c_string(&name).map_err(NodeError::input)?;
         unsafe {
@@ -873,6 +870,12 @@ impl Writer {
                 rates.push(*r as u32);
                 r = r.add(1);
             }
+            let rate = match rates.iter().filter(|&&r| r >= rate).min() {
+                _ if rates.is_empty() || rates.contains(&rate) => rate,
+                Some(&up) if resample => up,
+                None if resample => rates.iter().copied().max().unwrap_or(rate),
+                _ => rate,
+            };
             if !rates.is_empty() && !rates.contains(&rate) {
                 return Err(self.input_err(format!("audio encoder `{name}` cannot take {rate} Hz; resample the audio (decode `audio_rate`) to one of {rates:?}")));
             }

@@ -1,6 +1,7 @@
 //! The Burn networks, all of them: Real-ESRGAN's SRVGGNetCompact and RRDBNet
 //! ([`realesrgan`], with the architecture detection that recognises them in a checkpoint),
-//! RIFE's IFNet ([`ifnet`]) and Wav2Lip ([`wav2lip`]), plus the layers they share (below).
+//! RIFE's IFNet ([`ifnet`]), Wav2Lip ([`wav2lip`]) and MTCNN's face detector ([`mtcnn`]),
+//! plus the layers they share (below).
 //! Plain structs of weight tensors with a `forward`; weights come from a
 //! [`Checkpoint`](crate::weights::Checkpoint) whose keys were checked before construction
 //! (e.g. by [`realesrgan::detect`]), so construction cannot miss a key.
@@ -8,6 +9,7 @@
 //! Compiled with the `neural` feature only.
 
 pub mod ifnet;
+pub mod mtcnn;
 pub mod realesrgan;
 pub mod wav2lip;
 

@@ -1,7 +1,9 @@
 //! Checkpoint loading: `.safetensors` and PyTorch `.pth` files (the zip format of
 //! `torch.save` since PyTorch 1.6) as published, into plain f32 arrays by name.
 //!
-//! - A `.pth` holds a pickled object; the state dict is taken from `params_ema`, `params`,
+//! - A `.pth` holds a pickled object (in a zip since PyTorch 1.6; the legacy format before
+//!   it, pickles and raw storages in a plain file, is read too: facenet-pytorch's MTCNN
+//!   weights are published in it); the state dict is taken from `params_ema`, `params`,
 //!   `state_dict`, `model` or `net_g` when the top level is a wrapper dict, or the top level
 //!   itself when its values are tensors. A `module.` prefix (from `DataParallel`) is removed.
 //! - fp16, bf16 and f64 stored weights are converted to f32.
@@ -41,7 +43,7 @@ impl RawTensor {
 #[derive(Clone, Debug)]
 pub struct Checkpoint {
     pub path: PathBuf,
-    /// Which file format it was: `safetensors` or `pth`.
+    /// Which file format it was: `safetensors`, `pth` or `pth-legacy`.
     pub format: &'static str,
     /// For a `.pth`: which entry of the top-level dict held the weights (`params_ema`…).
     pub entry: Option<String>,
@@ -99,11 +101,14 @@ pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Checkpoint, WeightsError>
         let (entry, tensors) = pickle::read(bytes).map_err(|e| e.into_error(&shown))?;
         return finish(path, "pth", entry, tensors);
     }
+    if pickle::is_legacy(bytes) {
+        let (entry, tensors) = pickle::read_legacy(bytes).map_err(|e| e.into_error(&shown))?;
+        return finish(path, "pth-legacy", entry, tensors);
+    }
     if bytes[0] == 0x80 && bytes.len() > 2 && bytes[1] <= 5 {
-        return Err(WeightsError::NotCheckpoint {
-            path: shown,
-            why: "it is a legacy (pre-1.6, non-zip) PyTorch file, which is not supported; re-save it with `torch.save(obj, path)` from PyTorch >= 1.6 or convert it to .safetensors".into(),
-        });
+        return Err(not(
+            "it is a pickle without torch.save's magic number (a plain pickle, not a checkpoint)",
+        ));
     }
     let header_len = u64::from_le_bytes(bytes[..8].try_into().expect("8 bytes"));
     let looks_safetensors = bytes.get(8) == Some(&b'{') && header_len < (1 << 30);

@@ -1,6 +1,8 @@
 //! The pickle inside a `torch.save` zip, read by a small stack machine that builds plain
 //! values; tensors are rebuilt from their storages in `data/<key>`. The zip container itself
-//! is read by the `zip` crate.
+//! is read by the `zip` crate. The legacy (pre-1.6) `torch.save` format, pickles and raw
+//! storages one after the other in a plain file, is read by the same machine
+//! ([`read_legacy`]).
 //!
 //! Why this pickle machine is our own code and not a crate (measured 2026-12, on
 //! models/rife-v4.25-flownet.pkl, realesr-animevideov3-x4.pth and
@@ -119,6 +121,20 @@ struct Machine<'a> {
 }
 
 impl<'a> Machine<'a> {
+    fn new(code: &'a [u8]) -> Machine<'a> {
+        Machine {
+            code,
+            pos: 0,
+            stack: vec![],
+            memo: BTreeMap::new(),
+        }
+    }
+    /// Forgets the stack and memo before the next pickle of a file (each `pickle.load` starts
+    /// afresh).
+    fn reset(&mut self) {
+        self.stack.clear();
+        self.memo.clear();
+    }
     fn bad(&self, what: &str) -> ParseError {
         ParseError::Not(format!("its pickle (data.pkl) {what} at byte {}", self.pos))
     }
@@ -493,48 +509,144 @@ pub(super) fn read(bytes: &[u8]) -> Result<Read, ParseError> {
         })?;
     let prefix = &pkl[..pkl.len() - "data.pkl".len()];
     let code = entry_bytes(&mut archive, &pkl)?;
-    let mut m = Machine {
-        code: &code,
-        pos: 0,
-        stack: vec![],
-        memo: BTreeMap::new(),
-    };
+    let root = Machine::new(&code).run()?;
+    let (entry, dict) = state_dict(root)?;
+    let tensors = build_tensors(dict, |name, key| {
+        let file = format!("{prefix}data/{key}");
+        if archive.index_for_name(&file).is_none() {
+            return Err(ParseError::Damaged(format!(
+                "the storage of tensor `{name}` ({file}) is missing from the archive"
+            )));
+        }
+        Ok((file.clone(), entry_bytes(&mut archive, &file)?))
+    })?;
+    Ok((entry, tensors))
+}
+
+/// The first bytes of a legacy (pre-1.6) `torch.save` file: PROTO 2, then LONG1 of the
+/// 10-byte magic number 0x1950a86a20f9469cfc6c.
+const LEGACY_MAGIC: &[u8] = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19";
+
+/// Whether `bytes` start like a legacy `torch.save` file.
+pub(super) fn is_legacy(bytes: &[u8]) -> bool {
+    bytes.starts_with(LEGACY_MAGIC)
+}
+
+/// Reads a legacy (pre-1.6, non-zip) `torch.save` file, the format facenet-pytorch's MTCNN
+/// weights are published in: five pickles one after the other (magic number, protocol
+/// version, system info, the object, the list of storage keys), then each storage in that
+/// list's order as an 8-byte little-endian element count followed by its raw bytes.
+pub(super) fn read_legacy(bytes: &[u8]) -> Result<Read, ParseError> {
+    let mut m = Machine::new(bytes);
+    for _ in 0..3 {
+        m.run()?; // magic number, protocol version, system info
+        m.reset();
+    }
     let root = m.run()?;
+    m.reset();
+    let keys = match m.run()? {
+        V::List(keys) => keys
+            .into_iter()
+            .map(|k| match k {
+                V::Str(s) => Ok(s),
+                other => Err(ParseError::Not(format!(
+                    "its list of storage keys holds {other:?}, not strings"
+                ))),
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        _ => {
+            return Err(ParseError::Not(
+                "it has no list of storage keys after its pickled object".into(),
+            ));
+        }
+    };
+    // The storages are not self-describing: an element count, then count × element size
+    // bytes, where the element size is the storage type's (known from the pickle).
+    let (entry, dict) = state_dict(root)?;
+    let sizes: BTreeMap<String, usize> = dict
+        .iter()
+        .filter_map(|(_, v)| match v {
+            V::Tensor(t) => t.dtype.map(|d| (t.key.clone(), d.size())),
+            _ => None,
+        })
+        .collect();
+    let mut storages: BTreeMap<String, &[u8]> = BTreeMap::new();
+    let mut pos = m.pos;
+    for key in keys {
+        let count = bytes
+            .get(pos..pos + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")) as usize)
+            .ok_or_else(|| ParseError::Damaged(format!("storage `{key}` is cut short")))?;
+        let Some(&es) = sizes.get(&key) else {
+            return Err(ParseError::Not(format!(
+                "storage `{key}` holds a type this reader does not know (not f32, f16, bf16 or f64)"
+            )));
+        };
+        let len = count.saturating_mul(es);
+        let data = bytes
+            .get(pos + 8..(pos + 8).saturating_add(len))
+            .ok_or_else(|| {
+                ParseError::Damaged(format!(
+                    "storage `{key}` should hold {len} bytes; the file ends first"
+                ))
+            })?;
+        storages.insert(key, data);
+        pos += 8 + len;
+    }
+    let tensors = build_tensors(dict, |name, key| {
+        let data = storages.get(key).ok_or_else(|| {
+            ParseError::Damaged(format!(
+                "the storage `{key}` of tensor `{name}` is missing from the file"
+            ))
+        })?;
+        Ok((format!("storage `{key}`"), data.to_vec()))
+    })?;
+    Ok((entry, tensors))
+}
+
+/// A pickled dict's entries.
+type Dict = Vec<(V, V)>;
+
+/// The state dict inside a checkpoint's pickled object: the object itself when its values
+/// are tensors, else the first of its wrapper entries that holds tensors.
+fn state_dict(root: V) -> Result<(Option<String>, Dict), ParseError> {
     let V::Dict(top) = root else {
         return Err(ParseError::Not(
             "its pickled object is not a dict (a state dict or {'params': …})".into(),
         ));
     };
-    // Choose the state dict.
-    let (entry, dict) = if is_tensor_dict(&top) {
-        (None, top)
-    } else {
-        let mut found = None;
-        for want in ["params_ema", "params", "state_dict", "model", "net_g"] {
-            if let Some((_, V::Dict(d))) = top
-                .iter()
-                .find(|(k, _)| matches!(k, V::Str(s) if s == want))
-                && is_tensor_dict(d)
-            {
-                found = Some((Some(want.to_string()), d.clone()));
-                break;
-            }
+    if is_tensor_dict(&top) {
+        return Ok((None, top));
+    }
+    for want in ["params_ema", "params", "state_dict", "model", "net_g"] {
+        if let Some((_, V::Dict(d))) = top
+            .iter()
+            .find(|(k, _)| matches!(k, V::Str(s) if s == want))
+            && is_tensor_dict(d)
+        {
+            return Ok((Some(want.to_string()), d.clone()));
         }
-        found.ok_or_else(|| {
-            let keys: Vec<String> = top
-                .iter()
-                .filter_map(|(k, _)| match k {
-                    V::Str(s) => Some(format!("`{s}`")),
-                    _ => None,
-                })
-                .take(8)
-                .collect();
-            ParseError::Not(format!(
-                "it holds a dict with keys [{}] and no state dict (expected tensors at the top level or under `params_ema`, `params` or `state_dict`)",
-                keys.join(", ")
-            ))
-        })?
-    };
+    }
+    let keys: Vec<String> = top
+        .iter()
+        .filter_map(|(k, _)| match k {
+            V::Str(s) => Some(format!("`{s}`")),
+            _ => None,
+        })
+        .take(8)
+        .collect();
+    Err(ParseError::Not(format!(
+        "it holds a dict with keys [{}] and no state dict (expected tensors at the top level or under `params_ema`, `params` or `state_dict`)",
+        keys.join(", ")
+    )))
+}
+
+/// The float tensors of a state dict, each read from its storage: `storage(name, key)` gives
+/// the storage's bytes and how to name it in messages.
+fn build_tensors(
+    dict: Dict,
+    mut storage: impl FnMut(&str, &str) -> Result<(String, Vec<u8>), ParseError>,
+) -> Result<BTreeMap<String, RawTensor>, ParseError> {
     let mut out = BTreeMap::new();
     for (k, v) in dict {
         let (V::Str(name), V::Tensor(t)) = (k, v) else {
@@ -545,14 +657,8 @@ pub(super) fn read(bytes: &[u8]) -> Result<Read, ParseError> {
         let Some(dtype) = t.dtype else {
             continue;
         };
-        let file = format!("{prefix}data/{}", t.key);
-        if archive.index_for_name(&file).is_none() {
-            return Err(ParseError::Damaged(format!(
-                "the storage of tensor `{name}` ({file}) is missing from the archive"
-            )));
-        }
-        let storage = entry_bytes(&mut archive, &file)?;
-        let storage = &storage[..];
+        let (file, bytes) = storage(&name, &t.key)?;
+        let storage = &bytes[..];
         let numel: usize = t.size.iter().product();
         let es = dtype.size();
         // Highest element index touched, to check the storage is large enough.
@@ -608,5 +714,5 @@ pub(super) fn read(bytes: &[u8]) -> Result<Read, ParseError> {
             },
         );
     }
-    Ok((entry, out))
+    Ok(out)
 }

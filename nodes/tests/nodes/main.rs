@@ -10,6 +10,8 @@ mod llm_fake;
 mod check_golden;
 mod exec_node;
 #[cfg(feature = "neural")]
+mod face_detect;
+#[cfg(feature = "neural")]
 mod interpolate;
 #[cfg(feature = "media")]
 mod jobs_media;

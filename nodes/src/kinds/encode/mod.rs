@@ -2,8 +2,11 @@
 //! image sequence (`out/%05d.png`, lossless PNG by default).
 //!
 //! Audio: `audio_packets` (from `decode`) are copied into the container untouched when it can
-//! hold their codec, and re-encoded with `audio_codec` (AAC) otherwise; `audio` (f32 chunks) is
-//! encoded with `audio_codec`. Connect one of the two.
+//! hold their codec, and re-encoded with `audio_codec` (AAC; Opus for WebM) otherwise; `audio`
+//! (f32 chunks) is encoded with `audio_codec`. Connect one of the two.
+//!
+//! The encoder settings (container, codecs, preset, crf, pixel format) are checked against
+//! this FFmpeg when the graph is checked (`media::settings`), each problem at its param.
 //!
 //! The output is written under a temporary name (`.out.mp4.partial`) and renamed when the
 //! stream completes; a failed or interrupted run removes it, so no file that looks finished is
@@ -28,7 +31,8 @@ params! {
     pub struct EncodeParams {
         /// output video file (.mp4, .mkv, .mov, …) or image pattern (`out/%05d.png`)
         path: String = required(ParamType::Path),
-        /// video encoder (default libx264; png for .png sequences, mjpeg for .jpg)
+        /// video encoder (default libx264; libvpx-vp9 for .webm; png for .png sequences,
+        /// mjpeg for .jpg)
         codec: Option<String> = optional(ParamType::Str),
         /// constant rate factor (libx264 default 23; lower is better quality)
         crf: Option<f64> = optional(ParamType::float_in(0.0, 63.0)),
@@ -39,8 +43,9 @@ params! {
         /// constant output frame rate; frames are re-timed (default: keep the input frames'
         /// timestamps)
         rate: Option<f64> = optional(ParamType::float_in(0.001, 1000.0)),
-        /// audio encoder for `audio` and for packets the container cannot hold
-        audio_codec: String = default(ParamType::Str, "aac"),
+        /// audio encoder for `audio` and for packets the container cannot hold (default aac;
+        /// libopus for .webm)
+        audio_codec: Option<String> = optional(ParamType::Str),
         /// audio bit rate in bit/s when encoding audio (0: the encoder's default)
         audio_bitrate: u64 = default(ParamType::int_in(0, 2_000_000), 128_000),
         /// keyframe interval: at most this many frames from one keyframe to the next (the
@@ -61,9 +66,14 @@ pub fn kind() -> NodeKind {
     .optional_input("audio_packets", crate::media::AUDIO_PACKETS, "source audio from `decode`, copied when the container allows it, else re-encoded")
     .optional_input("audio", PortType::AUDIO, "f32 audio chunks, encoded with `audio_codec`")
     .params::<EncodeParams>()
+    .writes("path")
     .example("- id: enc\n  kind: encode\n  params: { path: out.mp4, crf: 20, preset: medium }\n  inputs: { frames: dec.frames, audio_packets: dec.audio_packets }\n")
     .check(|cx| match cx.params::<EncodeParams>() {
-        Some(p) => validate(&p),
+        Some(p) => {
+            let audio = cx.connected_inputs.get(AUDIO).copied().unwrap_or(false)
+                || cx.connected_inputs.get(AUDIO_PACKETS).copied().unwrap_or(false);
+            validate(&p, audio)
+        }
         None => vec![],
     })
     .temporal_with(|cx| {
@@ -141,10 +151,10 @@ impl ChunkSink for EncodeChunks {
     }
 }
 
-fn validate(p: &EncodeParams) -> Vec<Problem> {
+fn validate(p: &EncodeParams, audio: bool) -> Vec<Problem> {
     let mut out = vec![];
     let path = &p.path;
-    if !path.contains("${") {
+    if !path.contains("${") && path != "-" {
         let ext = std::path::Path::new(path)
             .extension()
             .map(|e| e.to_string_lossy().to_lowercase());
@@ -156,8 +166,23 @@ fn validate(p: &EncodeParams) -> Vec<Problem> {
                 )
                 .help("end it with .mp4, .mkv, .mov, .webm, or use an image pattern like out/%05d.png"),
             );
+        } else {
+            #[cfg(feature = "media")]
+            out.extend(crate::media::settings::check(
+                &crate::media::settings::Settings {
+                    path,
+                    codec: p.codec.as_deref(),
+                    preset: p.preset.as_deref(),
+                    crf: p.crf,
+                    pix_fmt: p.pix_fmt.as_deref(),
+                    audio_codec: p.audio_codec.as_deref(),
+                    audio,
+                },
+            ));
         }
     }
+    #[cfg(not(feature = "media"))]
+    let _ = audio;
     out
 }
 
@@ -201,7 +226,10 @@ mod imp {
             preset: p.preset.clone(),
             pix_fmt: p.pix_fmt.clone(),
             rate: p.rate.map(Rate::from_fps),
-            audio_codec: p.audio_codec.clone(),
+            audio_codec: p
+                .audio_codec
+                .clone()
+                .unwrap_or_else(|| crate::media::settings::default_audio_codec(&p.path).into()),
             audio_bitrate: p.audio_bitrate,
         };
         let mut writer = Writer::create(&node, path, opts, audio_in && !drop_audio)?;

@@ -35,10 +35,11 @@ pub fn kind() -> NodeKind {
             (Box::new(f), Some(file))
         };
         let shown = file.as_ref().map_or_else(|| "standard output".to_string(), |f| format!("`{}`", f.target.display()));
-        Ok(Runtime::Process(Box::new(Jsonl { node, out: BufWriter::new(writer), file, shown })))
+        Ok(Runtime::Process(Box::new(Jsonl { node, out: BufWriter::new(writer), file, shown, lines: 0 })))
     })
     .input("items", PortType::ANY, "records (or frames/audio, written as metadata)")
     .params::<JsonlParams>()
+    .writes("path")
     .example("- id: out\n  kind: jsonl\n  params: { path: results.jsonl }\n  inputs: { items: analyze.records }\n")
     .temporal(Temporal::PerItem)
     .chunk_sink(JsonlChunks)
@@ -100,6 +101,8 @@ struct Jsonl {
     file: Option<AtomicPath>,
     /// The destination as messages name it.
     shown: String,
+    /// Records written so far.
+    lines: u64,
 }
 
 impl Process for Jsonl {
@@ -113,6 +116,7 @@ impl Process for Jsonl {
                     self.node, self.shown
                 ))
             })?;
+            self.lines += 1;
         }
         Ok(())
     }
@@ -122,7 +126,7 @@ impl Process for Jsonl {
             return Ok(());
         };
         if end == End::Stopped {
-            file.abandon();
+            self.keep_partial(file, flushed.is_ok());
             return Ok(());
         }
         if let Err(e) = flushed {
@@ -133,6 +137,37 @@ impl Process for Jsonl {
             )));
         }
         file.commit(&self.node).inspect_err(|_| file.abandon())
+    }
+}
+
+impl Jsonl {
+    /// A stopped run (Ctrl-C, a failure elsewhere) keeps the records written so far, each a
+    /// complete line, as `<output>.partial` beside the output: they may have cost a model
+    /// call each. Never under the output's own name, which would look finished.
+    fn keep_partial(&self, file: AtomicPath, flushed: bool) {
+        if !flushed || self.lines == 0 {
+            file.abandon();
+            return;
+        }
+        let mut kept = file.target.clone().into_os_string();
+        kept.push(".partial");
+        let kept = PathBuf::from(kept);
+        match std::fs::rename(&file.temp, &kept) {
+            Ok(()) => vidflow_engine::progress::say(format!(
+                "node `{}`: stopped; the {} complete records written so far are in `{}`",
+                self.node,
+                self.lines,
+                kept.display()
+            )),
+            Err(e) => {
+                file.abandon();
+                vidflow_engine::progress::say(format!(
+                    "warning: node `{}`: cannot keep the records written so far as `{}`: {e}",
+                    self.node,
+                    kept.display()
+                ));
+            }
+        }
     }
 }
 

@@ -1,12 +1,23 @@
 //! `lipsync`: redraws the mouth of a face in each frame to match the frame's audio window with
 //! the Wav2Lip network (Burn, batched).
 //!
-//! Per frame: the face box (fixed `face: [x, y, w, h]`, or per frame from a `faces` JSON file)
-//! is cropped and resized to 96x96; Wav2Lip gets that crop with its lower half (rows 48..95)
+//! Per frame: the face box (fixed `face: [x, y, w, h]`, per frame from a `faces` JSON file, or,
+//! when neither is given, from the frame's metadata as `face-detect` writes it) is cropped and
+//! resized to 96x96; Wav2Lip gets that crop with its lower half (rows 48..95)
 //! set to 0 and the unmasked crop as the reference (6 channels, BGR in [0, 1] as the official
 //! code feeds OpenCV images), plus the frame's 80x16 mel window. The generated 96x96 face is
 //! resized back to the box and blended in with a feathered edge; pixels outside the box are
 //! never touched.
+//!
+//! Boxes from `face-detect` (`meta.face.box`) are used as the reference Wav2Lip inference uses
+//! its detector's (`inference.py`, `face_detect`): truncated to whole pixels, padded by `pads`
+//! (top, bottom, left, right; default `[0, 10, 0, 0]`, more below the chin) and clipped to the
+//! frame, then smoothed (`get_smoothened_boxes`): each frame's box is the mean of the boxes of
+//! a window of `smooth` frames starting at it (the frame and the `smooth − 1` after it; at the
+//! end of the stream, the last `smooth` frames), truncated again. This is the reference's
+//! forward window, kept in streaming by holding each frame until the frames after it have
+//! arrived; frames in the window without a face are left out of the mean. A frame whose
+//! metadata says no face (`face: null`) passes through unchanged and is counted in the summary.
 //!
 //! Frames and windows arrive on two inputs and are paired by frame index; frames wait until
 //! their window is there, then run in batches (`batch: { max: 8 }`). At the end the node prints
@@ -40,11 +51,16 @@ params! {
         /// Wav2Lip checkpoint: the official `wav2lip.pth` / `wav2lip_gan.pth` (not shipped;
         /// research, non-commercial licence) or a .safetensors with the same keys
         weights: Option<String> = optional(ParamType::Path),
-        /// fixed face box `[x, y, w, h]` in pixels
+        /// fixed face box `[x, y, w, h]` in pixels; absent or `[]`: each frame's box from its
+        /// metadata (a `face-detect` node upstream)
         face: Option<Vec<u64>> = optional(ParamType::list(ParamType::int_from(0))),
         /// JSON file of per-frame face boxes: a list indexed by frame (`[x, y, w, h]` or null
         /// for no face) or an object `{"<frame>": [x, y, w, h]}`
         faces: Option<String> = optional(ParamType::Path),
+        /// padding of a detected box in pixels, `[top, bottom, left, right]` (Wav2Lip's `--pads`)
+        pads: Vec<u64> = default(ParamType::list(ParamType::int_in(0, 10000)), serde_json::json!([0, 10, 0, 0])),
+        /// frames a detected box is averaged over (Wav2Lip's 5; 1: no smoothing)
+        smooth: u64 = default(ParamType::int_in(1, 1000), 5),
         /// width of the blended edge, as a fraction of the box's smaller side
         feather: f64 = default(ParamType::float_in(0.0, 0.5), 0.1),
         /// print the latency of every batch
@@ -63,10 +79,24 @@ pub fn kind() -> NodeKind {
     .input("windows", AUDIO_WINDOWS, "one mel window per frame, from `audio-window` (paired by frame index)")
     .output("frames", PortType::FRAMES, "the frames with the face redrawn (same count, same order)")
     .params::<LipsyncParams>()
-    .temporal(Temporal::PerItem)
+    // Smoothing detected boxes reads `smooth − 1` frames after each frame (and, at the end of
+    // the stream, before it).
+    .temporal_with(|cx| match cx.params::<LipsyncParams>() {
+        Some(p) if p.smooth > 1 && detected(&p) => {
+            let n = (p.smooth - 1) as u32;
+            Temporal::Frames { before: n, after: n }
+        }
+        _ => Temporal::PerItem,
+    })
     .batched("frames", Some(BatchConfig { max: 8, wait_ms: 50 }))
     .check(validate)
-    .example("- id: sync\n  kind: lipsync\n  params: { weights: wav2lip.pth, face: [100, 60, 120, 120] }\n  batch: { max: 8 }\n  inputs: { frames: src.frames, windows: win.windows }\n")
+    .example("- id: faces\n  kind: face-detect\n  inputs: { frames: src.frames }\n- id: sync\n  kind: lipsync\n  params: { weights: wav2lip.pth }\n  batch: { max: 8 }\n  inputs: { frames: faces.frames, windows: win.windows }\n")
+}
+
+/// Whether the boxes come from the frames' metadata: neither `face` (or `face: []`) nor
+/// `faces` is given.
+fn detected(p: &LipsyncParams) -> bool {
+    p.face.as_ref().is_none_or(|f| f.is_empty()) && p.faces.is_none()
 }
 
 fn validate(cx: &ValidateCtx<'_>) -> Vec<Problem> {
@@ -83,11 +113,17 @@ fn validate(cx: &ValidateCtx<'_>) -> Vec<Problem> {
             .help(WEIGHTS_HELP),
         );
     }
-    match (&p.face, &p.faces) {
-        (None, None) => out.push(Problem::param(
-            "face",
-            "give the face's position: `face: [x, y, w, h]` or `faces: boxes.json`",
-        )),
+    if p.pads.len() != 4 {
+        out.push(Problem::param(
+            "pads",
+            "`pads` must be four numbers `[top, bottom, left, right]`",
+        ));
+    }
+    // Without `face` or `faces` the boxes come from the frames' metadata; whether the frames
+    // pass through `face-detect` is not visible here (a kind's check sees its own node), so a
+    // frame without `face` metadata is a run-time error naming this node.
+    match (p.face.as_ref().filter(|f| !f.is_empty()), &p.faces) {
+        (None, _) => {}
         (Some(_), Some(_)) => out.push(Problem::param(
             "faces",
             "give either `face` or `faces`, not both",
@@ -105,7 +141,6 @@ fn validate(cx: &ValidateCtx<'_>) -> Vec<Problem> {
                 ))
             }
         }
-        _ => {}
     }
     out
 }
@@ -163,13 +198,18 @@ impl FaceBox {
 pub enum Faces {
     Fixed(FaceBox),
     PerFrame(BTreeMap<u64, FaceBox>),
+    /// From each frame's metadata (`face-detect`), padded and smoothed.
+    Detected(Smoothing),
 }
 
 impl Faces {
+    /// The given box of a frame; `None` for [`Faces::Detected`], whose boxes depend on the
+    /// frames around it ([`Smoothing::smoothed`]).
     pub fn get(&self, frame: u64) -> Option<FaceBox> {
         match self {
             Faces::Fixed(b) => Some(*b),
             Faces::PerFrame(m) => m.get(&frame).copied(),
+            Faces::Detected(_) => None,
         }
     }
 
@@ -211,6 +251,92 @@ impl Faces {
             _ => return Err(bad("expected a list or an object of boxes".into())),
         }
         Ok(Faces::PerFrame(m))
+    }
+}
+
+/// How detected boxes become crop boxes: Wav2Lip's padding and temporal smoothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Smoothing {
+    /// `[top, bottom, left, right]` in pixels.
+    pub pads: [u32; 4],
+    /// Frames per window (1: none).
+    pub window: usize,
+}
+
+/// A padded detected box `[x1, y1, x2, y2]`, whole pixels.
+pub type Rect = [u32; 4];
+
+impl Smoothing {
+    /// The padded box of a frame from its metadata: `Ok(None)` when it says no face
+    /// (`face: null`); an error naming `node` when it has no `face` at all or a malformed one.
+    /// As Wav2Lip's `face_detect`: the detector's box truncated to whole pixels (negatives to
+    /// 0), then `y1 − top`, `y2 + bottom`, `x1 − left`, `x2 + right`, clipped to the frame.
+    pub fn padded(&self, node: &str, f: &Frame) -> Result<Option<Rect>, NodeError> {
+        let missing = || {
+            NodeError::input(format!(
+                "node `{node}`: frame {} has no `face` in its metadata: give `face: [x, y, w, h]` or `faces: boxes.json`, or connect `frames` from a `face-detect` node",
+                f.index
+            ))
+        };
+        let face = f
+            .meta
+            .as_deref()
+            .and_then(|m| m.get("face"))
+            .ok_or_else(missing)?;
+        if face.is_null() {
+            return Ok(None);
+        }
+        let b = face
+            .get("box")
+            .and_then(|b| b.as_array())
+            .filter(|b| b.len() == 4)
+            .and_then(|b| b.iter().map(|v| v.as_f64()).collect::<Option<Vec<f64>>>())
+            .ok_or_else(|| {
+                NodeError::input(format!(
+                    "node `{node}`: frame {}: `face.box` in its metadata is not [x, y, w, h]: {face}",
+                    f.index
+                ))
+            })?;
+        // `int()` of the clipped detector box, as the reference reads it.
+        let [x1, y1, x2, y2] = [b[0], b[1], b[0] + b[2], b[1] + b[3]].map(|v| v.max(0.0) as i64);
+        let [top, bottom, left, right] = self.pads.map(i64::from);
+        let (w, h) = (f.width as i64, f.height as i64);
+        let r = [
+            (x1 - left).max(0),
+            (y1 - top).max(0),
+            (x2 + right).min(w),
+            (y2 + bottom).min(h),
+        ];
+        Ok(Some(r.map(|v| v.clamp(0, u32::MAX as i64) as u32)))
+    }
+
+    /// The crop box of the frame at `at` in `rects` (the padded boxes of consecutive frames):
+    /// the mean over the window of `self.window` frames starting at it, or the last ones when
+    /// fewer follow (the reference's `get_smoothened_boxes`), over the frames in the window
+    /// that have a face, truncated. `None` when the frame itself has no face or nothing is
+    /// left after clipping.
+    pub fn smoothed(&self, rects: &[Option<Rect>], at: usize) -> Option<FaceBox> {
+        rects.get(at).copied().flatten()?;
+        let t = self.window.max(1);
+        let start = if at + t > rects.len() {
+            rects.len().saturating_sub(t)
+        } else {
+            at
+        };
+        let found: Vec<Rect> = rects[start..(start + t).min(rects.len())]
+            .iter()
+            .flatten()
+            .copied()
+            .collect();
+        let mean =
+            |i: usize| (found.iter().map(|r| r[i] as f64).sum::<f64>() / found.len() as f64) as u32;
+        let [x1, y1, x2, y2] = [mean(0), mean(1), mean(2), mean(3)];
+        (x2 > x1 && y2 > y1).then(|| FaceBox {
+            x: x1,
+            y: y1,
+            w: x2 - x1,
+            h: y2 - y1,
+        })
     }
 }
 
@@ -317,15 +443,21 @@ fn factory(ctx: &vidflow_engine::BuildCtx<'_>) -> Result<Runtime, NodeError> {
             "node `{node}`: weights file `{weights}` does not exist; {WEIGHTS_HELP}"
         )));
     }
-    let faces = match (&p.face, &p.faces) {
+    let faces = match (p.face.as_ref().filter(|f| !f.is_empty()), &p.faces) {
         (Some(f), _) => Faces::Fixed(FaceBox::from_list(f).ok_or_else(|| {
             NodeError::input(format!("node `{node}`: `face` must be [x, y, w, h]"))
         })?),
         (None, Some(path)) => Faces::load(&node, path)?,
         (None, None) => {
-            return Err(NodeError::input(format!(
-                "node `{node}`: give `face: [x, y, w, h]` or `faces: boxes.json`"
-            )));
+            let [top, bottom, left, right] = p.pads[..] else {
+                return Err(NodeError::input(format!(
+                    "node `{node}`: `pads` must be [top, bottom, left, right]"
+                )));
+            };
+            Faces::Detected(Smoothing {
+                pads: [top, bottom, left, right].map(|v| v.min(u32::MAX as u64) as u32),
+                window: p.smooth as usize,
+            })
         }
     };
     let compute = Compute::for_run(ctx.shared)?;
@@ -340,11 +472,15 @@ fn factory(ctx: &vidflow_engine::BuildCtx<'_>) -> Result<Runtime, NodeError> {
         feather: p.feather as f32,
         verbose: p.verbose,
         frames: VecDeque::new(),
+        rects: VecDeque::new(),
+        history: VecDeque::new(),
         windows: BTreeMap::new(),
         last_window: None,
         batch: 1,
         latencies: vec![],
         done: 0,
+        no_face: 0,
+        clipped_warned: false,
     })))
 }
 
@@ -356,6 +492,10 @@ struct LipSync {
     feather: f32,
     verbose: bool,
     frames: VecDeque<Frame>,
+    /// For [`Faces::Detected`]: the padded box of each queued frame (parallel to `frames`).
+    rects: VecDeque<Option<Rect>>,
+    /// The padded boxes of the last frames that left, for the smoothing window at the end.
+    history: VecDeque<Option<Rect>>,
     windows: BTreeMap<u64, Arc<AudioWindow>>,
     /// The latest window seen, for frames past the end of the audio.
     last_window: Option<Arc<AudioWindow>>,
@@ -364,6 +504,10 @@ struct LipSync {
     /// (frames, seconds) per model call.
     latencies: Vec<(usize, f64)>,
     done: u64,
+    /// Frames passed through without a face.
+    no_face: u64,
+    /// A given box reached past the frame's edge and was clipped (said once).
+    clipped_warned: bool,
 }
 
 #[cfg(feature = "neural")]
@@ -376,16 +520,37 @@ impl LipSync {
         }
     }
 
-    /// Runs the frames at the queue's front whose windows are there, in model batches.
+    /// The face box of the queued frame at `k`: `None` while it cannot be known yet (its
+    /// smoothing window needs frames that have not arrived), `Some(None)` for no face.
+    fn box_at(&self, k: usize, end: bool) -> Option<Option<FaceBox>> {
+        match &self.faces {
+            Faces::Detected(s) => {
+                if !end && k + s.window > self.frames.len() {
+                    return None;
+                }
+                let rects: Vec<Option<Rect>> =
+                    self.history.iter().chain(&self.rects).copied().collect();
+                Some(s.smoothed(&rects, self.history.len() + k))
+            }
+            faces => Some(faces.get(self.frames[k].index)),
+        }
+    }
+
+    /// Runs the frames at the queue's front whose windows (and smoothed boxes) are there, in
+    /// model batches.
     fn drain(&mut self, out: &mut Emitter<'_>, end: bool) -> Result<(), NodeError> {
         loop {
             let mut take = 0;
+            let mut boxes = vec![];
             while take < self.frames.len() && take < self.batch {
+                let Some(b) = self.box_at(take, end) else {
+                    break;
+                };
                 let f = &self.frames[take];
-                let needs = self.faces.get(f.index).is_some();
-                if needs && self.window_of(f.index, end).is_none() {
+                if b.is_some() && self.window_of(f.index, end).is_none() {
                     break;
                 }
+                boxes.push(b);
                 take += 1;
             }
             // A full batch, every queued frame (nothing to wait for), or the end.
@@ -394,25 +559,69 @@ impl LipSync {
                 return Ok(());
             }
             let group: Vec<Frame> = self.frames.drain(..take).collect();
-            self.run_group(group, out, end)?;
+            if let Faces::Detected(s) = &self.faces {
+                let keep = s.window.saturating_sub(1);
+                self.history.extend(self.rects.drain(..take));
+                while self.history.len() > keep {
+                    self.history.pop_front();
+                }
+            }
+            self.run_group(group, boxes, out, end)?;
         }
     }
 
+    /// A frame's box clipped to the frame. A box the user gave (`face`, `faces`) that lies
+    /// wholly outside the frame is an error (it would silently change nothing), one partly
+    /// outside is clipped with a warning; a detected box is inside by construction.
+    fn fit(&mut self, b: Option<FaceBox>, f: &Frame) -> Result<Option<FaceBox>, NodeError> {
+        let Some(b) = b else { return Ok(None) };
+        let given = !matches!(self.faces, Faces::Detected(_));
+        let shown = || format!("[{}, {}, {}, {}]", b.x, b.y, b.w, b.h);
+        match b.clip(f.width, f.height) {
+            None if given => Err(NodeError::input(format!(
+                "node `{}`: the face box {} of frame {} lies outside the {}x{} frame; give a box inside it (x + w <= {}, y + h <= {})",
+                self.node,
+                shown(),
+                f.index,
+                f.width,
+                f.height,
+                f.width,
+                f.height
+            ))),
+            Some(c) if given && c != b && !self.clipped_warned => {
+                self.clipped_warned = true;
+                vidflow_engine::progress::say(format!(
+                    "warning: node `{}`: the face box {} reaches past the {}x{} frame; it is clipped to [{}, {}, {}, {}]",
+                    self.node,
+                    shown(),
+                    f.width,
+                    f.height,
+                    c.x,
+                    c.y,
+                    c.w,
+                    c.h
+                ));
+                Ok(Some(c))
+            }
+            c => Ok(c),
+        }
+    }
+
+    /// Runs one model batch: the frames of `group` with a box in `boxes`; the others pass
+    /// through unchanged.
     fn run_group(
         &mut self,
         group: Vec<Frame>,
+        boxes: Vec<Option<FaceBox>>,
         out: &mut Emitter<'_>,
         end: bool,
     ) -> Result<(), NodeError> {
         let mut mel = vec![];
         let mut face = vec![];
         let mut jobs = vec![];
-        for (k, f) in group.iter().enumerate() {
-            let Some(b) = self
-                .faces
-                .get(f.index)
-                .and_then(|b| b.clip(f.width, f.height))
-            else {
+        for (k, (f, b)) in group.iter().zip(boxes).enumerate() {
+            let Some(b) = self.fit(b, f)? else {
+                self.no_face += 1;
                 continue;
             };
             let w = self.window_of(f.index, end).ok_or_else(|| {
@@ -471,7 +680,15 @@ impl Process for LipSync {
         }
         for item in input.items {
             match item {
-                Payload::Frame(f) if input.port == 0 => self.frames.push_back(f),
+                Payload::Frame(f) if input.port == 0 => {
+                    // Read the detected box on arrival, so bad metadata fails at its frame.
+                    let rect = match &self.faces {
+                        Faces::Detected(s) => s.padded(&self.node, &f)?,
+                        _ => None,
+                    };
+                    self.rects.push_back(rect);
+                    self.frames.push_back(f);
+                }
                 Payload::Custom(c) if input.port == 1 => {
                     let Some(w) = c.as_any().downcast_ref::<AudioWindow>() else {
                         return Err(NodeError::runtime(format!(
@@ -509,12 +726,23 @@ impl Process for LipSync {
             )));
         }
         self.drain(out, true)?;
+        let passed = if self.no_face > 0 {
+            format!(
+                "; {} frames without a face passed through unchanged",
+                self.no_face
+            )
+        } else {
+            String::new()
+        };
+        if self.latencies.is_empty() && self.done > 0 {
+            eprintln!("{}: no faces{passed}", self.node);
+        }
         if !self.latencies.is_empty() {
             let frames: usize = self.latencies.iter().map(|l| l.0).sum();
             let busy: f64 = self.latencies.iter().map(|l| l.1).sum();
             let max = self.latencies.iter().map(|l| l.1).fold(0.0, f64::max);
             eprintln!(
-                "{}: {frames} faces in {} batches (mean {:.1}), model latency per batch mean {:.1} ms, max {:.1} ms, {:.1} faces/s",
+                "{}: {frames} faces in {} batches (mean {:.1}), model latency per batch mean {:.1} ms, max {:.1} ms, {:.1} faces/s{passed}",
                 self.node,
                 self.latencies.len(),
                 frames as f64 / self.latencies.len() as f64,
