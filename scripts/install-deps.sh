@@ -6,7 +6,7 @@ set -euo pipefail
 need=()
 for pkg in pkg-config clang libclang-dev libavcodec-dev libavformat-dev libavutil-dev \
            libswscale-dev libswresample-dev libavfilter-dev libavdevice-dev ffmpeg \
-           mesa-vulkan-drivers libvulkan1 python3; do
+           mesa-vulkan-drivers libvulkan1 python3 python3-pip python3-venv; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then
@@ -35,4 +35,15 @@ if [ ! -f "$JSONSCHEMA_DIR/.installed" ]; then
   echo "vidflow: installing check-jsonschema $JSONSCHEMA_VERSION (PyPI) into $JSONSCHEMA_DIR" >&2
   python3 -m pip install --quiet --disable-pip-version-check --target "$JSONSCHEMA_DIR" "check-jsonschema==$JSONSCHEMA_VERSION"
   touch "$JSONSCHEMA_DIR/.installed"
+fi
+
+# LiteLLM's proxy (PyPI, prebuilt wheels only): an OpenAI-compatible server nobody here wrote,
+# which parses and validates the real wire format (image parts included); the tests run it
+# with mock answers (tests/cli/llm_litellm.rs). In its own virtualenv under ~/.cache/vidflow.
+LITELLM_VERSION=1.108.7
+LITELLM_DIR="${VIDFLOW_CACHE:-$HOME/.cache/vidflow}/litellm-$LITELLM_VERSION"
+if [ ! -x "$LITELLM_DIR/bin/litellm" ]; then
+  echo "vidflow: installing LiteLLM's proxy $LITELLM_VERSION (PyPI) into $LITELLM_DIR" >&2
+  python3 -m venv "$LITELLM_DIR"
+  "$LITELLM_DIR/bin/pip" install --quiet --disable-pip-version-check --only-binary=:all: "litellm[proxy]==$LITELLM_VERSION"
 fi

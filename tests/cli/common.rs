@@ -223,3 +223,76 @@ pub fn files(dir: &Path) -> Vec<PathBuf> {
     v.sort();
     v
 }
+
+/// A server process a test started (an LLM server), killed when dropped; its output goes to
+/// `log`.
+#[cfg(feature = "llm")]
+pub struct Server {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+#[cfg(feature = "llm")]
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[cfg(feature = "llm")]
+impl Server {
+    /// The last 30 lines of its output, for a failure message.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// Waits until `GET path` answers 200 on `port` (at most `limit`); fails the test with the
+    /// server's output when it exits or takes longer.
+    pub fn wait_ready(&mut self, port: u16, path: &str, limit: Duration, what: &str) {
+        let deadline = Instant::now() + limit;
+        loop {
+            if http_get(port, path) == Some(200) {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("{what} exited with {status}:\n{}", self.log_tail());
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "{what} did not answer within {limit:?}:\n{}",
+                    self.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+}
+
+/// A loopback port nobody listens on.
+#[cfg(feature = "llm")]
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// `GET path` on 127.0.0.1:port; the status code, if the server answered.
+#[cfg(feature = "llm")]
+pub fn http_get(port: u16, path: &str) -> Option<u16> {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).ok()?;
+    let head = String::from_utf8_lossy(&buf[..n]);
+    head.split_whitespace().nth(1)?.parse().ok()
+}

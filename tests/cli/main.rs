@@ -12,6 +12,8 @@ mod jobs;
 #[cfg(feature = "llm")]
 mod llm;
 #[cfg(feature = "llm")]
+mod llm_litellm;
+#[cfg(feature = "llm")]
 mod llm_real_server;
 #[cfg(feature = "media")]
 mod media;
