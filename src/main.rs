@@ -11,6 +11,7 @@ use vidflow_engine::{Mode, NodeError, Plan, Registry, exec, progress};
 use vidflow_nodes::gpu::device::{DevicePreference, list_devices};
 
 mod farm;
+mod serve;
 
 const EXIT_CODES: &str = "Exit codes: 0 ok, 1 invalid graph or input, 2 runtime failure or interrupted. A mistake on the command line is invalid input (1).";
 const SET_HELP: &str =
@@ -78,6 +79,12 @@ enum Command {
     /// Inspect a job directory (`vidflow run GRAPH --job DIR`).
     #[command(subcommand)]
     Job(JobCommand),
+    /// Serve a graph to live sessions over gRPC (`proto/vidflow/serve/v1/serve.proto`): each
+    /// session streams frames in and gets its results back, in order, while the nodes between
+    /// `session-in` and `session-out` are shared (batched across sessions). Ctrl-C or SIGTERM:
+    /// stop admitting, finish the sessions in flight, exit.
+    #[command(after_help = EXIT_CODES)]
+    Serve(serve::ServeArgs),
     /// Run chunks of jobs for coordinators (`vidflow run GRAPH --job DIR --nats URL`), taken
     /// from a NATS JetStream server; the job folders must be on storage this machine sees at
     /// the same path. SIGTERM or Ctrl-C: finish the chunks in hand and exit (twice: give them
@@ -346,6 +353,7 @@ fn dispatch(command: Command, registry: &Registry) -> anyhow::Result<ExitCode> {
             job,
         } => run(&file, &set, progress, device, job, registry),
         Command::Job(JobCommand::Status { dir, json, nats }) => job_status(&dir, json, &nats),
+        Command::Serve(args) => serve::run(args, registry),
         Command::Worker {
             nats,
             slots,

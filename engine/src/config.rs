@@ -33,6 +33,29 @@ pub enum OnError {
     Retry(u32),
 }
 
+/// A serve graph's `serve:` section: how many sessions `vidflow serve` admits at once, and
+/// after how many seconds without a message from its client a session is ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ServeConfig {
+    pub max_sessions: usize,
+    /// 0: never.
+    pub idle_timeout_s: u64,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            max_sessions: DEFAULT_MAX_SESSIONS,
+            idle_timeout_s: DEFAULT_IDLE_TIMEOUT_S,
+        }
+    }
+}
+
+pub const DEFAULT_MAX_SESSIONS: usize = 8;
+pub const MAX_SESSIONS: i64 = 10_000;
+pub const DEFAULT_IDLE_TIMEOUT_S: u64 = 30;
+pub const MAX_IDLE_TIMEOUT_S: i64 = 86_400;
+
 /// Items an edge holds when the graph gives no `queue:`.
 pub const DEFAULT_QUEUE: usize = 8;
 pub const MAX_QUEUE: i64 = 65_536;

@@ -30,17 +30,18 @@ pub mod plan;
 pub mod progress;
 pub mod registry;
 pub mod schema;
+pub mod session;
 #[cfg(feature = "testing")]
 pub mod testing;
 
 pub use check::CheckedGraph;
-pub use config::{BatchConfig, OnError, WhenFull};
+pub use config::{BatchConfig, OnError, ServeConfig, WhenFull};
 pub use diag::{Diagnostic, SourceFile, Span};
 pub use load::Mode;
 pub use node::{
     BuildCtx, ChunkPiece, ChunkSink, ChunkSource, Emitter, End, Input, Items, NodeError, NodeKind,
-    NodeParams, ParamSpec, ParamType, Params, Problem, Process, Runtime, Source, Temporal,
-    Timeline, ValidateCtx, WholeInput,
+    NodeParams, ParamSpec, ParamType, Params, Problem, Process, Runtime, SessionId, SessionState,
+    SessionStore, SessionUse, Source, Temporal, Timeline, ValidateCtx, WholeInput,
 };
 pub use payload::{AudioChunk, Frame, Payload, PortType, Rate};
 pub use plan::Plan;

@@ -58,7 +58,15 @@ pub fn json_schema(registry: &Registry) -> Value {
                     {"type": "object", "additionalProperties": false, "properties": {"default": {}, "doc": {"type": "string"}}},
                     {}
                 ]}},
-            "nodes": {"type": "array", "items": {"$ref": "#/$defs/node"}}
+            "nodes": {"type": "array", "items": {"$ref": "#/$defs/node"}},
+            "serve": {"type": "object", "additionalProperties": false,
+                "description": "a serve graph's admission (`vidflow serve`)",
+                "properties": {
+                    "max_sessions": {"type": "integer", "minimum": 1, "maximum": crate::config::MAX_SESSIONS, "default": crate::config::DEFAULT_MAX_SESSIONS,
+                        "description": "sessions admitted at once; one more is refused with RESOURCE_EXHAUSTED"},
+                    "idle_timeout_s": {"type": "integer", "minimum": 0, "maximum": crate::config::MAX_IDLE_TIMEOUT_S, "default": crate::config::DEFAULT_IDLE_TIMEOUT_S,
+                        "description": "a session whose client sends nothing for this many seconds is ended (0: never)"}
+                }}
         },
         "$defs": {
             "input": input,

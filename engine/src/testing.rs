@@ -30,6 +30,7 @@ use crate::check::params::check_type;
 use crate::diag::Span;
 use crate::load::yaml::Yv;
 use crate::node::emit::{Io, Outbox};
+use crate::node::session::Msg;
 use crate::node::{
     BuildCtx, Emitter, End, Input, NodeError, NodeKind, Params, Problem, ProblemAt, Runtime,
     Shared, ValidateCtx,
@@ -197,7 +198,11 @@ impl TestNode {
             &mut Emitter::buffer(&mut buf, &self.io, n, &self.node),
         )?;
         let mut out = vec![];
-        buf.deliver(|port, item| out.push((port, item)));
+        buf.deliver(|port, msg| {
+            if let Msg::Item(item, _) = msg {
+                out.push((port, item));
+            }
+        });
         Ok(Outputs::new(&self.kind, out))
     }
 
@@ -286,11 +291,16 @@ impl Io for TestIo {
     fn stopping(&self) -> bool {
         self.stopping.load(Relaxed)
     }
-    fn send(&self, port: usize, item: Payload) -> bool {
-        self.sent
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push((port, item));
+    fn send(&self, port: usize, msg: Msg) -> bool {
+        if let Msg::Item(item, _) = msg {
+            self.sent
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push((port, item));
+        }
+        true
+    }
+    fn broadcast(&self, _msg: Msg) -> bool {
         true
     }
     fn set_total(&self, n: u64) {

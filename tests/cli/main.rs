@@ -19,5 +19,7 @@ mod llm_real_server;
 mod media;
 #[cfg(all(feature = "media", feature = "neural"))]
 mod neural;
+#[cfg(feature = "neural")]
+mod serve;
 #[cfg(feature = "media")]
 mod workers;

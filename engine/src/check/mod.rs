@@ -3,7 +3,8 @@
 //! one found errors, so a user fixes a file in one round. One file per pass: [`names`] (unique
 //! ids), [`kinds`] (known kinds), [`params`] (types, ranges, required, defaults), [`settings`]
 //! (workers, batch), [`wiring`] (ports, types, required inputs), [`rules`] (each kind's own
-//! rules, which see the wiring) and [`cycles`].
+//! rules, which see the wiring), [`cycles`] and [`sessions`] (a serve graph's sessions cannot
+//! mix).
 
 mod cycles;
 mod files;
@@ -11,12 +12,13 @@ mod kinds;
 mod names;
 pub(crate) mod params;
 mod rules;
+mod sessions;
 mod settings;
 mod wiring;
 
 pub use crate::load::Mode;
 
-use crate::config::{BatchConfig, OnError, WhenFull};
+use crate::config::{BatchConfig, OnError, ServeConfig, WhenFull};
 use crate::diag::Diagnostic;
 use crate::load::GraphSpec;
 use crate::node::{NodeKind, Params};
@@ -28,6 +30,9 @@ pub struct CheckedGraph {
     pub name: String,
     pub nodes: Vec<CheckedNode>,
     pub edges: Vec<Edge>,
+    /// `Some` for a serve graph (one with a `serve:` section or a node that brings sessions
+    /// in): what `vidflow serve` admits.
+    pub serve: Option<ServeConfig>,
 }
 
 #[derive(Clone, Debug)]
@@ -94,6 +99,7 @@ pub fn check(spec: &GraphSpec, registry: &Registry) -> Result<CheckedGraph, Vec<
         }
     }
     cx.cycles(&edges);
+    let serve = cx.sessions(&nodes, &edges);
     cx.files(&nodes);
     let mut diags = cx.diags;
     diags.sort_by_key(|d| (d.span, d.code));
@@ -111,6 +117,7 @@ pub fn check(spec: &GraphSpec, registry: &Registry) -> Result<CheckedGraph, Vec<
         name: spec.name.clone().unwrap_or_else(|| "graph".into()),
         nodes,
         edges,
+        serve,
     })
 }
 

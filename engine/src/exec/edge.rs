@@ -6,16 +6,16 @@
 use super::RunState;
 use super::stats::{self, NodeStats};
 use crate::node::emit::{Io, Outbox};
-use crate::payload::Payload;
+use crate::node::session::Msg;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 use std::time::Instant;
 
 pub(crate) struct EdgeTx {
-    pub tx: Sender<Payload>,
+    pub tx: Sender<Msg>,
     /// Set for `drop_oldest` edges: the producer pops from the queue's head to make room.
-    pub evict: Option<Receiver<Payload>>,
+    pub evict: Option<Receiver<Msg>>,
     pub consumer: Arc<NodeStats>,
     pub alive: AtomicBool,
 }
@@ -42,7 +42,11 @@ impl Outputs {
     /// Sends to every consumer of `port`, then counts the item as out. Returns false when no
     /// consumer of any port is left.
     #[inline(always)]
-    pub fn send(&self, port: usize, p: Payload) -> bool {
+    pub fn send(&self, port: usize, p: Msg) -> bool {
+        if port == Outbox::EVERY_PORT {
+            return self.broadcast(p);
+        }
+        let item = matches!(p, Msg::Item(..));
         match self.ports[port].as_slice() {
             [] => {}
             [one] => self.send_one(one, p),
@@ -53,7 +57,18 @@ impl Outputs {
                 self.send_one(last, p);
             }
         }
-        stats::bump(&self.stats.items_out);
+        if item {
+            stats::bump(&self.stats.items_out);
+        }
+        self.live.load(Relaxed) > 0
+    }
+
+    /// Sends a session's start or end to every consumer of every port (not counted as an
+    /// item).
+    pub fn broadcast(&self, msg: Msg) -> bool {
+        for e in self.ports.iter().flatten() {
+            self.send_one(e, msg.clone());
+        }
         self.live.load(Relaxed) > 0
     }
 
@@ -64,7 +79,7 @@ impl Outputs {
     }
 
     #[inline(always)]
-    fn send_one(&self, e: &EdgeTx, p: Payload) {
+    fn send_one(&self, e: &EdgeTx, p: Msg) {
         if !e.alive.load(Relaxed) {
             return;
         }
@@ -77,7 +92,7 @@ impl Outputs {
 
     /// The queue is full: evict its oldest item (`drop_oldest`) or wait for room.
     #[inline(never)]
-    fn send_full(&self, e: &EdgeTx, mut p: Payload) {
+    fn send_full(&self, e: &EdgeTx, mut p: Msg) {
         if let Some(evict) = &e.evict {
             loop {
                 if evict.try_recv().is_ok() {
@@ -118,10 +133,16 @@ impl Io for NodeIo<'_> {
     fn stopping(&self) -> bool {
         self.state.stopping()
     }
-    fn send(&self, port: usize, item: Payload) -> bool {
+    fn send(&self, port: usize, item: Msg) -> bool {
         match self.outputs {
             Some(out) => out.send(port, item),
             // Only reached when a buffered emitter is used from outside `process`.
+            None => true,
+        }
+    }
+    fn broadcast(&self, msg: Msg) -> bool {
+        match self.outputs {
+            Some(out) => out.broadcast(msg),
             None => true,
         }
     }

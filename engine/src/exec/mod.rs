@@ -4,6 +4,16 @@
 //! results back in sequence order. A failure or Ctrl-C sets the stop flag: sources stop, every
 //! other node discards what is still queued (counted), and `finish` runs everywhere so sinks
 //! can close their files.
+//!
+//! Sessions (serve graphs, see [`crate::node::session`]): every edge carries [`Msg`]s, an item
+//! with its session id or a session's start or end. A node acts on a session's start when it
+//! first arrives (opens its per-session state) and on its end when it has arrived on every
+//! connected input (calls `end_session`, drops the state); both are then passed on to every
+//! consumer, in order with the node's outputs. The outputs of a call belong to its input's
+//! session, or, on a batch of several sessions, to the session of the input item in the same
+//! position. With [`RunOptions::session_faults`] set, a call that fails on items of sessions
+//! fails those sessions only (a batch of several sessions is retried session by session to
+//! find which), and the run goes on.
 
 mod edge;
 mod gather;
@@ -13,12 +23,13 @@ pub use stats::{NodeReport, NodeStats};
 
 use crate::config::{OnError, WhenFull};
 use crate::node::emit::Outbox;
+use crate::node::session::{Msg, SessionGate, SessionId};
 use crate::node::{BuildCtx, Emitter, End, Input, NodeError, Process, Runtime, Shared};
 use crate::payload::Payload;
 use crate::plan::{Plan, PlanNode, ToPlan};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, bounded};
 use edge::{EdgeTx, NodeIo, Outputs};
-use gather::Gather;
+use gather::{Gather, Next};
 use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
@@ -97,11 +108,18 @@ pub trait ProgressSink: Send {
 pub struct NoProgress;
 impl ProgressSink for NoProgress {}
 
+/// Told when a call fails on the items of a session (in a serve graph): the session and the
+/// error, as a message that names the node and the item.
+pub type SessionFaults = Arc<dyn Fn(SessionId, &str) + Send + Sync>;
+
 pub struct RunOptions {
     pub stop: StopFlag,
     pub progress: Box<dyn ProgressSink>,
     pub shared: Arc<Shared>,
     pub tick: Duration,
+    /// `Some` (a server): a node error on a session's items fails that session only, told
+    /// here, instead of the run. `None`: every node error stops the run.
+    pub session_faults: Option<SessionFaults>,
 }
 
 impl Default for RunOptions {
@@ -111,6 +129,7 @@ impl Default for RunOptions {
             progress: Box::new(NoProgress),
             shared: Arc::new(Shared::default()),
             tick: Duration::from_millis(100),
+            session_faults: None,
         }
     }
 }
@@ -123,6 +142,7 @@ pub(crate) struct RunState {
     /// stops the run before any work is done.
     pending_setups: Mutex<usize>,
     setups_done: Condvar,
+    faults: Option<SessionFaults>,
 }
 
 impl RunState {
@@ -172,6 +192,7 @@ fn run_plan(graph: &Plan, mut opts: RunOptions) -> RunReport {
         failure: Mutex::new(None),
         pending_setups: Mutex::new(graph.nodes.iter().map(|n| n.workers).sum()),
         setups_done: Condvar::new(),
+        faults: opts.session_faults.clone(),
     };
 
     // One channel per edge.
@@ -180,7 +201,7 @@ fn run_plan(graph: &Plan, mut opts: RunOptions) -> RunReport {
         .iter()
         .map(|node| node.kind.outputs.iter().map(|_| vec![]).collect())
         .collect();
-    let mut inputs: Vec<Vec<(usize, Receiver<Payload>)>> = vec![vec![]; n];
+    let mut inputs: Vec<Vec<(usize, Receiver<Msg>)>> = vec![vec![]; n];
     for e in &graph.edges {
         let (tx, rx) = bounded(e.queue);
         let evict = (e.when_full == WhenFull::DropOldest).then(|| rx.clone());
@@ -286,7 +307,7 @@ fn guarded(node: &PlanNode, state: &RunState, stats: &NodeStats, body: impl FnOn
 
 fn build(
     node: &PlanNode,
-    ins: &[(usize, Receiver<Payload>)],
+    ins: &[(usize, Receiver<Msg>)],
     out_consumers: Vec<usize>,
     replica: usize,
     shared: &Shared,
@@ -342,7 +363,7 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
 fn run_single(
     node: &PlanNode,
     out: Outputs,
-    mut ins: Vec<(usize, Receiver<Payload>)>,
+    mut ins: Vec<(usize, Receiver<Msg>)>,
     state: &RunState,
     shared: &Shared,
 ) {
@@ -393,6 +414,7 @@ fn run_single(
         Runtime::Process(mut proc) => {
             let stats = &*out.stats;
             let mut caller = Caller::new(node, stats, state, out.ports.len(), false);
+            let inputs = ins.len();
             // Busy = the loop's time less the time blocked on inputs and outputs. The inputs
             // are dropped when their loop ends, before `finish`.
             direct_busy(stats, || match (node.batch, ins.len()) {
@@ -400,12 +422,24 @@ fn run_single(
                 // of its own (`serve` is inlined into each arm: no dispatch per item).
                 (None, 1) => {
                     let (port, rx) = ins.pop().expect("one input");
-                    let next = || gather::recv_counted(&rx, stats).map(|i| Input::one(port, i));
-                    serve(next, &mut caller, proc.as_mut(), &out, state);
+                    let next = || {
+                        gather::recv_counted(&rx, stats).map(|m| match m {
+                            Msg::Item(i, s) => Next::Input(Input::one_of(port, i, s)),
+                            control => Next::Control(control),
+                        })
+                    };
+                    serve(next, &mut caller, proc.as_mut(), &out, state, 1);
                 }
                 (batch, _) => {
                     let mut gather = Gather::new(ins, batch, out.stats.clone());
-                    serve(|| gather.next(), &mut caller, proc.as_mut(), &out, state);
+                    serve(
+                        || gather.next(),
+                        &mut caller,
+                        proc.as_mut(),
+                        &out,
+                        state,
+                        inputs,
+                    );
                 }
             });
             finish(proc.as_mut(), node, &out, state);
@@ -417,13 +451,25 @@ fn run_single(
 /// the run is stopping, only count what still arrives.
 #[inline(always)]
 fn serve(
-    mut next: impl FnMut() -> Option<Input>,
+    mut next: impl FnMut() -> Option<Next>,
     caller: &mut Caller<'_>,
     proc: &mut dyn Process,
     out: &Outputs,
     state: &RunState,
+    inputs: usize,
 ) {
-    while let Some(input) = next() {
+    let mut gate = SessionGate::new(inputs);
+    while let Some(next) = next() {
+        let input = match next {
+            Next::Input(input) => input,
+            Next::Control(msg) => {
+                if let Some(msg) = gate.on(msg) {
+                    caller.control(proc, msg);
+                    caller.deliver(out);
+                }
+                continue;
+            }
+        };
         if state.stopping() {
             caller
                 .stats
@@ -488,10 +534,12 @@ fn direct_busy<T>(stats: &NodeStats, f: impl FnOnce() -> T) -> T {
 }
 
 /// Reads inputs to their end without processing, so producers never block on a dead node.
-fn drain(ins: Vec<(usize, Receiver<Payload>)>, stats: &Arc<NodeStats>) {
+fn drain(ins: Vec<(usize, Receiver<Msg>)>, stats: &Arc<NodeStats>) {
     let mut g = Gather::new(ins, None, stats.clone());
-    while let Some(input) = g.next() {
-        stats.discarded.fetch_add(input.items.len() as u64, Relaxed);
+    while let Some(next) = g.next() {
+        if let Next::Input(input) = next {
+            stats.discarded.fetch_add(input.items.len() as u64, Relaxed);
+        }
     }
 }
 
@@ -587,13 +635,17 @@ impl<'a> Caller<'a> {
     #[inline(always)]
     fn call(&mut self, proc: &mut dyn Process, input: Input) -> Result<(), Box<Failure>> {
         debug_assert!(self.buf.is_empty());
-        if self.node.on_error != OnError::Fail {
+        if self.node.on_error != OnError::Fail
+            || (self.state.faults.is_some() && !input.session(0).is_none())
+        {
             return self.call_with_policy(proc, input);
         }
         // `on_error: fail`, the hot path: one attempt, and only tags kept to name the input.
         let count = input.items.len();
         let first = input.items.first().map(Tag::of);
         let last = (count > 1).then(|| Tag::of(&input.items[count - 1]));
+        let session = input.single_session().unwrap_or(SessionId::POSITIONAL);
+        let mixed = (session == SessionId::POSITIONAL).then(|| input.sessions.clone());
         let t = self.timed.then(Instant::now);
         let r = catch_unwind(AssertUnwindSafe(|| {
             proc.process(
@@ -607,12 +659,17 @@ impl<'a> Caller<'a> {
                     },
                     self.n_out,
                     &self.node.id,
-                ),
+                )
+                .in_session(session),
             )
         }));
         if let Some(t) = t {
             stats::add(&self.stats.busy_ns, t.elapsed());
         }
+        let r = match (r, mixed) {
+            (Ok(Ok(())), Some(sessions)) => Ok(self.positional(&sessions)),
+            (r, _) => r,
+        };
         match r {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => self.failed(error, false, count, || {
@@ -661,6 +718,12 @@ impl<'a> Caller<'a> {
         };
         let port = input.port;
         let kept = input.items;
+        let sessions = input.sessions;
+        let session = match sessions.first() {
+            Some(first) if sessions.iter().all(|s| s == first) => *first,
+            Some(_) => SessionId::POSITIONAL,
+            None => SessionId::NONE,
+        };
         let mut last_error = None;
         for attempt in 0..attempts {
             self.buf.clear();
@@ -670,6 +733,7 @@ impl<'a> Caller<'a> {
                     Input {
                         port,
                         items: kept.clone(),
+                        sessions: sessions.clone(),
                     },
                     &mut Emitter::buffer(
                         &mut self.buf,
@@ -680,12 +744,17 @@ impl<'a> Caller<'a> {
                         },
                         self.n_out,
                         &self.node.id,
-                    ),
+                    )
+                    .in_session(session),
                 )
             }));
             if let Some(t) = t {
                 stats::add(&self.stats.busy_ns, t.elapsed());
             }
+            let r = match r {
+                Ok(Ok(())) if session == SessionId::POSITIONAL => Ok(self.positional(&sessions)),
+                r => r,
+            };
             match r {
                 Ok(Ok(())) => return Ok(()),
                 Ok(Err(NodeError::Stopped)) => {
@@ -707,6 +776,25 @@ impl<'a> Caller<'a> {
         }
         self.buf.clear();
         let error = last_error.expect("at least one attempt failed");
+        if let Some(faults) = &self.state.faults
+            && self.node.on_error != OnError::Skip
+            && !sessions.iter().any(|s| s.is_none())
+        {
+            if session == SessionId::POSITIONAL {
+                // Which session's items failed? Each session's part on its own.
+                return self.per_session(proc, port, kept, &sessions);
+            }
+            let failure = Failure {
+                node: self.node.id.clone(),
+                item: Some(describe(&kept)),
+                error,
+                panicked: false,
+            };
+            self.stats
+                .record_skip(vec![format!("{session}: {failure}")]);
+            faults(session, &failure.to_string());
+            return Ok(());
+        }
         if self.node.on_error == OnError::Skip {
             self.stats.record_skip(
                 kept.iter()
@@ -722,6 +810,108 @@ impl<'a> Caller<'a> {
     #[inline(always)]
     fn deliver(&mut self, out: &Outputs) {
         edge::deliver(&mut self.buf, out);
+    }
+
+    /// Gives the plain outputs of a call on a batch of several sessions their sessions by
+    /// position (see [`Outbox::assign_positional`]).
+    #[cold]
+    fn positional(&mut self, sessions: &[SessionId]) -> Result<(), NodeError> {
+        self.buf.assign_positional(sessions).map_err(|(port, got)| {
+            let name = self.node.kind.outputs.get(port).map_or("?", |p| p.name);
+            NodeError::runtime(format!(
+                "node `{}`: a batch of {} items from several sessions gave {got} outputs on `{name}`; a kind batched across sessions emits one output per input item, in order, or names each output's session with `Emitter::emit_for`",
+                self.node.id,
+                sessions.len()
+            ))
+        })
+    }
+
+    /// A failed batch of several sessions, called again one session's items at a time, so
+    /// only the sessions whose items fail are failed; the outputs of the others are kept.
+    #[cold]
+    fn per_session(
+        &mut self,
+        proc: &mut dyn Process,
+        port: usize,
+        items: crate::node::Items,
+        sessions: &[SessionId],
+    ) -> Result<(), Box<Failure>> {
+        let mut order: Vec<SessionId> = vec![];
+        for s in sessions {
+            if !order.contains(s) {
+                order.push(*s);
+            }
+        }
+        let mut all = Outbox::default();
+        for s in order {
+            let part: Vec<Payload> = items
+                .iter()
+                .zip(sessions)
+                .filter(|(_, t)| **t == s)
+                .map(|(i, _)| i.clone())
+                .collect();
+            let n = part.len();
+            self.call_with_policy(proc, Input::batch_of(port, part, vec![s; n]))?;
+            all.append(&mut self.buf);
+        }
+        std::mem::swap(&mut self.buf, &mut all);
+        Ok(())
+    }
+
+    /// Acts on a session's start or end (see the module doc); what it emits is in `buf`, then
+    /// the control itself, for every consumer.
+    #[cold]
+    fn control(&mut self, proc: &mut dyn Process, msg: Msg) {
+        match msg {
+            Msg::Open(s) => {
+                if let Some(store) = proc.session_state() {
+                    store.open(s);
+                }
+            }
+            Msg::Close(s) => {
+                if !self.state.stopping() {
+                    let r = catch_unwind(AssertUnwindSafe(|| {
+                        proc.end_session(
+                            s,
+                            &mut Emitter::buffer(
+                                &mut self.buf,
+                                &NodeIo {
+                                    outputs: None,
+                                    state: self.state,
+                                    stats: self.stats,
+                                },
+                                self.n_out,
+                                &self.node.id,
+                            )
+                            .in_session(s),
+                        )
+                    }));
+                    let error = match r {
+                        Ok(Ok(())) | Ok(Err(NodeError::Stopped)) => None,
+                        Ok(Err(e)) => Some((e, false)),
+                        Err(p) => Some((NodeError::runtime(panic_message(&p)), true)),
+                    };
+                    if let Some((error, panicked)) = error {
+                        self.buf.clear();
+                        let failure = Failure {
+                            node: self.node.id.clone(),
+                            item: Some(format!("the end of {s}")),
+                            error,
+                            panicked,
+                        };
+                        match &self.state.faults {
+                            Some(faults) if !panicked => faults(s, &failure.to_string()),
+                            _ => self.state.fail(failure),
+                        }
+                    }
+                }
+                if let Some(store) = proc.session_state() {
+                    store.close(s);
+                }
+            }
+            Msg::Item(..) => return,
+        }
+        self.buf.push(Outbox::EVERY_PORT, msg);
     }
 }
 
@@ -739,7 +929,7 @@ fn describe(items: &[Payload]) -> String {
 }
 
 /// Work for a replica: a sequence number and its input.
-type Work = (u64, Input);
+type Work = (u64, Next);
 /// A replica's result: outputs for sequence number `seq` (`None`: a replica's `finish`).
 type Done = (Option<u64>, Outbox);
 
@@ -747,7 +937,7 @@ fn spawn_replicated<'s, 'e: 's>(
     scope: &'s std::thread::Scope<'s, 'e>,
     node: &'e PlanNode,
     out: Outputs,
-    ins: Vec<(usize, Receiver<Payload>)>,
+    ins: Vec<(usize, Receiver<Msg>)>,
     state: &'e RunState,
     shared: &'e Shared,
     alive: &Sender<()>,
@@ -762,16 +952,25 @@ fn spawn_replicated<'s, 'e: 's>(
         .name(format!("{}:batch", node.id))
         .spawn_scoped(scope, move || {
             catch_failure(node, state, || {
+                let inputs = ins.len();
                 let mut gather = Gather::new(ins, node.batch, gather_stats.clone());
+                let mut gate = SessionGate::new(inputs);
                 let mut seq = 0u64;
-                while let Some(input) = gather.next() {
-                    if state.stopping() {
-                        gather_stats
-                            .discarded
-                            .fetch_add(input.items.len() as u64, Relaxed);
-                        continue;
-                    }
-                    if work_tx.send((seq, input)).is_err() {
+                while let Some(next) = gather.next() {
+                    let next = match next {
+                        Next::Input(input) if state.stopping() => {
+                            gather_stats
+                                .discarded
+                                .fetch_add(input.items.len() as u64, Relaxed);
+                            continue;
+                        }
+                        Next::Input(input) => Next::Input(input),
+                        Next::Control(msg) => match gate.on(msg) {
+                            Some(msg) => Next::Control(msg),
+                            None => continue,
+                        },
+                    };
+                    if work_tx.send((seq, next)).is_err() {
                         break;
                     }
                     seq += 1;
@@ -849,11 +1048,19 @@ fn replica(
         return drain_work(work, done, stats);
     };
     let mut caller = Caller::new(node, stats, state, n_out, true);
-    while let Ok((seq, input)) = work.recv() {
-        if state.stopping() {
-            stats.discarded.fetch_add(input.items.len() as u64, Relaxed);
-        } else if let Err(f) = caller.call(proc.as_mut(), input) {
-            state.fail(*f);
+    while let Ok((seq, next)) = work.recv() {
+        match next {
+            // The checker keeps nodes with per-session state off replicas, so a session's
+            // start or end only passes through.
+            Next::Control(msg) => caller.buf.push(Outbox::EVERY_PORT, msg),
+            Next::Input(input) if state.stopping() => {
+                stats.discarded.fetch_add(input.items.len() as u64, Relaxed);
+            }
+            Next::Input(input) => {
+                if let Err(f) = caller.call(proc.as_mut(), input) {
+                    state.fail(*f);
+                }
+            }
         }
         if done
             .send((Some(seq), std::mem::take(&mut caller.buf)))
@@ -904,8 +1111,10 @@ fn replica(
 }
 
 fn drain_work(work: Receiver<Work>, done: Sender<Done>, stats: &NodeStats) {
-    while let Ok((seq, input)) = work.recv() {
-        stats.discarded.fetch_add(input.items.len() as u64, Relaxed);
+    while let Ok((seq, next)) = work.recv() {
+        if let Next::Input(input) = next {
+            stats.discarded.fetch_add(input.items.len() as u64, Relaxed);
+        }
         let _ = done.send((Some(seq), Outbox::default()));
     }
 }

@@ -8,6 +8,10 @@ use std::time::Duration;
 /// How many skipped items are named in the summary (the count is always exact).
 const NAMED_SKIPS: usize = 20;
 
+/// The upper bounds of the batch-size histogram's buckets ([`NodeReport::batch_sizes`]); a
+/// last bucket counts the larger batches.
+pub const BATCH_BUCKETS: [u64; 8] = [1, 2, 4, 8, 16, 32, 64, 128];
+
 #[derive(Debug)]
 pub struct NodeStats {
     /// Items taken from the node's input queues (including any later discarded).
@@ -19,6 +23,10 @@ pub struct NodeStats {
     pub batches: AtomicU64,
     pub batch_items: AtomicU64,
     pub max_batch: AtomicU64,
+    /// Batches by size: one counter per bucket of [`BATCH_BUCKETS`], then one for larger.
+    pub batch_hist: [AtomicU64; BATCH_BUCKETS.len() + 1],
+    /// Batches that held items of more than one session (serve graphs).
+    pub mixed_batches: AtomicU64,
     pub busy_ns: AtomicU64,
     pub wait_in_ns: AtomicU64,
     pub wait_out_ns: AtomicU64,
@@ -49,6 +57,8 @@ impl Default for NodeStats {
             batches: AtomicU64::new(0),
             batch_items: AtomicU64::new(0),
             max_batch: AtomicU64::new(0),
+            batch_hist: Default::default(),
+            mixed_batches: AtomicU64::new(0),
             busy_ns: AtomicU64::new(0),
             wait_in_ns: AtomicU64::new(0),
             wait_out_ns: AtomicU64::new(0),
@@ -80,10 +90,19 @@ pub(crate) fn bump(counter: &AtomicU64) {
 }
 
 impl NodeStats {
-    pub(crate) fn record_batch(&self, n: usize) {
+    /// A batch of `n` items from `sessions` different sessions was formed.
+    pub(crate) fn record_batch(&self, n: usize, sessions: usize) {
         self.batches.fetch_add(1, Relaxed);
         self.batch_items.fetch_add(n as u64, Relaxed);
         self.max_batch.fetch_max(n as u64, Relaxed);
+        let bucket = BATCH_BUCKETS
+            .iter()
+            .position(|&le| n as u64 <= le)
+            .unwrap_or(BATCH_BUCKETS.len());
+        self.batch_hist[bucket].fetch_add(1, Relaxed);
+        if sessions > 1 {
+            self.mixed_batches.fetch_add(1, Relaxed);
+        }
     }
     pub(crate) fn record_skip(&self, what: Vec<String>) {
         self.skipped.fetch_add(what.len() as u64, Relaxed);
@@ -111,6 +130,8 @@ impl NodeStats {
             batches: self.batches.load(Relaxed),
             batch_items: self.batch_items.load(Relaxed),
             max_batch: self.max_batch.load(Relaxed),
+            batch_sizes: self.batch_hist.iter().map(|c| c.load(Relaxed)).collect(),
+            mixed_batches: self.mixed_batches.load(Relaxed),
             busy: ns(&self.busy_ns),
             wait_in: ns(&self.wait_in_ns),
             wait_out: ns(&self.wait_out_ns),
@@ -149,6 +170,12 @@ pub struct NodeReport {
     pub batches: u64,
     pub batch_items: u64,
     pub max_batch: u64,
+    /// Batches by size, per bucket of [`BATCH_BUCKETS`] and one for larger ones.
+    #[serde(skip)]
+    pub batch_sizes: Vec<u64>,
+    /// Batches that held items of more than one session (serve graphs).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub mixed_batches: u64,
     #[serde(serialize_with = "secs")]
     pub busy: Duration,
     #[serde(serialize_with = "secs")]
@@ -179,4 +206,8 @@ impl NodeReport {
     pub fn mean_batch(&self) -> Option<f64> {
         (self.batches > 0).then(|| self.batch_items as f64 / self.batches as f64)
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }

@@ -18,6 +18,9 @@
 //!     inputs:
 //!       items: { from: src.frames, queue: 4, when_full: block }
 //! ```
+//!
+//! A serve graph (run by `vidflow serve`) may add `serve: { max_sessions: 8, idle_timeout_s:
+//! 30 }`.
 
 pub mod subst;
 pub mod yaml;
@@ -25,7 +28,7 @@ pub mod yaml;
 pub use crate::config::{DEFAULT_QUEUE, MAX_QUEUE, MAX_WORKERS, OnError, WhenFull};
 pub use subst::Resolved;
 
-use crate::config::BatchConfig;
+use crate::config::{BatchConfig, ServeConfig};
 use crate::diag::{Diagnostic, SourceFile, Span, did_you_mean, source_line, suggest};
 use yaml::{Yv, YvKind};
 
@@ -45,6 +48,8 @@ pub struct GraphSpec {
     pub description: Option<String>,
     pub params: Vec<GraphParam>,
     pub nodes: Vec<NodeSpec>,
+    /// The `serve:` section, with where it is written.
+    pub serve: Option<(ServeConfig, Span)>,
 }
 
 /// A graph-level param: `name: default` or `name: {default: …, doc: …}`.
@@ -103,7 +108,8 @@ pub struct InputSpec {
     pub when_full: WhenFull,
 }
 
-const TOP_FIELDS: &[&str] = &["name", "description", "params", "nodes"];
+const TOP_FIELDS: &[&str] = &["name", "description", "params", "nodes", "serve"];
+const SERVE_FIELDS: &[&str] = &["max_sessions", "idle_timeout_s"];
 const NODE_FIELDS: &[&str] = &[
     "id", "kind", "params", "inputs", "workers", "batch", "on_error",
 ];
@@ -141,6 +147,7 @@ fn load_structure(file: SourceFile) -> (GraphSpec, Vec<Diagnostic>) {
         description: None,
         params: vec![],
         nodes: vec![],
+        serve: None,
     };
     let root = match yaml::parse(&file.text) {
         Ok(root) => root,
@@ -158,6 +165,7 @@ fn load_structure(file: SourceFile) -> (GraphSpec, Vec<Diagnostic>) {
             }
             "params" => spec.params = load_params(value, &mut diags),
             "nodes" => spec.nodes = load_nodes(value, &file.text, &mut diags),
+            "serve" => spec.serve = load_serve(key, value, &mut diags),
             other => diags.push(unknown_field(key, other, TOP_FIELDS, "the graph")),
         }
     }
@@ -224,6 +232,40 @@ fn expect_int(v: &Yv, what: &str, min: i64, max: i64, diags: &mut Vec<Diagnostic
             None
         }
     }
+}
+
+/// `serve: { max_sessions: N, idle_timeout_s: T }` (both optional).
+fn load_serve(key: &Yv, v: &Yv, diags: &mut Vec<Diagnostic>) -> Option<(ServeConfig, Span)> {
+    let entries = expect_map(v, "`serve`", diags)?;
+    let mut cfg = ServeConfig::default();
+    for (k, value) in entries {
+        match k.key_text().as_str() {
+            "max_sessions" => {
+                if let Some(n) = expect_int(
+                    value,
+                    "`serve.max_sessions`",
+                    1,
+                    crate::config::MAX_SESSIONS,
+                    diags,
+                ) {
+                    cfg.max_sessions = n as usize;
+                }
+            }
+            "idle_timeout_s" => {
+                if let Some(n) = expect_int(
+                    value,
+                    "`serve.idle_timeout_s`",
+                    0,
+                    crate::config::MAX_IDLE_TIMEOUT_S,
+                    diags,
+                ) {
+                    cfg.idle_timeout_s = n as u64;
+                }
+            }
+            other => diags.push(unknown_field(k, other, SERVE_FIELDS, "`serve`")),
+        }
+    }
+    Some((cfg, key.span))
 }
 
 fn load_params(v: &Yv, diags: &mut Vec<Diagnostic>) -> Vec<GraphParam> {

@@ -9,12 +9,14 @@
 pub mod chunk;
 pub mod emit;
 pub mod params;
+pub mod session;
 
 pub use crate::config::BatchConfig;
 pub use crate::error::NodeError;
 pub use chunk::{ChunkPiece, ChunkSink, ChunkSource, Temporal, TemporalFn, Timeline, WholeInput};
 pub use emit::{Emitter, End, Input, Items, WorkMeter};
 pub use params::{NodeParams, ParamSpec, ParamType, Params};
+pub use session::{SessionId, SessionState, SessionStore, SessionTags, SessionUse};
 
 use crate::payload::PortType;
 use std::any::{Any, TypeId};
@@ -93,6 +95,21 @@ pub trait Source: Send {
 pub trait Process: Send {
     fn process(&mut self, input: Input, out: &mut Emitter<'_>) -> Result<(), NodeError>;
     fn finish(&mut self, _out: &mut Emitter<'_>, _end: End) -> Result<(), NodeError> {
+        Ok(())
+    }
+    /// The node's per-session state, for kinds declared [`SessionUse::PerSession`]: the
+    /// executor opens a session's state at its start and drops it at its end (see
+    /// [`session`]). `None` (the default): the node keeps no per-session state.
+    fn session_state(&mut self) -> Option<&mut dyn SessionStore> {
+        None
+    }
+    /// Called once after the last item of `session` (in a serve graph), before its state is
+    /// dropped: emit what the node still holds for it. Outputs default to that session.
+    fn end_session(
+        &mut self,
+        _session: SessionId,
+        _out: &mut Emitter<'_>,
+    ) -> Result<(), NodeError> {
         Ok(())
     }
 }
@@ -216,6 +233,9 @@ pub struct NodeKind {
     /// The `Path` params that name files the node writes; every other `Path` param names a
     /// file it reads. The checker refuses a graph that would write a file it reads.
     pub writes: Vec<&'static str>,
+    /// How the kind treats sessions in a serve graph (`None`: undeclared; see
+    /// [`NodeKind::session_use`]).
+    pub sessions: Option<SessionUse>,
 }
 
 impl fmt::Debug for NodeKind {
@@ -274,6 +294,7 @@ impl NodeKind {
             chunk_sink: None,
             counts_like: None,
             writes: vec![],
+            sessions: None,
         }
     }
     /// Whether this build can run the kind (its feature, if any, was built in).
@@ -380,6 +401,21 @@ impl NodeKind {
     pub fn chunk_sink(mut self, s: impl ChunkSink + 'static) -> Self {
         self.chunk_sink = Some(Arc::new(s));
         self
+    }
+    /// Declares how the kind treats sessions in a serve graph (see [`session`]): stateless,
+    /// or keeping one state per session through [`Process::session_state`].
+    pub fn sessions(mut self, s: SessionUse) -> Self {
+        self.sessions = Some(s);
+        self
+    }
+    /// How a node of this kind treats sessions: as declared, else stateless when each output
+    /// depends on one input item ([`Temporal::PerItem`]), else `None` (it may keep state
+    /// across items that would mix sessions).
+    pub fn session_use(&self, cx: &ValidateCtx<'_>) -> Option<SessionUse> {
+        self.sessions.or_else(|| {
+            let t = self.temporal.as_ref()?;
+            (t(cx) == Temporal::PerItem).then_some(SessionUse::Stateless)
+        })
     }
     pub fn input_index(&self, name: &str) -> Option<usize> {
         self.inputs.iter().position(|p| p.name == name)

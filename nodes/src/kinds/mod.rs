@@ -19,6 +19,8 @@ pub mod lipsync;
 pub mod llm_analyze;
 pub mod mask;
 pub mod null;
+pub mod session_in;
+pub mod session_out;
 pub mod shader;
 pub mod split;
 pub mod stitch;
@@ -47,4 +49,6 @@ pub fn register_all(r: &mut Registry) {
     r.register(face_detect::kind());
     r.register(lipsync::kind());
     r.register(llm_analyze::kind());
+    r.register(session_in::kind());
+    r.register(session_out::kind());
 }

@@ -1,0 +1,48 @@
+//! `session-in`: where the items of live sessions enter a serve graph (`vidflow serve`). It
+//! takes each session's start, items and end from the server's session hub
+//! ([`vidflow_engine::session::SessionHub`]), oldest first across sessions, and passes them on
+//! with their session id, so every node after it serves all sessions at once. In this slice
+//! the server sends frames (RGB; JPEG and PNG are decoded by the server first).
+
+use std::time::Duration;
+use vidflow_engine::session::{HubEvent, HubNext, SessionHub};
+use vidflow_engine::{
+    BuildCtx, Emitter, NodeError, NodeKind, PortType, Runtime, SessionUse, Source,
+};
+
+pub fn kind() -> NodeKind {
+    NodeKind::new(
+        "session-in",
+        "The items of live sessions (`vidflow serve`), oldest first across sessions, each tagged with its session.",
+        build,
+    )
+    .output("frames", PortType::FRAMES, "the sessions' frames, in arrival order")
+    .sessions(SessionUse::Entry)
+    .example("- id: in\n  kind: session-in\n")
+}
+
+fn build(cx: &BuildCtx<'_>) -> Result<Runtime, NodeError> {
+    let hub = SessionHub::of(cx.shared, cx.node_id, "session-in")?;
+    Ok(Runtime::Source(Box::new(SessionIn { hub })))
+}
+
+struct SessionIn {
+    hub: std::sync::Arc<SessionHub>,
+}
+
+impl Source for SessionIn {
+    fn run(&mut self, out: &mut Emitter<'_>) -> Result<(), NodeError> {
+        loop {
+            if out.stopping() {
+                return Err(NodeError::Stopped);
+            }
+            match self.hub.next(Duration::from_millis(100)) {
+                HubNext::Event(HubEvent::Open(s)) => out.open_session(s)?,
+                HubNext::Event(HubEvent::Item(s, item)) => out.emit_for(0, s, item)?,
+                HubNext::Event(HubEvent::Close(s)) => out.close_session(s)?,
+                HubNext::Idle => {}
+                HubNext::Shutdown => return Ok(()),
+            }
+        }
+    }
+}

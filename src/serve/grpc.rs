@@ -1,0 +1,317 @@
+//! The `vidflow.serve.v1.Serve` service: one `Stream` call per session. Admission happens
+//! before the first message is read (RESOURCE_EXHAUSTED past `serve.max_sessions`); the first
+//! message must configure the session; each frame is checked and decoded here, so a malformed
+//! one ends only its own session (INVALID_ARGUMENT) before it reaches the shared graph. A
+//! session keeps at most [`WINDOW`] frames in the graph at once (it reads its client's next
+//! frame only when a result has come back), so a fast client cannot crowd the others out. A
+//! dropped call cancels its session at once, freeing its slot; one whose client sends nothing
+//! for `serve.idle_timeout_s` is ended with DEADLINE_EXCEEDED.
+
+use super::pb::{self, Encoding, stream_reply, stream_request};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status, Streaming};
+use vidflow_engine::session::{AdmitError, Reply, ReplyFn, SessionHub};
+use vidflow_engine::{Frame, Payload, Rate, ServeConfig, SessionId};
+
+/// Frames of one session in the graph at once.
+pub const WINDOW: usize = 16;
+/// The largest frame side accepted.
+const MAX_SIDE: u32 = 16_384;
+
+pub struct Service {
+    hub: Arc<SessionHub>,
+    graph: String,
+    config: ServeConfig,
+}
+
+impl Service {
+    pub fn new(hub: Arc<SessionHub>, graph: String, config: ServeConfig) -> Service {
+        Service { hub, graph, config }
+    }
+}
+
+type ReplyStream = Pin<Box<dyn Stream<Item = Result<pb::StreamReply, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl pb::serve_server::Serve for Service {
+    type StreamStream = ReplyStream;
+
+    async fn stream(
+        &self,
+        request: Request<Streaming<pb::StreamRequest>>,
+    ) -> Result<Response<ReplyStream>, Status> {
+        let (reply_tx, replies) = mpsc::unbounded_channel::<Reply>();
+        let reply: ReplyFn = Arc::new(move |r| {
+            let _ = reply_tx.send(r);
+        });
+        let id = self.hub.open(reply).map_err(|e| match e {
+            AdmitError::Full(_) => Status::resource_exhausted(e.to_string()),
+            AdmitError::ShuttingDown => Status::unavailable(e.to_string()),
+        })?;
+        let guard = Guard {
+            hub: self.hub.clone(),
+            id,
+        };
+        let (out, out_rx) = mpsc::channel(WINDOW * 2);
+        let session = Session {
+            guard,
+            graph: self.graph.clone(),
+            idle: match self.config.idle_timeout_s {
+                0 => None,
+                s => Some(Duration::from_secs(s)),
+            },
+            out,
+        };
+        tokio::spawn(session.run(request.into_inner(), replies));
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(out_rx),
+        )))
+    }
+}
+
+/// Cancels its session when dropped (the call ended in any way); a session whose results
+/// were all delivered is already gone from the hub, so that is a no-op.
+struct Guard {
+    hub: Arc<SessionHub>,
+    id: SessionId,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.hub.cancel(self.id);
+    }
+}
+
+struct Session {
+    guard: Guard,
+    graph: String,
+    idle: Option<Duration>,
+    out: mpsc::Sender<Result<pb::StreamReply, Status>>,
+}
+
+/// How a session task ends: quietly (the client went away or all was sent), or with a status.
+enum End {
+    Done,
+    Status(Status),
+}
+
+impl Session {
+    async fn run(
+        self,
+        mut inbound: Streaming<pb::StreamRequest>,
+        mut replies: mpsc::UnboundedReceiver<Reply>,
+    ) {
+        let out = self.out.clone();
+        if let End::Status(status) = self.serve(&mut inbound, &mut replies).await {
+            let _ = out.send(Err(status)).await;
+        }
+        // `self.guard` was dropped with `self` inside `serve`: the slot is free.
+    }
+
+    async fn serve(
+        self,
+        inbound: &mut Streaming<pb::StreamRequest>,
+        replies: &mut mpsc::UnboundedReceiver<Reply>,
+    ) -> End {
+        let id = self.guard.id;
+        let hub = self.guard.hub.clone();
+        // The first message configures the session.
+        let first = match self.read(inbound).await {
+            Ok(Some(m)) => m,
+            Ok(None) => return End::Done,
+            Err(end) => return end,
+        };
+        let config = match first.msg {
+            Some(stream_request::Msg::Config(c)) => c,
+            _ => {
+                return End::Status(Status::invalid_argument(
+                    "the first message of a session must be a `config`",
+                ));
+            }
+        };
+        let rate = Rate::from_fps(if config.fps > 0.0 { config.fps } else { 25.0 });
+        let encoding = match Encoding::try_from(config.output_encoding) {
+            Ok(Encoding::Unspecified) | Ok(Encoding::RawRgb) => Encoding::RawRgb,
+            Ok(e) => e,
+            Err(_) => {
+                return End::Status(Status::invalid_argument(format!(
+                    "config: unknown output_encoding {}",
+                    config.output_encoding
+                )));
+            }
+        };
+        let ready = pb::StreamReply {
+            msg: Some(stream_reply::Msg::Ready(pb::Ready {
+                session_id: id.0,
+                graph: self.graph.clone(),
+            })),
+        };
+        if self.out.send(Ok(ready)).await.is_err() {
+            return End::Done;
+        }
+        let mut in_flight = 0usize;
+        let mut input_open = true;
+        loop {
+            let idle = async {
+                match self.idle {
+                    Some(d) if input_open => tokio::time::sleep(d).await,
+                    _ => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                msg = inbound.message(), if input_open && in_flight < WINDOW => match msg {
+                    Ok(Some(req)) => match req.msg {
+                        Some(stream_request::Msg::Frame(f)) => match decode(&f, rate) {
+                            Ok(frame) => {
+                                if !hub.push(id, Payload::Frame(frame)) {
+                                    return End::Status(Status::unavailable("the session was ended by the server"));
+                                }
+                                in_flight += 1;
+                            }
+                            Err(why) => return End::Status(Status::invalid_argument(why)),
+                        },
+                        Some(stream_request::Msg::Config(_)) => {
+                            return End::Status(Status::invalid_argument(
+                                "a session is configured once, by its first message",
+                            ));
+                        }
+                        None => return End::Status(Status::invalid_argument("an empty message")),
+                    },
+                    Ok(None) => {
+                        input_open = false;
+                        hub.finish_input(id);
+                    }
+                    // The client went away (or broke the stream): the guard frees the slot.
+                    Err(_) => return End::Done,
+                },
+                r = replies.recv() => match r {
+                    Some(Reply::Item(item)) => {
+                        in_flight = in_flight.saturating_sub(1);
+                        let frame = match encode(&item, encoding) {
+                            Ok(f) => f,
+                            Err(why) => return End::Status(Status::internal(why)),
+                        };
+                        let reply = pb::StreamReply { msg: Some(stream_reply::Msg::Frame(frame)) };
+                        if self.out.send(Ok(reply)).await.is_err() {
+                            return End::Done;
+                        }
+                    }
+                    Some(Reply::End) => return End::Done,
+                    Some(Reply::Failed(why)) => return End::Status(Status::invalid_argument(why)),
+                    None => return End::Status(Status::unavailable("the graph stopped")),
+                },
+                _ = idle => {
+                    return End::Status(Status::deadline_exceeded(format!(
+                        "no message for {} s: the session was ended (serve.idle_timeout_s)",
+                        self.idle.map_or(0, |d| d.as_secs())
+                    )));
+                }
+                _ = self.out.closed() => return End::Done,
+            }
+        }
+    }
+
+    /// The next message, within the idle timeout.
+    async fn read(
+        &self,
+        inbound: &mut Streaming<pb::StreamRequest>,
+    ) -> Result<Option<pb::StreamRequest>, End> {
+        let next = inbound.message();
+        let r = match self.idle {
+            Some(d) => tokio::time::timeout(d, next).await.map_err(|_| {
+                End::Status(Status::deadline_exceeded(format!(
+                    "no `config` within {} s (serve.idle_timeout_s)",
+                    d.as_secs()
+                )))
+            })?,
+            None => next.await,
+        };
+        r.map_err(|_| End::Done)
+    }
+}
+
+/// An input frame as the graph takes it: its id as the frame index, its timestamp as pts.
+fn decode(f: &pb::Frame, rate: Rate) -> Result<Frame, String> {
+    let id = f.frame_id;
+    let encoding = Encoding::try_from(f.encoding)
+        .map_err(|_| format!("frame {id}: unknown encoding {}", f.encoding))?;
+    let raw = match encoding {
+        Encoding::RawRgb => true,
+        Encoding::Unspecified => f.width > 0 || f.height > 0,
+        Encoding::Jpeg | Encoding::Png => false,
+    };
+    let (width, height, data) = if raw {
+        if f.width == 0 || f.height == 0 || f.width > MAX_SIDE || f.height > MAX_SIDE {
+            return Err(format!(
+                "frame {id}: raw RGB needs a width and height from 1 to {MAX_SIDE}, got {}x{}",
+                f.width, f.height
+            ));
+        }
+        let want = Frame::byte_len(f.width, f.height);
+        if f.data.len() != want {
+            return Err(format!(
+                "frame {id}: {}x{} raw RGB is {want} bytes, got {}",
+                f.width,
+                f.height,
+                f.data.len()
+            ));
+        }
+        (f.width, f.height, f.data.clone())
+    } else {
+        let format = match encoding {
+            Encoding::Jpeg => Some(image::ImageFormat::Jpeg),
+            Encoding::Png => Some(image::ImageFormat::Png),
+            _ => None,
+        };
+        let img = match format {
+            Some(fmt) => image::load_from_memory_with_format(&f.data, fmt),
+            None => image::load_from_memory(&f.data),
+        }
+        .map_err(|e| format!("frame {id}: cannot decode the image: {e}"))?
+        .to_rgb8();
+        if img.width() > MAX_SIDE || img.height() > MAX_SIDE {
+            return Err(format!(
+                "frame {id}: {}x{} is larger than {MAX_SIDE} pixels a side",
+                img.width(),
+                img.height()
+            ));
+        }
+        (img.width(), img.height(), img.into_raw())
+    };
+    Ok(Frame::new(id, f.timestamp, rate, width, height, data))
+}
+
+/// A result as its client gets it.
+fn encode(item: &Payload, encoding: Encoding) -> Result<pb::Frame, String> {
+    let f = item
+        .as_frame()
+        .ok_or_else(|| format!("the graph gave {}, not a frame", item.describe()))?;
+    let data = match encoding {
+        Encoding::Jpeg | Encoding::Png => {
+            let mut buf = std::io::Cursor::new(Vec::new());
+            let img = image::RgbImage::from_raw(f.width, f.height, f.data.to_vec())
+                .ok_or("a frame whose size does not match its pixels")?;
+            let fmt = if encoding == Encoding::Jpeg {
+                image::ImageFormat::Jpeg
+            } else {
+                image::ImageFormat::Png
+            };
+            img.write_to(&mut buf, fmt)
+                .map_err(|e| format!("cannot encode frame {}: {e}", f.index))?;
+            buf.into_inner()
+        }
+        _ => f.data.to_vec(),
+    };
+    Ok(pb::Frame {
+        frame_id: f.index,
+        timestamp: f.pts,
+        encoding: encoding as i32,
+        width: f.width,
+        height: f.height,
+        data,
+    })
+}

@@ -1,0 +1,158 @@
+//! Prometheus text at `GET /metrics` (exposition format 0.0.4, written by hand): the sessions
+//! (holding a slot, admitted, refused, failed), frames out in all and per live session, and
+//! per node the batch-size histogram, batches that mixed sessions, items in and out. Node
+//! counters are the executor's, at most a progress tick (0.1 s) old. `GET /live` answers 200
+//! while the process runs.
+
+use super::LiveNodes;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use vidflow_engine::exec::stats::BATCH_BUCKETS;
+use vidflow_engine::session::SessionHub;
+
+pub async fn serve(listener: tokio::net::TcpListener, hub: Arc<SessionHub>, live: LiveNodes) {
+    loop {
+        let Ok((mut conn, _)) = listener.accept().await else {
+            continue;
+        };
+        let (hub, live) = (hub.clone(), live.clone());
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 4096];
+            let mut n = 0;
+            // The request line and headers (a GET has no body).
+            while n < buf.len() {
+                match conn.read(&mut buf[n..]).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(k) => n += k,
+                }
+                if buf[..n].windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+            let head = String::from_utf8_lossy(&buf[..n]);
+            let path = head.split_whitespace().nth(1).unwrap_or("");
+            let (status, body) = match path {
+                "/metrics" => ("200 OK", render(&hub, &live)),
+                "/live" => ("200 OK", "ok\n".to_string()),
+                _ => ("404 Not Found", "try /metrics\n".to_string()),
+            };
+            let response = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = conn.write_all(response.as_bytes()).await;
+        });
+    }
+}
+
+fn render(hub: &SessionHub, live: &LiveNodes) -> String {
+    let s = hub.stats();
+    let mut o = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, lines: &[(String, String)]| {
+        let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        for (labels, value) in lines {
+            let _ = writeln!(o, "{name}{labels} {value}");
+        }
+    };
+    let one = |v: String| vec![(String::new(), v)];
+    metric(
+        "vidflow_serve_sessions",
+        "gauge",
+        "Sessions holding a slot now.",
+        &one(s.active.to_string()),
+    );
+    metric(
+        "vidflow_serve_max_sessions",
+        "gauge",
+        "Sessions admitted at once (serve.max_sessions).",
+        &one(s.max_sessions.to_string()),
+    );
+    metric(
+        "vidflow_serve_sessions_admitted_total",
+        "counter",
+        "Sessions admitted.",
+        &one(s.admitted.to_string()),
+    );
+    metric(
+        "vidflow_serve_sessions_rejected_total",
+        "counter",
+        "Sessions refused with RESOURCE_EXHAUSTED.",
+        &one(s.rejected.to_string()),
+    );
+    metric(
+        "vidflow_serve_sessions_failed_total",
+        "counter",
+        "Sessions ended by a node error on their items.",
+        &one(s.failed.to_string()),
+    );
+    metric(
+        "vidflow_serve_frames_out_total",
+        "counter",
+        "Frames sent back to sessions.",
+        &one(s.items_out.to_string()),
+    );
+    metric(
+        "vidflow_serve_session_frames_out",
+        "gauge",
+        "Frames sent back, per live session.",
+        &s.items_out_per_session
+            .iter()
+            .map(|(id, n)| (format!("{{session=\"{}\"}}", id.0), n.to_string()))
+            .collect::<Vec<_>>(),
+    );
+    let nodes = live.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut hist = vec![];
+    for n in nodes.iter().filter(|n| n.batches > 0) {
+        let mut cumulative = 0;
+        for (i, count) in n.batch_sizes.iter().enumerate() {
+            cumulative += count;
+            let le = BATCH_BUCKETS
+                .get(i)
+                .map_or("+Inf".to_string(), |b| b.to_string());
+            hist.push((
+                format!("_bucket{{node=\"{}\",le=\"{le}\"}}", n.id),
+                cumulative.to_string(),
+            ));
+        }
+        hist.push((
+            format!("_sum{{node=\"{}\"}}", n.id),
+            n.batch_items.to_string(),
+        ));
+        hist.push((
+            format!("_count{{node=\"{}\"}}", n.id),
+            n.batches.to_string(),
+        ));
+    }
+    metric(
+        "vidflow_batch_size",
+        "histogram",
+        "Items per batch formed on a node's batched input.",
+        &hist,
+    );
+    let per_node = |f: fn(&vidflow_engine::exec::NodeReport) -> u64| {
+        nodes
+            .iter()
+            .map(|n| (format!("{{node=\"{}\"}}", n.id), f(n).to_string()))
+            .collect::<Vec<_>>()
+    };
+    metric(
+        "vidflow_batch_mixed_sessions_total",
+        "counter",
+        "Batches that held items of more than one session.",
+        &per_node(|n| n.mixed_batches),
+    );
+    metric(
+        "vidflow_node_items_in_total",
+        "counter",
+        "Items a node took in.",
+        &per_node(|n| n.items_in),
+    );
+    metric(
+        "vidflow_node_items_out_total",
+        "counter",
+        "Items a node emitted.",
+        &per_node(|n| n.items_out),
+    );
+    o
+}

@@ -1,0 +1,245 @@
+//! `vidflow serve GRAPH --listen ADDR`: runs a serve graph (one with `session-in` and
+//! `session-out` nodes) once, for as long as the server lives, and offers it over gRPC
+//! (`proto/vidflow/serve/v1/serve.proto`): every `Stream` call is a session whose frames enter
+//! the graph at `session-in` and come back from `session-out`, in order. The engine does the
+//! sessions (ids on every item, batches across sessions, per-session state, see
+//! `vidflow_engine::node::session`); this module is the network side, and the only async code
+//! besides the farm: [`grpc`] (the service, admission, decoding and encoding frames),
+//! [`metrics`] (Prometheus text at `/metrics`), and here the command itself (the graph on its
+//! own threads, the tokio runtime, health and reflection, shutdown).
+//!
+//! Who may connect: `--listen` defaults to loopback; any other address is refused unless
+//! `--insecure` says that plaintext without a token is intended (TLS and tokens are not in
+//! this version).
+
+pub mod grpc;
+pub mod metrics;
+
+/// The generated gRPC code.
+pub mod pb {
+    tonic::include_proto!("vidflow.serve.v1");
+    /// The `.proto`'s descriptors, for server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("serve_descriptor");
+}
+
+use anyhow::Context as _;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use vidflow_engine::exec::{self, NodeReport, ProgressSink, RunOptions, StopFlag};
+use vidflow_engine::session::SessionHub;
+use vidflow_engine::{Mode, Plan, Registry};
+
+/// The default `--listen` address.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:50051";
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// The serve graph (YAML), with `session-in` and `session-out` nodes.
+    pub file: String,
+    #[arg(long = "set", value_name = "NAME=VALUE", help = crate::SET_HELP)]
+    pub set: Vec<String>,
+    /// The gRPC address. Anything but a loopback address needs `--insecure`.
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_LISTEN)]
+    pub listen: String,
+    /// Serve Prometheus text at http://ADDR/metrics (off by default).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics: Option<String>,
+    /// Allow a non-loopback `--listen` (or `--metrics`) without TLS or a token: anyone who
+    /// can reach the port can use the server.
+    #[arg(long)]
+    pub insecure: bool,
+    /// Where neural nodes run (as for `run`).
+    #[arg(
+        long,
+        value_name = "DEVICE",
+        value_parser = clap::builder::TypedValueParser::map(
+            clap::builder::PossibleValuesParser::new(["auto", "gpu", "cpu"]),
+            |s| s.parse::<vidflow_nodes::gpu::device::DevicePreference>().expect("a listed device")
+        )
+    )]
+    pub device: Option<vidflow_nodes::gpu::device::DevicePreference>,
+}
+
+/// The latest counters of every node, kept for `/metrics`.
+#[derive(Clone, Default)]
+pub struct LiveNodes(pub Arc<Mutex<Vec<NodeReport>>>);
+
+impl ProgressSink for LiveNodes {
+    fn tick(&mut self, nodes: &[NodeReport], _elapsed: Duration) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = nodes.to_vec();
+    }
+    fn finish(&mut self, report: &exec::RunReport) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = report.nodes.clone();
+    }
+}
+
+/// Parses `--listen`/`--metrics` and refuses a non-loopback address without `--insecure`.
+fn address(flag: &str, value: &str, insecure: bool) -> anyhow::Result<SocketAddr> {
+    let addr: SocketAddr = value.parse().with_context(|| {
+        format!("`{flag} {value}`: expected IP:PORT, e.g. `{flag} {DEFAULT_LISTEN}`")
+    })?;
+    if !addr.ip().is_loopback() {
+        if !insecure {
+            anyhow::bail!(
+                "refusing `{flag} {value}`: it is not a loopback address, and this server has no TLS or token yet, so anyone who can reach it could use it; listen on 127.0.0.1 (and reach it through an SSH tunnel or a TLS proxy), or pass `--insecure` to serve plaintext anyway"
+            );
+        }
+        eprintln!(
+            "vidflow serve: warning: {flag} {value} is not loopback and `--insecure` is set: plaintext, no authentication"
+        );
+    }
+    Ok(addr)
+}
+
+pub fn run(args: ServeArgs, registry: &Registry) -> anyhow::Result<ExitCode> {
+    let listen = address("--listen", &args.listen, args.insecure)?;
+    let metrics_addr = args
+        .metrics
+        .as_deref()
+        .map(|m| address("--metrics", m, args.insecure))
+        .transpose()?;
+    let set = vidflow_engine::parse_overrides(&args.set).map_err(anyhow::Error::msg)?;
+    let graph = match vidflow_engine::load_and_check(&args.file, registry, &set, Mode::Run) {
+        Ok(g) => g,
+        Err(e) => {
+            eprint!("{}", e.render());
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let Some(serve) = graph.serve else {
+        anyhow::bail!(
+            "`{}` is not a serve graph: it has no `session-in` node; feed it from `session-in`, end it in `session-out` (see graphs/serve-upscale.yaml), or run it with `vidflow run`",
+            args.file
+        );
+    };
+    let shared = Arc::new(vidflow_engine::node::Shared::default());
+    if let Some(device) = args.device {
+        shared.insert(device);
+    }
+    let hub = shared
+        .get_or_try_init::<SessionHub, std::convert::Infallible>(|| {
+            Ok(SessionHub::new(serve.max_sessions))
+        })
+        .unwrap_or_else(|never| match never {});
+    // Bind before starting the graph, so a port in use is a clear error at once.
+    let grpc_listener = std::net::TcpListener::bind(listen)
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let metrics_listener = metrics_addr
+        .map(|a| std::net::TcpListener::bind(a).with_context(|| format!("cannot listen on {a}")))
+        .transpose()?;
+    for l in std::iter::once(&grpc_listener).chain(metrics_listener.as_ref()) {
+        l.set_nonblocking(true)?;
+    }
+
+    // The graph runs on its own threads for the server's whole life.
+    let live = LiveNodes::default();
+    let stop = StopFlag::new();
+    let plan = Plan::new(&graph);
+    let faults_hub = hub.clone();
+    let opts = RunOptions {
+        stop: stop.clone(),
+        progress: Box::new(live.clone()),
+        shared: shared.clone(),
+        session_faults: Some(Arc::new(move |s, message: &str| {
+            faults_hub.fail(s, message)
+        })),
+        ..Default::default()
+    };
+    let (ended_tx, ended_rx) = tokio::sync::oneshot::channel();
+    let graph_hub = hub.clone();
+    let runner = std::thread::Builder::new()
+        .name("serve-graph".into())
+        .spawn(move || {
+            let report = exec::run(&plan, opts);
+            let why = match &report.failure {
+                Some(f) => format!("the graph stopped: {f}"),
+                None => "the server is shutting down".into(),
+            };
+            graph_hub.abort_all(&why);
+            let _ = ended_tx.send(());
+            report
+        })?;
+
+    eprintln!(
+        "vidflow serve: {} on {} (max {} sessions, idle timeout {} s){}",
+        graph.name,
+        listen,
+        serve.max_sessions,
+        serve.idle_timeout_s,
+        metrics_addr.map_or(String::new(), |m| format!(
+            ", metrics on http://{m}/metrics"
+        ))
+    );
+    let service = grpc::Service::new(hub.clone(), graph.name.clone(), serve);
+    let shutdown_hub = hub.clone();
+    let metrics_hub = hub.clone();
+    let served = crate::farm::runtime()?.block_on(async move {
+        let (reporter, health) = tonic_health::server::health_reporter();
+        reporter
+            .set_serving::<pb::serve_server::ServeServer<grpc::Service>>()
+            .await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .context("server reflection")?;
+        if let Some(l) = metrics_listener {
+            let l = tokio::net::TcpListener::from_std(l)?;
+            tokio::spawn(metrics::serve(l, metrics_hub, live.clone()));
+        }
+        let incoming =
+            tokio_stream::wrappers::TcpListenerStream::new(tokio::net::TcpListener::from_std(
+                grpc_listener,
+            )?);
+        let shutdown = async move {
+            tokio::select! {
+                _ = signal() => eprintln!("vidflow serve: stopping: no new sessions; finishing the sessions in flight"),
+                _ = ended_rx => {}
+            }
+            reporter
+                .set_not_serving::<pb::serve_server::ServeServer<grpc::Service>>()
+                .await;
+            shutdown_hub.shutdown();
+        };
+        tonic::transport::Server::builder()
+            .add_service(health)
+            .add_service(reflection)
+            .add_service(pb::serve_server::ServeServer::new(service))
+            .serve_with_incoming_shutdown(incoming, shutdown)
+            .await
+            .context("the gRPC server failed")
+    });
+    hub.shutdown();
+    let report = runner
+        .join()
+        .map_err(|_| anyhow::anyhow!("the graph thread panicked"))?;
+    served?;
+    match report.failure {
+        Some(f) => {
+            eprintln!("vidflow serve: error: {f}");
+            Ok(ExitCode::from(2))
+        }
+        None => Ok(ExitCode::SUCCESS),
+    }
+}
+
+/// Ctrl-C or SIGTERM.
+async fn signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,411 @@
+//! `vidflow serve` over real gRPC on loopback, driven by a Rust tonic client generated from
+//! the repository's `.proto`: sessions interleaved each get exactly their own frames in order,
+//! batches hold items of several sessions (read from `/metrics`), admission refuses session
+//! N+1, a disconnect frees its slot at once, a malformed session fails alone, health and
+//! reflection answer, and a non-loopback address is refused.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Code;
+
+mod pb {
+    tonic::include_proto!("vidflow.serve.v1");
+}
+use pb::serve_client::ServeClient;
+use pb::{Encoding, StreamReply, StreamRequest, stream_reply, stream_request};
+
+/// A loopback port nobody listens on.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A serve graph: session-in → upscale (built-in weights, ×2, batched across sessions with a
+/// wait long enough that interleaved sessions share batches) → session-out.
+fn graph(dir: &Path, max_sessions: usize) -> String {
+    let path = dir.join("serve.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "name: serve-test\nserve: {{ max_sessions: {max_sessions}, idle_timeout_s: 30 }}\nnodes:\n  - id: in\n    kind: session-in\n  - id: sr\n    kind: upscale\n    params: {{ scale: 2 }}\n    batch: {{ max: 8, wait_ms: 150 }}\n    inputs: {{ frames: in.frames }}\n  - id: out\n    kind: session-out\n    inputs: {{ frames: sr.frames }}\n"
+        ),
+    )
+    .unwrap();
+    path.display().to_string()
+}
+
+/// A running `vidflow serve`, killed when dropped.
+struct Server {
+    child: Child,
+    port: u16,
+    metrics: u16,
+    log: std::path::PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    fn start(dir: &Path, max_sessions: usize) -> Server {
+        let (port, metrics) = (free_port(), free_port());
+        let log = dir.join("server.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_vidflow"))
+            .args([
+                "serve",
+                &graph(dir, max_sessions),
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--metrics",
+                &format!("127.0.0.1:{metrics}"),
+                "--device",
+                "cpu",
+            ])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start vidflow serve");
+        let mut s = Server {
+            child,
+            port,
+            metrics,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = s.child.try_wait() {
+                panic!("vidflow serve exited with {status}:\n{}", s.log());
+            }
+            assert!(Instant::now() < deadline, "no server:\n{}", s.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        s.wait_metrics(|_| true);
+        s
+    }
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+    fn get_metrics(&self) -> Option<String> {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.metrics)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).ok()?;
+        text.starts_with("HTTP/1.1 200")
+            .then(|| text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()))
+            .flatten()
+    }
+    /// Polls `/metrics` until `pred` holds (at most 20 s); the last text.
+    fn wait_metrics(&self, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(m) = self.get_metrics()
+                && pred(&m)
+            {
+                return m;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "metrics never matched: {:?}\n{}",
+                self.get_metrics(),
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// The value of a metric line (`name{labels} value`), exactly as written before the value.
+fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// A `w`×`h` raw RGB frame whose pixels encode `seed` (to tell sessions apart by value).
+fn raw(id: u64, w: u32, h: u32, seed: u8) -> StreamRequest {
+    let data = (0..w * h * 3)
+        .map(|i| seed.wrapping_add((i % 7) as u8))
+        .collect();
+    StreamRequest {
+        msg: Some(stream_request::Msg::Frame(pb::Frame {
+            frame_id: id,
+            timestamp: id as f64 / 25.0,
+            encoding: Encoding::RawRgb as i32,
+            width: w,
+            height: h,
+            data,
+        })),
+    }
+}
+
+fn config() -> StreamRequest {
+    StreamRequest {
+        msg: Some(stream_request::Msg::Config(pb::SessionConfig {
+            output_encoding: Encoding::RawRgb as i32,
+            fps: 25.0,
+            name: String::new(),
+        })),
+    }
+}
+
+/// One open session: its request sender and reply stream.
+struct Session {
+    tx: mpsc::Sender<StreamRequest>,
+    replies: tonic::Streaming<StreamReply>,
+    id: u64,
+}
+
+/// Opens a session and reads its `ready`; the gRPC status if it was refused.
+async fn open(url: &str) -> Result<Session, tonic::Status> {
+    let mut client = ServeClient::connect(url.to_string())
+        .await
+        .expect("connect");
+    let (tx, rx) = mpsc::channel(64);
+    tx.send(config()).await.unwrap();
+    let mut replies = client.stream(ReceiverStream::new(rx)).await?.into_inner();
+    match replies.message().await? {
+        Some(StreamReply {
+            msg: Some(stream_reply::Msg::Ready(r)),
+        }) => Ok(Session {
+            tx,
+            replies,
+            id: r.session_id,
+        }),
+        other => panic!("expected `ready`, got {other:?}"),
+    }
+}
+
+impl Session {
+    /// The session with its request side closed (the client sent its last frame).
+    fn closed(self) -> Session {
+        Session {
+            tx: mpsc::channel(1).0,
+            replies: self.replies,
+            id: self.id,
+        }
+    }
+}
+
+/// Every frame of a session until its end (the stream's status on error).
+async fn frames(s: &mut Session) -> Result<Vec<pb::Frame>, tonic::Status> {
+    let mut out = vec![];
+    while let Some(r) = s.replies.message().await? {
+        if let Some(stream_reply::Msg::Frame(f)) = r.msg {
+            out.push(f);
+        }
+    }
+    Ok(out)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn tmp(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("vidflow-serve-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn interleaved_sessions_each_get_their_own_frames_in_order_from_shared_batches() {
+    let dir = tmp("interleaved");
+    let server = Server::start(&dir, 4);
+    let rt = runtime();
+    let (a, b) = rt.block_on(async {
+        let a = open(&server.url()).await.expect("session a");
+        let b = open(&server.url()).await.expect("session b");
+        assert_ne!(a.id, b.id);
+        // Interleaved: a's frames are 8x6 of seed 10, b's 6x4 of seed 200.
+        for i in 0..6u64 {
+            a.tx.send(raw(i, 8, 6, 10)).await.unwrap();
+            b.tx.send(raw(100 + i, 6, 4, 200)).await.unwrap();
+        }
+        // Closing the request side ends each session after its results.
+        let (mut a, mut b) = (a.closed(), b.closed());
+        let (ra, rb) = tokio::join!(frames(&mut a), frames(&mut b));
+        (ra.expect("a ends ok"), rb.expect("b ends ok"))
+    });
+    let ids = |f: &[pb::Frame]| f.iter().map(|f| f.frame_id).collect::<Vec<_>>();
+    assert_eq!(ids(&a), (0..6).collect::<Vec<_>>(), "{}", server.log());
+    assert_eq!(ids(&b), (100..106).collect::<Vec<_>>());
+    for f in &a {
+        assert_eq!((f.width, f.height, f.data.len()), (16, 12, 16 * 12 * 3));
+        assert!((f.timestamp - f.frame_id as f64 / 25.0).abs() < 1e-9);
+    }
+    for f in &b {
+        assert_eq!((f.width, f.height), (12, 8));
+    }
+    // Batches held items of both sessions.
+    let m = server.wait_metrics(|m| {
+        // Node counters are a progress tick behind the hub's.
+        metric(m, "vidflow_serve_frames_out_total") == Some(12.0)
+            && metric(m, "vidflow_batch_size_sum{node=\"sr\"}") == Some(12.0)
+    });
+    let mixed = metric(&m, "vidflow_batch_mixed_sessions_total{node=\"sr\"}").unwrap_or(0.0);
+    let batches = metric(&m, "vidflow_batch_size_count{node=\"sr\"}").unwrap();
+    let items = metric(&m, "vidflow_batch_size_sum{node=\"sr\"}").unwrap();
+    assert!(mixed >= 1.0, "no batch mixed sessions:\n{m}");
+    assert_eq!(items, 12.0, "{m}");
+    assert!(batches < 12.0, "no batching at all:\n{m}");
+    assert_eq!(metric(&m, "vidflow_serve_sessions"), Some(0.0), "{m}");
+}
+
+#[test]
+fn admission_refuses_one_too_many_and_a_disconnect_frees_the_slot_at_once() {
+    let dir = tmp("admission");
+    let server = Server::start(&dir, 2);
+    let rt = runtime();
+    rt.block_on(async {
+        let a = open(&server.url()).await.expect("first session");
+        let b = open(&server.url()).await.expect("second session");
+        let refused = open(&server.url()).await.err().expect("third is refused");
+        assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+        assert!(refused.message().contains("maximum of 2"), "{refused:?}");
+        // The second client goes away without closing its stream.
+        drop(b);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let c = loop {
+            match open(&server.url()).await {
+                Ok(c) => break c,
+                Err(s) if s.code() == Code::ResourceExhausted && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                Err(s) => panic!("the slot was not freed: {s:?}"),
+            }
+        };
+        // The first session still works.
+        let mut a = a;
+        a.tx.send(raw(1, 4, 4, 1)).await.unwrap();
+        let reply = a.replies.message().await.unwrap().unwrap();
+        assert!(matches!(reply.msg, Some(stream_reply::Msg::Frame(ref f)) if f.frame_id == 1));
+        drop(c);
+    });
+    let m =
+        server.wait_metrics(|m| metric(m, "vidflow_serve_sessions_rejected_total") >= Some(1.0));
+    assert!(
+        metric(&m, "vidflow_serve_sessions_admitted_total") >= Some(3.0),
+        "{m}"
+    );
+}
+
+#[test]
+fn a_malformed_session_fails_alone_while_another_goes_on() {
+    let dir = tmp("malformed");
+    let server = Server::start(&dir, 4);
+    let rt = runtime();
+    rt.block_on(async {
+        let good = open(&server.url()).await.unwrap();
+        let mut bad = open(&server.url()).await.unwrap();
+        good.tx.send(raw(0, 4, 4, 5)).await.unwrap();
+        // 4x4 RGB is 48 bytes: 47 is malformed.
+        let mut broken = raw(0, 4, 4, 9);
+        if let Some(stream_request::Msg::Frame(f)) = &mut broken.msg {
+            f.data.pop();
+        }
+        bad.tx.send(broken).await.unwrap();
+        let status = frames(&mut bad).await.expect_err("the bad session fails");
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(status.message().contains("48 bytes, got 47"), "{status:?}");
+        // A broken image too.
+        let mut bad2 = open(&server.url()).await.unwrap();
+        bad2.tx
+            .send(StreamRequest {
+                msg: Some(stream_request::Msg::Frame(pb::Frame {
+                    frame_id: 3,
+                    encoding: Encoding::Png as i32,
+                    data: b"not a png".to_vec(),
+                    ..Default::default()
+                })),
+            })
+            .await
+            .unwrap();
+        let status = frames(&mut bad2).await.expect_err("the broken image fails");
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(status.message().contains("frame 3"), "{status:?}");
+        // The good session goes on.
+        for i in 1..4 {
+            good.tx.send(raw(i, 4, 4, 5)).await.unwrap();
+        }
+        let got = frames(&mut good.closed())
+            .await
+            .expect("the good session ends ok");
+        assert_eq!(
+            got.iter().map(|f| f.frame_id).collect::<Vec<_>>(),
+            [0, 1, 2, 3]
+        );
+    });
+}
+
+#[test]
+fn health_and_reflection_answer() {
+    let dir = tmp("health");
+    let server = Server::start(&dir, 2);
+    let rt = runtime();
+    rt.block_on(async {
+        let channel = tonic::transport::Channel::from_shared(server.url())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+        let r = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: "vidflow.serve.v1.Serve".into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            r.status,
+            tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        );
+    });
+    // A non-loopback address without `--insecure` is refused with the reason.
+    let out = Command::new(env!("CARGO_BIN_EXE_vidflow"))
+        .args(["serve", &graph(&dir, 2), "--listen", "0.0.0.0:1"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("not a loopback address") && err.contains("--insecure"),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_refuses_a_serve_graph_whose_sessions_could_mix() {
+    let dir = tmp("mix");
+    let path = dir.join("mix.yaml");
+    std::fs::write(
+        &path,
+        "name: mix\nnodes:\n  - id: in\n    kind: session-in\n  - id: mid\n    kind: interpolate\n    inputs: { frames: in.frames }\n  - id: out\n    kind: session-out\n    inputs: { frames: mid.frames }\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vidflow"))
+        .args(["check", &path.display().to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("error[session-state]: node `mid`"), "{err}");
+    assert!(err.contains("mix.yaml:6:11"), "{err}");
+}
