@@ -28,6 +28,6 @@ for batch in (1, 8):
         calls += 1
     el = time.perf_counter() - t
     fps = n / el
-    print(f"facenet-pytorch MTCNN {w}x{h} batch {batch}: {fps:.1} frames/s, {1000 * el / n:.1} ms per frame "
+    print(f"facenet-pytorch MTCNN {w}x{h} batch {batch}: {fps:.1f} frames/s, {1000 * el / n:.1f} ms per frame "
           f"(torch {torch.__version__} CPU, {a.threads} threads)")
     print("BENCH " + json.dumps({"engine": "facenet-pytorch", "batch": batch, "fps": fps, "threads": a.threads}))

@@ -26,18 +26,28 @@
 //! clipping), so boxes agree to rounding. The networks' dense layers read features in the
 //! reference's `permute(0, 3, 2, 1)` order (width, height, channel).
 //!
+//! On the CPU in f32 the 3x3 convolutions run on vidflow's Winograd kernel
+//! ([`vidflow_kernels::Conv3x3`], PReLU fused) instead of Burn's: 1.3 to 1.7 times
+//! facenet-pytorch's speed instead of 0.9 (`scripts/bench-face-detect.sh`). The kernel only
+//! pads, and an unpadded convolution's output is the padded one's interior, so the layers
+//! after read the interior; R-Net's and O-Net's crops are convolved side by side as one wide
+//! image ([`conv_pool_cpu`]). Elsewhere (wgpu) the networks run on Burn's layers.
+//!
 //! # Shapes
 //! P-Net `[N, 3, H, W]` → regression `[N, 4, H', W']`, probabilities `[N, 2, H', W']`
 //! (H' = ⌈(H − 2) / 2⌉ − 4); R-Net `[N, 3, 24, 24]` → `[N, 4]`, `[N, 2]`; O-Net
 //! `[N, 3, 48, 48]` → `[N, 4]`, landmarks `[N, 10]` (five x, then five y, relative to the
 //! box), `[N, 2]`.
 
-use crate::models::{PRelu, cpu_floats as floats, upload};
+use crate::models::{PRelu, cpu_floats as floats, cpu_kernel, upload};
 use crate::weights::{Checkpoint, RawTensor};
 use burn::tensor::activation::{prelu, softmax};
 use burn::tensor::module::{conv2d, max_pool2d};
 use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
 use burn::tensor::{DType, Device, Tensor, TensorData};
+use rayon::prelude::*;
+use std::sync::Arc;
+use vidflow_kernels::{Activation, Conv3x3};
 
 /// The cascade's settings (facenet-pytorch's `MTCNN(min_face_size, thresholds, factor)`).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -184,6 +194,12 @@ impl Loader<'_> {
             bias: upload(b, self.device, DType::F32),
         })
     }
+    /// A 3x3 convolution as the CPU Winograd kernel, when the networks run on the CPU in f32.
+    fn cpu_conv3(&self, name: &str) -> Option<Arc<Conv3x3>> {
+        let w = &self.ck.tensors[&format!("{name}.weight")];
+        let b = &self.ck.tensors[&format!("{name}.bias")];
+        cpu_kernel(&w.data, &b.data, &w.shape, self.device, DType::F32)
+    }
     fn prelu(&self, name: &str, c: usize) -> Result<PRelu, String> {
         let t = self.get(&format!("{name}.weight"), &[c])?;
         Ok(PRelu {
@@ -206,6 +222,16 @@ pub struct PNet {
     prelu3: PRelu,
     conv4_1: Conv,
     conv4_2: Conv,
+    cpu: Option<PNetCpu>,
+}
+
+/// P-Net's layers for the CPU path ([`PNet::forward_cpu`]).
+#[derive(Clone, Debug)]
+struct PNetCpu {
+    conv: [Arc<Conv3x3>; 3],
+    /// `conv4_1` (2 rows) then `conv4_2` (4 rows), `[6, 32]`, and their biases.
+    heads: Vec<f32>,
+    head_bias: Vec<f32>,
 }
 
 impl PNet {
@@ -215,7 +241,7 @@ impl PNet {
             net: "P-Net",
             device,
         };
-        Ok(PNet {
+        let mut net = PNet {
             conv1: l.conv("conv1", 10, 3, 3)?,
             prelu1: l.prelu("prelu1", 10)?,
             conv2: l.conv("conv2", 16, 10, 3)?,
@@ -224,7 +250,88 @@ impl PNet {
             prelu3: l.prelu("prelu3", 32)?,
             conv4_1: l.conv("conv4_1", 2, 32, 1)?,
             conv4_2: l.conv("conv4_2", 4, 32, 1)?,
-        })
+            cpu: None,
+        };
+        // Every shape is checked above.
+        net.cpu = (|| {
+            let conv = [
+                l.cpu_conv3("conv1")?,
+                l.cpu_conv3("conv2")?,
+                l.cpu_conv3("conv3")?,
+            ];
+            let raw = |k: &str| ck.tensors[k].data.as_slice();
+            Some(PNetCpu {
+                conv,
+                heads: [raw("conv4_1.weight"), raw("conv4_2.weight")].concat(),
+                head_bias: [raw("conv4_1.bias"), raw("conv4_2.bias")].concat(),
+            })
+        })();
+        Ok(net)
+    }
+
+    /// [`forward`](Self::forward) on the CPU kernels, when the network runs on the CPU in
+    /// f32 (`None` otherwise), on host floats: faster than Burn's convolutions there,
+    /// because the three 3x3 layers run as Winograd with PReLU fused and nothing else
+    /// makes a pass over the feature maps.
+    ///
+    /// Each unpadded convolution is computed padded (the kernel's only mode) and the valid
+    /// part kept: an unpadded output is the interior of the padded one, one pixel in from
+    /// each side. The max pool reads conv1's interior directly; conv2 and conv3 run back to
+    /// back padded, since conv3's outputs two pixels in from the border read only conv2's
+    /// interior, and the heads read conv3's outputs two pixels in.
+    ///
+    /// # Shapes
+    /// `x`: `[n, 3, h, w]` → (regression `[n, 4, h', w']`, probabilities `[n, 2, h', w']`,
+    /// h', w'), h, w ≥ 12
+    pub fn forward_cpu(
+        &self,
+        x: &[f32],
+        n: usize,
+        h: usize,
+        w: usize,
+    ) -> Option<(Vec<f32>, Vec<f32>, usize, usize)> {
+        let cpu = self.cpu.as_ref()?;
+        fn act(p: &PRelu) -> Activation<'_> {
+            Activation::PRelu(&p.slopes)
+        }
+        let y1 = cpu.conv[0].forward(x, n, h, w, act(&self.prelu1));
+        let (ph, pw) = ((h - 2).div_ceil(2), (w - 2).div_ceil(2));
+        let pooled = pool2_interior(&y1, n * 10, [h, w], [ph, pw]);
+        let y2 = cpu.conv[1].forward(&pooled, n, ph, pw, act(&self.prelu2));
+        let y3 = cpu.conv[2].forward(&y2, n, ph, pw, act(&self.prelu3));
+        let (oh, ow) = (ph - 4, pw - 4);
+        let plane = oh * ow;
+        let mut reg = vec![0f32; n * 4 * plane];
+        let mut prob = vec![0f32; n * 2 * plane];
+        let mut acc = vec![0f32; 6 * plane];
+        for b in 0..n {
+            let src = &y3[b * 32 * ph * pw..][..32 * ph * pw];
+            // The six 1x1 outputs, a row of one channel at a time (vectorised axpy).
+            for (k, a) in acc.chunks_exact_mut(plane).enumerate() {
+                a.fill(cpu.head_bias[k]);
+                for (c, ch) in src.chunks_exact(ph * pw).enumerate() {
+                    let wk = cpu.heads[k * 32 + c];
+                    for (y, out) in a.chunks_exact_mut(ow).enumerate() {
+                        let row = &ch[(y + 2) * pw + 2..][..ow];
+                        for (o, v) in out.iter_mut().zip(row) {
+                            *o += wk * v;
+                        }
+                    }
+                }
+            }
+            let (logits, regs) = acc.split_at(2 * plane);
+            let p = &mut prob[b * 2 * plane..][..2 * plane];
+            let (p0, p1) = p.split_at_mut(plane);
+            for i in 0..plane {
+                let (a0, a1) = (logits[i], logits[plane + i]);
+                let m = a0.max(a1);
+                let (e0, e1) = ((a0 - m).exp(), (a1 - m).exp());
+                p0[i] = e0 / (e0 + e1);
+                p1[i] = e1 / (e0 + e1);
+            }
+            reg[b * 4 * plane..][..4 * plane].copy_from_slice(regs);
+        }
+        Some((reg, prob, oh, ow))
     }
 
     /// # Shapes
@@ -252,6 +359,8 @@ pub struct RNet {
     prelu4: PRelu,
     dense5_1: Dense,
     dense5_2: Dense,
+    /// conv1 and conv2 as CPU kernels, when the network runs on the CPU in f32.
+    cpu: Option<[Arc<Conv3x3>; 2]>,
 }
 
 impl RNet {
@@ -261,7 +370,7 @@ impl RNet {
             net: "R-Net",
             device,
         };
-        Ok(RNet {
+        let mut net = RNet {
             conv1: l.conv("conv1", 28, 3, 3)?,
             prelu1: l.prelu("prelu1", 28)?,
             conv2: l.conv("conv2", 48, 28, 3)?,
@@ -272,7 +381,10 @@ impl RNet {
             prelu4: l.prelu("prelu4", 128)?,
             dense5_1: l.dense("dense5_1", 2, 128)?,
             dense5_2: l.dense("dense5_2", 4, 128)?,
-        })
+            cpu: None,
+        };
+        net.cpu = (|| Some([l.cpu_conv3("conv1")?, l.cpu_conv3("conv2")?]))();
+        Ok(net)
     }
 
     /// # Shapes
@@ -281,7 +393,30 @@ impl RNet {
         let x = prelu(self.conv1.forward(x), self.prelu1.alpha.clone());
         let x = pool(x, 3, 2);
         let x = prelu(self.conv2.forward(x), self.prelu2.alpha.clone());
-        let x = pool(x, 3, 2);
+        self.tail(pool(x, 3, 2))
+    }
+
+    /// [`forward`](Self::forward) on host crops, its 3x3 layers on the CPU kernels when the
+    /// network runs on the CPU in f32 (see [`conv_pool_cpu`]).
+    ///
+    /// # Shapes
+    /// `crops`: `[n, 3, 24, 24]` → (regression `[n, 4]`, probabilities `[n, 2]`)
+    fn forward_host(&self, crops: &[f32], n: usize, device: &Device) -> (Vec<f32>, Vec<f32>) {
+        let x = match &self.cpu {
+            Some([c1, c2]) => {
+                let stages = [(&**c1, &self.prelu1, 3), (&**c2, &self.prelu2, 3)];
+                let (x, c, o) = conv_pool_cpu(crops, n, 24, &stages);
+                host_tensor(x, [n, c, o, o], device)
+            }
+            None => {
+                return floats2(self.forward(host_tensor(crops.to_vec(), [n, 3, 24, 24], device)));
+            }
+        };
+        floats2(self.tail(x))
+    }
+
+    /// conv3 onwards.
+    fn tail(&self, x: Tensor<4>) -> (Tensor<2>, Tensor<2>) {
         let x = prelu(self.conv3.forward(x), self.prelu3.alpha.clone());
         let x = prelu(
             self.dense4.forward(flatten_whc(x)),
@@ -308,6 +443,8 @@ pub struct ONet {
     dense6_1: Dense,
     dense6_2: Dense,
     dense6_3: Dense,
+    /// conv1 to conv3 as CPU kernels, when the network runs on the CPU in f32.
+    cpu: Option<[Arc<Conv3x3>; 3]>,
 }
 
 impl ONet {
@@ -317,7 +454,7 @@ impl ONet {
             net: "O-Net",
             device,
         };
-        Ok(ONet {
+        let mut net = ONet {
             conv1: l.conv("conv1", 32, 3, 3)?,
             prelu1: l.prelu("prelu1", 32)?,
             conv2: l.conv("conv2", 64, 32, 3)?,
@@ -331,7 +468,16 @@ impl ONet {
             dense6_1: l.dense("dense6_1", 2, 256)?,
             dense6_2: l.dense("dense6_2", 4, 256)?,
             dense6_3: l.dense("dense6_3", 10, 256)?,
-        })
+            cpu: None,
+        };
+        net.cpu = (|| {
+            Some([
+                l.cpu_conv3("conv1")?,
+                l.cpu_conv3("conv2")?,
+                l.cpu_conv3("conv3")?,
+            ])
+        })();
+        Ok(net)
     }
 
     /// # Shapes
@@ -342,7 +488,38 @@ impl ONet {
         let x = prelu(self.conv2.forward(x), self.prelu2.alpha.clone());
         let x = pool(x, 3, 2);
         let x = prelu(self.conv3.forward(x), self.prelu3.alpha.clone());
-        let x = pool(x, 2, 2);
+        self.tail(pool(x, 2, 2))
+    }
+
+    /// [`forward`](Self::forward) on host crops, its 3x3 layers on the CPU kernels when the
+    /// network runs on the CPU in f32 (see [`conv_pool_cpu`]).
+    ///
+    /// # Shapes
+    /// `crops`: `[n, 3, 48, 48]` → (regression `[n, 4]`, landmarks `[n, 10]`, probabilities
+    /// `[n, 2]`)
+    fn forward_host(
+        &self,
+        crops: &[f32],
+        n: usize,
+        device: &Device,
+    ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+        let (reg, marks, prob) = match &self.cpu {
+            Some([c1, c2, c3]) => {
+                let stages = [
+                    (&**c1, &self.prelu1, 3),
+                    (&**c2, &self.prelu2, 3),
+                    (&**c3, &self.prelu3, 2),
+                ];
+                let (x, c, o) = conv_pool_cpu(crops, n, 48, &stages);
+                self.tail(host_tensor(x, [n, c, o, o], device))
+            }
+            None => self.forward(host_tensor(crops.to_vec(), [n, 3, 48, 48], device)),
+        };
+        (floats(reg), floats(marks), floats(prob))
+    }
+
+    /// conv4 onwards.
+    fn tail(&self, x: Tensor<4>) -> (Tensor<2>, Tensor<2>, Tensor<2>) {
         let x = prelu(self.conv4.forward(x), self.prelu4.alpha.clone());
         let x = prelu(
             self.dense5.forward(flatten_whc(x)),
@@ -429,8 +606,7 @@ impl Detector {
             .zip(owners.chunks(MAX_CROPS))
         {
             let n = own.len();
-            let (reg, prob) = self.rnet.forward(self.tensor(chunk, [n, 3, 24, 24]));
-            let (reg, prob) = (floats(reg), floats(prob));
+            let (reg, prob) = self.rnet.forward_host(chunk, n, &self.device);
             for (j, &(img, c)) in own.iter().enumerate() {
                 let score = prob[j * 2 + 1];
                 if score > p.thresholds[1] {
@@ -465,8 +641,7 @@ impl Detector {
             .zip(owners.chunks(MAX_CROPS))
         {
             let n = own.len();
-            let (reg, marks, prob) = self.onet.forward(self.tensor(chunk, [n, 3, 48, 48]));
-            let (reg, marks, prob) = (floats(reg), floats(marks), floats(prob));
+            let (reg, marks, prob) = self.onet.forward_host(chunk, n, &self.device);
             for (j, &(img, c)) in own.iter().enumerate() {
                 let score = prob[j * 2 + 1];
                 if score <= p.thresholds[2] {
@@ -513,15 +688,20 @@ impl Detector {
                 (h as f64 * scale + 1.0) as usize,
                 (w as f64 * scale + 1.0) as usize,
             );
-            let mut data = Vec::with_capacity(images.len() * 3 * sh * sw);
-            for img in images {
-                area_resize(img, [0, 0, w, h], sh, sw, &mut data);
+            let mut data = vec![0f32; images.len() * 3 * sh * sw];
+            for (img, out) in images.iter().zip(data.chunks_exact_mut(3 * sh * sw)) {
+                area_resize(img, [0, 0, w, h], sh, sw, out);
             }
-            let (reg, prob) = self
-                .pnet
-                .forward(self.tensor(&data, [images.len(), 3, sh, sw]));
-            let [_, _, oh, ow] = prob.dims();
-            let (reg, prob) = (floats(reg), floats(prob));
+            let (reg, prob, oh, ow) = match self.pnet.forward_cpu(&data, images.len(), sh, sw) {
+                Some(out) => out,
+                None => {
+                    let (reg, prob) = self
+                        .pnet
+                        .forward(self.tensor(&data, [images.len(), 3, sh, sw]));
+                    let [_, _, oh, ow] = prob.dims();
+                    (floats(reg), floats(prob), oh, ow)
+                }
+            };
             let plane = oh * ow;
             for (n, out) in per_image.iter_mut().enumerate() {
                 let probs = &prob[(n * 2 + 1) * plane..(n * 2 + 2) * plane];
@@ -564,6 +744,108 @@ impl Detector {
 
 /// The pyramid's scales: `12 / min_face · factor^k` while `min(w, h)` at that scale is at
 /// least 12 pixels (computed in f64 like the reference's Python floats).
+/// The 3x3 convolutions of R-Net or O-Net, each followed by its PReLU and
+/// `nn.MaxPool2d(k, 2, ceil_mode=True)`, on the CPU kernels.
+///
+/// The kernel only pads, and an unpadded output is the padded one less its border; one crop
+/// of 24x24 or 48x48 gives it too little to do per call (a block is one tile row). So the
+/// crops are laid side by side in one wide image (a *mosaic*, `[c, size, n · size]`) and
+/// convolved together: each crop's interior reads only its own pixels, and the pool after
+/// reads only the interior. Between stages the pooled crops form the next mosaic.
+///
+/// # Shapes
+/// `crops`: `[n, 3, size, size]` → (`[n, c, o, o]`, c, o) after the last stage
+fn conv_pool_cpu(
+    crops: &[f32],
+    n: usize,
+    size: usize,
+    stages: &[(&Conv3x3, &PRelu, usize)],
+) -> (Vec<f32>, usize, usize) {
+    // NCHW crops → mosaic: row y of channel c is row y of every crop, one after another.
+    let mut x = vec![0f32; crops.len()];
+    let plane = size * size;
+    for (j, crop) in crops.chunks_exact(3 * plane).enumerate() {
+        for (c, ch) in crop.chunks_exact(plane).enumerate() {
+            for (y, row) in ch.chunks_exact(size).enumerate() {
+                x[(c * size + y) * n * size + j * size..][..size].copy_from_slice(row);
+            }
+        }
+    }
+    let (mut size, mut c) = (size, 3);
+    for &(conv, prelu, k) in stages {
+        let y = conv.forward(&x, 1, size, n * size, Activation::PRelu(&prelu.slopes));
+        c = conv.out_channels();
+        // The valid part is rows and columns 1 ..= size − 2 of each crop.
+        let valid = size - 2;
+        let o = (valid - k).div_ceil(2) + 1;
+        x = vec![0f32; c * o * n * o];
+        let span = |i: usize| (1 + 2 * i)..(1 + 2 * i + k).min(1 + valid);
+        let planes = x
+            .par_chunks_mut(o * n * o)
+            .zip(y.par_chunks(size * n * size));
+        planes.for_each(|(dst, src)| {
+            for (oy, out) in dst.chunks_exact_mut(n * o).enumerate() {
+                for (j, cell) in out.chunks_exact_mut(o).enumerate() {
+                    for (ox, v) in cell.iter_mut().enumerate() {
+                        let mut m = f32::NEG_INFINITY;
+                        for r in span(oy) {
+                            let row = &src[r * n * size + j * size..][..size];
+                            for &p in &row[span(ox)] {
+                                m = m.max(p);
+                            }
+                        }
+                        *v = m;
+                    }
+                }
+            }
+        });
+        size = o;
+    }
+    // Mosaic → NCHW.
+    let mut out = vec![0f32; x.len()];
+    let plane = size * size;
+    for ch in 0..c {
+        for y in 0..size {
+            let row = &x[(ch * size + y) * n * size..][..n * size];
+            for (j, cell) in row.chunks_exact(size).enumerate() {
+                out[(j * c + ch) * plane + y * size..][..size].copy_from_slice(cell);
+            }
+        }
+    }
+    (out, c, size)
+}
+
+fn host_tensor(v: Vec<f32>, shape: [usize; 4], device: &Device) -> Tensor<4> {
+    Tensor::from_data(TensorData::new(v, shape), (device, DType::F32))
+}
+
+fn floats2((a, b): (Tensor<2>, Tensor<2>)) -> (Vec<f32>, Vec<f32>) {
+    (floats(a), floats(b))
+}
+
+/// `nn.MaxPool2d(2, 2, ceil_mode=True)` of the interior of each `[h, w]` plane (rows and
+/// columns 1 ..= h − 2, w − 2: an unpadded 3x3 convolution's output inside its padded one),
+/// into `[ph, pw]` planes.
+fn pool2_interior(y: &[f32], planes: usize, [h, w]: [usize; 2], [ph, pw]: [usize; 2]) -> Vec<f32> {
+    let mut out = vec![0f32; planes * ph * pw];
+    let cols: Vec<(usize, usize)> = (0..pw)
+        .map(|px| (1 + 2 * px, (2 + 2 * px).min(w - 2)))
+        .collect();
+    let planes = y
+        .par_chunks_exact(h * w)
+        .zip(out.par_chunks_exact_mut(ph * pw));
+    planes.for_each(|(src, dst)| {
+        for (py, row) in dst.chunks_exact_mut(pw).enumerate() {
+            let r0 = &src[(1 + 2 * py) * w..][..w];
+            let r1 = &src[(2 + 2 * py).min(h - 2) * w..][..w];
+            for (o, &(c0, c1)) in row.iter_mut().zip(&cols) {
+                *o = r0[c0].max(r0[c1]).max(r1[c0]).max(r1[c1]);
+            }
+        }
+    });
+    out
+}
+
 pub fn pyramid(w: usize, h: usize, p: &DetectParams) -> Vec<f64> {
     let m = 12.0 / p.min_face;
     let mut minl = w.min(h) as f64 * m;
@@ -654,50 +936,65 @@ fn crops_of(
     cands: &[Vec<Cand>],
     size: usize,
 ) -> (Vec<f32>, Vec<(usize, usize)>) {
-    let mut data = vec![];
+    let mut regions = vec![];
     let mut owners = vec![];
     for (i, (img, cs)) in images.iter().zip(cands).enumerate() {
         for (c, cand) in cs.iter().enumerate() {
             let Some([y0, y1, x0, x1]) = crop_region(cand.b, img.width, img.height) else {
                 continue;
             };
-            area_resize(img, [x0, y0, x1 - x0, y1 - y0], size, size, &mut data);
+            regions.push((i, [x0, y0, x1 - x0, y1 - y0]));
             owners.push((i, c));
         }
     }
+    let mut data = vec![0f32; regions.len() * 3 * size * size];
+    data.par_chunks_mut(3 * size * size)
+        .zip(&regions)
+        .for_each(|(out, &(i, region))| area_resize(&images[i], region, size, size, out));
     (data, owners)
 }
 
 /// `F.interpolate(x, (oh, ow), mode='area')` (adaptive average pooling: output cell `o`
 /// averages input `⌊o·n/out⌋ .. ⌈(o+1)·n/out⌉`) of the region `[x0, y0, w, h]` of an image,
-/// normalised `(v − 127.5) · 0.0078125`, appended as planar RGB. The sums are of integers,
-/// so exact; the two divisions are the reference's `sum / kh / kw` in f32.
-fn area_resize(img: &Rgb<'_>, region: [usize; 4], oh: usize, ow: usize, out: &mut Vec<f32>) {
+/// normalised `(v − 127.5) · 0.0078125`, into `out` as planar RGB (`3 · oh · ow` floats).
+/// The sums are of integers, so exact in any order (here the rows of a cell first, then its
+/// columns, rows of output in parallel); the two divisions are the reference's
+/// `sum / kh / kw` in f32.
+fn area_resize(img: &Rgb<'_>, region: [usize; 4], oh: usize, ow: usize, out: &mut [f32]) {
     let [x0, y0, w, h] = region;
     let span = |o: usize, n: usize, out: usize| (o * n / out, ((o + 1) * n).div_ceil(out));
     let cols: Vec<(usize, usize)> = (0..ow).map(|o| span(o, w, ow)).collect();
-    let base = out.len();
-    out.resize(base + 3 * oh * ow, 0.0);
     let stride = img.width * 3;
-    for oy in 0..oh {
-        let (ya, yb) = span(oy, h, oh);
-        for (ox, &(xa, xb)) in cols.iter().enumerate() {
-            let mut sum = [0u32; 3];
+    let (r, rest) = out.split_at_mut(oh * ow);
+    let (g, b) = rest.split_at_mut(oh * ow);
+    r.par_chunks_mut(ow)
+        .zip(g.par_chunks_mut(ow))
+        .zip(b.par_chunks_mut(ow))
+        .enumerate()
+        .with_min_len(8)
+        .for_each_init(Vec::new, |sums: &mut Vec<u32>, (oy, ((r, g), b))| {
+            let (ya, yb) = span(oy, h, oh);
+            sums.clear();
+            sums.resize(3 * w, 0);
             for y in y0 + ya..y0 + yb {
-                let row = &img.data[y * stride..];
-                for x in x0 + xa..x0 + xb {
-                    for (c, s) in sum.iter_mut().enumerate() {
-                        *s += row[x * 3 + c] as u32;
-                    }
+                let row = &img.data[y * stride + x0 * 3..][..3 * w];
+                for (s, &p) in sums.iter_mut().zip(row) {
+                    *s += p as u32;
                 }
             }
-            let (kh, kw) = ((yb - ya) as f32, (xb - xa) as f32);
-            for (c, s) in sum.iter().enumerate() {
-                let v = *s as f32 / kh / kw;
-                out[base + (c * oh + oy) * ow + ox] = (v - 127.5) * 0.0078125;
+            let kh = (yb - ya) as f32;
+            for (ox, &(xa, xb)) in cols.iter().enumerate() {
+                let mut sum = [0u32; 3];
+                for px in sums[xa * 3..xb * 3].chunks_exact(3) {
+                    for (s, &p) in sum.iter_mut().zip(px) {
+                        *s += p;
+                    }
+                }
+                let kw = (xb - xa) as f32;
+                let v = |s: u32| (s as f32 / kh / kw - 127.5) * 0.0078125;
+                (r[ox], g[ox], b[ox]) = (v(sum[0]), v(sum[1]), v(sum[2]));
             }
-        }
-    }
+        });
 }
 
 /// torchvision's `nms`: indices kept, highest score first (a stable sort, so ties keep
@@ -776,11 +1073,57 @@ mod tests {
             width: 3,
             height: 1,
         };
-        let mut out = vec![];
+        let mut out = vec![0.0; 6];
         area_resize(&img, [0, 0, 3, 1], 1, 2, &mut out);
         let want = [15.0f32, 60.0].map(|v| (v - 127.5) * 0.0078125);
         assert_eq!(out[..2], want);
         assert_eq!(out[2..4], want);
+    }
+
+    /// The CPU path (Winograd kernels on mosaics, hand-written pools and heads) computes what
+    /// Burn's layers compute, at sizes with odd and even sides and partial pool windows.
+    #[test]
+    fn cpu_kernels_agree_with_burns_layers() {
+        let device = Device::flex();
+        let det = crate::kinds::face_detect::builtin_detector(&device).expect("weights");
+        let mut state = 12345u32;
+        let mut noise = |len: usize| -> Vec<f32> {
+            (0..len)
+                .map(|_| {
+                    state = state.wrapping_mul(1664525).wrapping_add(1013904223);
+                    (state >> 8) as f32 / (1u32 << 24) as f32 * 2.0 - 1.0
+                })
+                .collect()
+        };
+        let close = |what: &str, a: &[f32], b: &[f32]| {
+            assert_eq!(a.len(), b.len(), "{what}: lengths");
+            let d = a
+                .iter()
+                .zip(b)
+                .map(|(x, y)| (x - y).abs())
+                .fold(0.0, f32::max);
+            assert!(d < 1e-4, "{what}: differs by {d}");
+        };
+        for (h, w) in [(12, 12), (17, 23), (40, 31)] {
+            let n = 2;
+            let x = noise(n * 3 * h * w);
+            let (reg, prob, oh, ow) = det.pnet.forward_cpu(&x, n, h, w).expect("the CPU path");
+            let (r, p) = det.pnet.forward(host_tensor(x, [n, 3, h, w], &device));
+            assert_eq!(p.dims(), [n, 2, oh, ow], "P-Net output size at {h}x{w}");
+            close("P-Net regression", &reg, &floats(r));
+            close("P-Net probabilities", &prob, &floats(p));
+        }
+        let x = noise(5 * 3 * 24 * 24);
+        let (reg, prob) = det.rnet.forward_host(&x, 5, &device);
+        let (r, p) = floats2(det.rnet.forward(host_tensor(x, [5, 3, 24, 24], &device)));
+        close("R-Net regression", &reg, &r);
+        close("R-Net probabilities", &prob, &p);
+        let x = noise(3 * 3 * 48 * 48);
+        let (reg, marks, prob) = det.onet.forward_host(&x, 3, &device);
+        let (r, m, p) = det.onet.forward(host_tensor(x, [3, 3, 48, 48], &device));
+        close("O-Net regression", &reg, &floats(r));
+        close("O-Net landmarks", &marks, &floats(m));
+        close("O-Net probabilities", &prob, &floats(p));
     }
 
     #[test]

@@ -360,7 +360,7 @@ mod imp {
             if end == End::Stopped || self.frames == 0 {
                 return Ok(());
             }
-            eprintln!(
+            vidflow_engine::progress::say(format!(
                 "{}: {} frames, {} with a face, {} without; {} detections, {:.1} ms each",
                 self.node,
                 self.frames,
@@ -368,7 +368,7 @@ mod imp {
                 self.frames - self.with_face,
                 self.detections,
                 1000.0 * self.busy / self.detections.max(1) as f64
-            );
+            ));
             Ok(())
         }
     }

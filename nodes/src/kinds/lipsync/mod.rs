@@ -644,12 +644,12 @@ impl LipSync {
             let secs = t.elapsed().as_secs_f64();
             self.latencies.push((jobs.len(), secs));
             if self.verbose {
-                eprintln!(
+                vidflow_engine::progress::say(format!(
                     "{}: batch of {} frames in {:.1} ms",
                     self.node,
                     jobs.len(),
                     secs * 1000.0
-                );
+                ));
             }
             let n = 3 * FACE * FACE;
             for (j, (k, b)) in jobs.iter().enumerate() {
@@ -735,13 +735,13 @@ impl Process for LipSync {
             String::new()
         };
         if self.latencies.is_empty() && self.done > 0 {
-            eprintln!("{}: no faces{passed}", self.node);
+            vidflow_engine::progress::say(format!("{}: no faces{passed}", self.node));
         }
         if !self.latencies.is_empty() {
             let frames: usize = self.latencies.iter().map(|l| l.0).sum();
             let busy: f64 = self.latencies.iter().map(|l| l.1).sum();
             let max = self.latencies.iter().map(|l| l.1).fold(0.0, f64::max);
-            eprintln!(
+            vidflow_engine::progress::say(format!(
                 "{}: {frames} faces in {} batches (mean {:.1}), model latency per batch mean {:.1} ms, max {:.1} ms, {:.1} faces/s{passed}",
                 self.node,
                 self.latencies.len(),
@@ -749,7 +749,7 @@ impl Process for LipSync {
                 1000.0 * busy / self.latencies.len() as f64,
                 1000.0 * max,
                 frames as f64 / busy.max(1e-9)
-            );
+            ));
         }
         Ok(())
     }
