@@ -6,7 +6,7 @@ set -euo pipefail
 need=()
 for pkg in pkg-config clang libclang-dev libavcodec-dev libavformat-dev libavutil-dev \
            libswscale-dev libswresample-dev libavfilter-dev libavdevice-dev ffmpeg \
-           mesa-vulkan-drivers libvulkan1 python3 python3-pip python3-venv; do
+           mesa-vulkan-drivers libvulkan1 python3 python3-pip python3-venv openssl; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if ((${#need[@]})); then
@@ -46,4 +46,17 @@ if [ ! -x "$LITELLM_DIR/bin/litellm" ]; then
   echo "vidflow: installing LiteLLM's proxy $LITELLM_VERSION (PyPI) into $LITELLM_DIR" >&2
   python3 -m venv "$LITELLM_DIR"
   "$LITELLM_DIR/bin/pip" install --quiet --disable-pip-version-check --only-binary=:all: "litellm[proxy]==$LITELLM_VERSION"
+fi
+
+# grpcio and grpcio-tools (PyPI, prebuilt wheels only): a gRPC client not written in Rust. The
+# serve test (tests/cli/serve_python.rs) runs tests/python/serve_client.py with this
+# virtualenv's python, which generates its stubs from proto/ with grpc_tools.protoc and drives
+# `vidflow serve` over real gRPC. In its own virtualenv under ~/.cache/vidflow.
+GRPCIO_VERSION=1.85.1
+GRPCIO_DIR="${VIDFLOW_CACHE:-$HOME/.cache/vidflow}/grpcio-$GRPCIO_VERSION"
+if ! "$GRPCIO_DIR/bin/python" -c 'import grpc, grpc_tools.protoc' 2>/dev/null; then
+  echo "vidflow: installing grpcio and grpcio-tools $GRPCIO_VERSION (PyPI) into $GRPCIO_DIR" >&2
+  python3 -m venv "$GRPCIO_DIR"
+  "$GRPCIO_DIR/bin/pip" install --quiet --disable-pip-version-check --only-binary=:all: \
+    "grpcio==$GRPCIO_VERSION" "grpcio-tools==$GRPCIO_VERSION"
 fi

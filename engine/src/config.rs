@@ -40,6 +40,9 @@ pub struct ServeConfig {
     pub max_sessions: usize,
     /// 0: never.
     pub idle_timeout_s: u64,
+    /// The side of the mid-gray square frame sent through the graph before the server says
+    /// it is ready.
+    pub warmup_size: u32,
 }
 
 impl Default for ServeConfig {
@@ -47,6 +50,7 @@ impl Default for ServeConfig {
         ServeConfig {
             max_sessions: DEFAULT_MAX_SESSIONS,
             idle_timeout_s: DEFAULT_IDLE_TIMEOUT_S,
+            warmup_size: DEFAULT_WARMUP_SIZE,
         }
     }
 }
@@ -55,6 +59,9 @@ pub const DEFAULT_MAX_SESSIONS: usize = 8;
 pub const MAX_SESSIONS: i64 = 10_000;
 pub const DEFAULT_IDLE_TIMEOUT_S: u64 = 30;
 pub const MAX_IDLE_TIMEOUT_S: i64 = 86_400;
+pub const DEFAULT_WARMUP_SIZE: u32 = 64;
+pub const MIN_WARMUP_SIZE: i64 = 16;
+pub const MAX_WARMUP_SIZE: i64 = 4096;
 
 /// Items an edge holds when the graph gives no `queue:`.
 pub const DEFAULT_QUEUE: usize = 8;

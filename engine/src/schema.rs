@@ -65,7 +65,9 @@ pub fn json_schema(registry: &Registry) -> Value {
                     "max_sessions": {"type": "integer", "minimum": 1, "maximum": crate::config::MAX_SESSIONS, "default": crate::config::DEFAULT_MAX_SESSIONS,
                         "description": "sessions admitted at once; one more is refused with RESOURCE_EXHAUSTED"},
                     "idle_timeout_s": {"type": "integer", "minimum": 0, "maximum": crate::config::MAX_IDLE_TIMEOUT_S, "default": crate::config::DEFAULT_IDLE_TIMEOUT_S,
-                        "description": "a session whose client sends nothing for this many seconds is ended (0: never)"}
+                        "description": "a session whose client sends nothing for this many seconds is ended (0: never)"},
+                    "warmup_size": {"type": "integer", "minimum": crate::config::MIN_WARMUP_SIZE, "maximum": crate::config::MAX_WARMUP_SIZE, "default": crate::config::DEFAULT_WARMUP_SIZE,
+                        "description": "side of the mid-gray square frame sent through the graph before the server is ready"}
                 }}
         },
         "$defs": {

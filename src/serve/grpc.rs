@@ -315,3 +315,28 @@ fn encode(item: &Payload, encoding: Encoding) -> Result<pb::Frame, String> {
         data,
     })
 }
+
+/// Sends one mid-gray `size`x`size` frame through the graph as a session of its own and
+/// waits for its end: the models are loaded and have run once when this returns `Ok`; `Err`
+/// is the failure of a node on it (or the graph's end).
+pub fn warm_up(hub: &SessionHub, size: u32) -> Result<(), String> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reply: ReplyFn = Arc::new(move |r| {
+        let _ = tx.send(r);
+    });
+    let id = hub.open(reply).map_err(|e| e.to_string())?;
+    let pixels = vec![128u8; size as usize * size as usize * 3];
+    let frame = Frame::new(0, 0.0, Rate::new(25, 1), size, size, pixels);
+    if !hub.push(id, Payload::Frame(frame)) {
+        return Err("the graph ended before the warm-up frame went in".into());
+    }
+    hub.finish_input(id);
+    loop {
+        match rx.recv() {
+            Ok(Reply::Item(_)) => {}
+            Ok(Reply::End) => return Ok(()),
+            Ok(Reply::Failed(message)) => return Err(message),
+            Err(_) => return Err("the graph stopped during the warm-up".into()),
+        }
+    }
+}

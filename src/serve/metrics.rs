@@ -2,21 +2,30 @@
 //! (holding a slot, admitted, refused, failed), frames out in all and per live session, and
 //! per node the batch-size histogram, batches that mixed sessions, items in and out. Node
 //! counters are the executor's, at most a progress tick (0.1 s) old. `GET /live` answers 200
-//! while the process runs.
+//! while the process runs, `GET /ready` 200 once the warm-up frame has gone through the graph
+//! (503 before). With a token (`--token-file`) every path needs `Authorization: Bearer`.
 
 use super::LiveNodes;
+use super::access::Gate;
 use std::fmt::Write as _;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use vidflow_engine::exec::stats::BATCH_BUCKETS;
 use vidflow_engine::session::SessionHub;
 
-pub async fn serve(listener: tokio::net::TcpListener, hub: Arc<SessionHub>, live: LiveNodes) {
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    hub: Arc<SessionHub>,
+    live: LiveNodes,
+    ready: Arc<AtomicBool>,
+    gate: Gate,
+) {
     loop {
         let Ok((mut conn, _)) = listener.accept().await else {
             continue;
         };
-        let (hub, live) = (hub.clone(), live.clone());
+        let (hub, live, ready, gate) = (hub.clone(), live.clone(), ready.clone(), gate.clone());
         tokio::spawn(async move {
             let mut buf = vec![0u8; 4096];
             let mut n = 0;
@@ -32,13 +41,35 @@ pub async fn serve(listener: tokio::net::TcpListener, hub: Arc<SessionHub>, live
             }
             let head = String::from_utf8_lossy(&buf[..n]);
             let path = head.split_whitespace().nth(1).unwrap_or("");
+            let authorization = head.lines().skip(1).find_map(|l| {
+                let (name, value) = l.split_once(':')?;
+                name.eq_ignore_ascii_case("authorization")
+                    .then(|| value.trim().as_bytes())
+            });
             let (status, body) = match path {
+                _ if !gate.allows(authorization) => (
+                    "401 Unauthorized",
+                    "send the header `Authorization: Bearer <token>`\n".to_string(),
+                ),
                 "/metrics" => ("200 OK", render(&hub, &live)),
                 "/live" => ("200 OK", "ok\n".to_string()),
-                _ => ("404 Not Found", "try /metrics\n".to_string()),
+                "/ready" if ready.load(Ordering::SeqCst) => ("200 OK", "ready\n".to_string()),
+                "/ready" => (
+                    "503 Service Unavailable",
+                    "warming up: the models load and run one frame first\n".to_string(),
+                ),
+                _ => (
+                    "404 Not Found",
+                    "try /metrics, /live or /ready\n".to_string(),
+                ),
+            };
+            let auth = if status.starts_with("401") {
+                "WWW-Authenticate: Bearer\r\n"
+            } else {
+                ""
             };
             let response = format!(
-                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                "HTTP/1.1 {status}\r\n{auth}Content-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             );
             let _ = conn.write_all(response.as_bytes()).await;

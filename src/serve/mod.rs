@@ -8,10 +8,16 @@
 //! [`metrics`] (Prometheus text at `/metrics`), and here the command itself (the graph on its
 //! own threads, the tokio runtime, health and reflection, shutdown).
 //!
-//! Who may connect: `--listen` defaults to loopback; any other address is refused unless
-//! `--insecure` says that plaintext without a token is intended (TLS and tokens are not in
-//! this version).
+//! Who may connect ([`access`]): `--listen` defaults to loopback; any other address needs TLS
+//! (`--tls-cert`, `--tls-key`) and a bearer token (`--token-file`), or `--insecure`, which
+//! says that plaintext without a token is intended and prints a warning. A token, once given,
+//! is required on every call and on `/metrics` and `/ready`, loopback or not.
+//!
+//! Readiness: the health service says NOT_SERVING, and `/ready` 503, until the models are
+//! loaded and one warm-up frame (mid-gray, `serve.warmup_size` pixels square) has gone through the whole
+//! graph; then SERVING and 200. A warm-up that fails ends the server with the node's error.
 
+pub mod access;
 pub mod grpc;
 pub mod metrics;
 
@@ -46,7 +52,17 @@ pub struct ServeArgs {
     /// Serve Prometheus text at http://ADDR/metrics (off by default).
     #[arg(long, value_name = "ADDR")]
     pub metrics: Option<String>,
-    /// Allow a non-loopback `--listen` (or `--metrics`) without TLS or a token: anyone who
+    /// TLS certificate chain (PEM) for the gRPC port; with `--tls-key`.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<String>,
+    /// TLS private key (PEM) for the gRPC port; with `--tls-cert`.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<String>,
+    /// A file holding the bearer token clients must send (`authorization: Bearer TOKEN`);
+    /// required on every call and on /metrics and /ready once given.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<String>,
+    /// Allow a non-loopback `--listen` (or `--metrics`) without TLS and a token: anyone who
     /// can reach the port can use the server.
     #[arg(long)]
     pub insecure: bool,
@@ -75,31 +91,47 @@ impl ProgressSink for LiveNodes {
     }
 }
 
-/// Parses `--listen`/`--metrics` and refuses a non-loopback address without `--insecure`.
-fn address(flag: &str, value: &str, insecure: bool) -> anyhow::Result<SocketAddr> {
+/// Parses `--listen`/`--metrics` and refuses a non-loopback address unless it is protected
+/// (`protected`: TLS and a token for `--listen`, a token for `--metrics`) or `--insecure`.
+fn address(flag: &str, value: &str, protected: bool, insecure: bool) -> anyhow::Result<SocketAddr> {
     let addr: SocketAddr = value.parse().with_context(|| {
         format!("`{flag} {value}`: expected IP:PORT, e.g. `{flag} {DEFAULT_LISTEN}`")
     })?;
-    if !addr.ip().is_loopback() {
+    if !addr.ip().is_loopback() && !protected {
         if !insecure {
             anyhow::bail!(
-                "refusing `{flag} {value}`: it is not a loopback address, and this server has no TLS or token yet, so anyone who can reach it could use it; listen on 127.0.0.1 (and reach it through an SSH tunnel or a TLS proxy), or pass `--insecure` to serve plaintext anyway"
+                "refusing `{flag} {value}`: it is not a loopback address, so it needs TLS (`--tls-cert`, `--tls-key`) and a bearer token (`--token-file`); or listen on 127.0.0.1 (and reach it through an SSH tunnel), or pass `--insecure` to serve plaintext without authentication anyway"
             );
         }
         eprintln!(
-            "vidflow serve: warning: {flag} {value} is not loopback and `--insecure` is set: plaintext, no authentication"
+            "vidflow serve: warning: {flag} {value} is not loopback and `--insecure` is set: no TLS or no token, anyone who reaches the port can use it"
         );
     }
     Ok(addr)
 }
 
 pub fn run(args: ServeArgs, registry: &Registry) -> anyhow::Result<ExitCode> {
-    let listen = address("--listen", &args.listen, args.insecure)?;
+    let token = args
+        .token_file
+        .as_deref()
+        .map(access::read_token)
+        .transpose()?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(access::tls_identity(cert, key)?),
+        _ => None,
+    };
+    let listen = address(
+        "--listen",
+        &args.listen,
+        tls.is_some() && token.is_some(),
+        args.insecure,
+    )?;
     let metrics_addr = args
         .metrics
         .as_deref()
-        .map(|m| address("--metrics", m, args.insecure))
+        .map(|m| address("--metrics", m, token.is_some(), args.insecure))
         .transpose()?;
+    let gate = access::Gate::new(token);
     let set = vidflow_engine::parse_overrides(&args.set).map_err(anyhow::Error::msg)?;
     let graph = match vidflow_engine::load_and_check(&args.file, registry, &set, Mode::Run) {
         Ok(g) => g,
@@ -172,14 +204,43 @@ pub fn run(args: ServeArgs, registry: &Registry) -> anyhow::Result<ExitCode> {
             ", metrics on http://{m}/metrics"
         ))
     );
+    let warmup = serve.warmup_size;
     let service = grpc::Service::new(hub.clone(), graph.name.clone(), serve);
     let shutdown_hub = hub.clone();
     let metrics_hub = hub.clone();
+    let warm_hub = hub.clone();
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let metrics_ready = ready.clone();
+    let metrics_gate = gate.clone();
     let served = crate::farm::runtime()?.block_on(async move {
         let (reporter, health) = tonic_health::server::health_reporter();
+        // NOT_SERVING until the warm-up frame has gone through the graph.
         reporter
-            .set_serving::<pb::serve_server::ServeServer<grpc::Service>>()
+            .set_not_serving::<pb::serve_server::ServeServer<grpc::Service>>()
             .await;
+        let warm_reporter = reporter.clone();
+        let (warm_failed_tx, warm_failed) = tokio::sync::oneshot::channel::<String>();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            match tokio::task::spawn_blocking(move || grpc::warm_up(&warm_hub, warmup)).await {
+                Ok(Ok(())) => {
+                    ready.store(true, std::sync::atomic::Ordering::SeqCst);
+                    warm_reporter
+                        .set_serving::<pb::serve_server::ServeServer<grpc::Service>>()
+                        .await;
+                    eprintln!(
+                        "vidflow serve: ready (warm-up frame through the graph in {:.1} s)",
+                        started.elapsed().as_secs_f64()
+                    );
+                }
+                Ok(Err(e)) => {
+                    let _ = warm_failed_tx.send(e);
+                }
+                Err(e) => {
+                    let _ = warm_failed_tx.send(format!("the warm-up panicked: {e}"));
+                }
+            }
+        });
         let reflection = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -187,8 +248,16 @@ pub fn run(args: ServeArgs, registry: &Registry) -> anyhow::Result<ExitCode> {
             .context("server reflection")?;
         if let Some(l) = metrics_listener {
             let l = tokio::net::TcpListener::from_std(l)?;
-            tokio::spawn(metrics::serve(l, metrics_hub, live.clone()));
+            tokio::spawn(metrics::serve(
+                l,
+                metrics_hub,
+                live.clone(),
+                metrics_ready,
+                metrics_gate,
+            ));
         }
+        let warm_error = Arc::new(Mutex::new(None::<String>));
+        let warm_error_set = warm_error.clone();
         let incoming =
             tokio_stream::wrappers::TcpListenerStream::new(tokio::net::TcpListener::from_std(
                 grpc_listener,
@@ -197,25 +266,49 @@ pub fn run(args: ServeArgs, registry: &Registry) -> anyhow::Result<ExitCode> {
             tokio::select! {
                 _ = signal() => eprintln!("vidflow serve: stopping: no new sessions; finishing the sessions in flight"),
                 _ = ended_rx => {}
+                Ok(e) = warm_failed => {
+                    *warm_error_set.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                }
             }
             reporter
                 .set_not_serving::<pb::serve_server::ServeServer<grpc::Service>>()
                 .await;
             shutdown_hub.shutdown();
         };
-        tonic::transport::Server::builder()
-            .add_service(health)
-            .add_service(reflection)
-            .add_service(pb::serve_server::ServeServer::new(service))
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(identity) = tls {
+            builder = builder
+                .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))
+                .context("the TLS certificate and key")?;
+        }
+        let check = |g: access::Gate| move |r| g.check(r);
+        builder
+            .add_service(tonic::service::interceptor::InterceptedService::new(
+                health,
+                check(gate.clone()),
+            ))
+            .add_service(tonic::service::interceptor::InterceptedService::new(
+                reflection,
+                check(gate.clone()),
+            ))
+            .add_service(pb::serve_server::ServeServer::with_interceptor(
+                service,
+                check(gate.clone()),
+            ))
             .serve_with_incoming_shutdown(incoming, shutdown)
             .await
-            .context("the gRPC server failed")
+            .context("the gRPC server failed")?;
+        let e = warm_error.lock().unwrap_or_else(|p| p.into_inner()).take();
+        Ok::<_, anyhow::Error>(e)
     });
     hub.shutdown();
     let report = runner
         .join()
         .map_err(|_| anyhow::anyhow!("the graph thread panicked"))?;
-    served?;
+    if let Some(e) = served? {
+        eprintln!("vidflow serve: error: the warm-up frame failed, so the graph cannot serve: {e}");
+        return Ok(ExitCode::from(2));
+    }
     match report.failure {
         Some(f) => {
             eprintln!("vidflow serve: error: {f}");

@@ -21,5 +21,6 @@ mod media;
 mod neural;
 #[cfg(feature = "neural")]
 mod serve;
+mod serve_python;
 #[cfg(feature = "media")]
 mod workers;

@@ -29,11 +29,19 @@ fn free_port() -> u16 {
 /// A serve graph: session-in → upscale (built-in weights, ×2, batched across sessions with a
 /// wait long enough that interleaved sessions share batches) → session-out.
 fn graph(dir: &Path, max_sessions: usize) -> String {
+    graph_with(
+        dir,
+        &format!("max_sessions: {max_sessions}, idle_timeout_s: 30"),
+    )
+}
+
+/// The same graph with `serve: { <serve> }`.
+fn graph_with(dir: &Path, serve: &str) -> String {
     let path = dir.join("serve.yaml");
     std::fs::write(
         &path,
         format!(
-            "name: serve-test\nserve: {{ max_sessions: {max_sessions}, idle_timeout_s: 30 }}\nnodes:\n  - id: in\n    kind: session-in\n  - id: sr\n    kind: upscale\n    params: {{ scale: 2 }}\n    batch: {{ max: 8, wait_ms: 150 }}\n    inputs: {{ frames: in.frames }}\n  - id: out\n    kind: session-out\n    inputs: {{ frames: sr.frames }}\n"
+            "name: serve-test\nserve: {{ {serve} }}\nnodes:\n  - id: in\n    kind: session-in\n  - id: sr\n    kind: upscale\n    params: {{ scale: 2 }}\n    batch: {{ max: 8, wait_ms: 150 }}\n    inputs: {{ frames: in.frames }}\n  - id: out\n    kind: session-out\n    inputs: {{ frames: sr.frames }}\n"
         ),
     )
     .unwrap();
@@ -56,20 +64,29 @@ impl Drop for Server {
 }
 
 impl Server {
+    /// A server on `graph(dir, max_sessions)`, once it is ready (warmed up).
     fn start(dir: &Path, max_sessions: usize) -> Server {
+        let s = Server::spawn(dir, &graph(dir, max_sessions), "127.0.0.1", &[]);
+        s.wait_ready();
+        s
+    }
+    /// A server on `graph`, listening on `host` with `extra` arguments, once its ports answer
+    /// (it may still be warming up).
+    fn spawn(dir: &Path, graph: &str, host: &str, extra: &[&str]) -> Server {
         let (port, metrics) = (free_port(), free_port());
         let log = dir.join("server.log");
         let child = Command::new(env!("CARGO_BIN_EXE_vidflow"))
             .args([
                 "serve",
-                &graph(dir, max_sessions),
+                graph,
                 "--listen",
-                &format!("127.0.0.1:{port}"),
+                &format!("{host}:{port}"),
                 "--metrics",
                 &format!("127.0.0.1:{metrics}"),
                 "--device",
                 "cpu",
             ])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -88,8 +105,30 @@ impl Server {
             assert!(Instant::now() < deadline, "no server:\n{}", s.log());
             std::thread::sleep(Duration::from_millis(100));
         }
-        s.wait_metrics(|_| true);
+        while s.get("/live", None).is_none() {
+            assert!(Instant::now() < deadline, "no /live:\n{}", s.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
         s
+    }
+    /// Polls `/ready` until it answers 200 (at most 60 s).
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.get("/ready", None).map(|(code, _)| code) != Some(200) {
+            assert!(Instant::now() < deadline, "never ready:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    /// `GET path` on the metrics port, with a bearer token if given: (status, body).
+    fn get(&self, path: &str, token: Option<&str>) -> Option<(u16, String)> {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.metrics)).ok()?;
+        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        let auth = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n{auth}\r\n").ok()?;
+        let mut text = String::new();
+        s.read_to_string(&mut text).ok()?;
+        let code = text.get(9..12)?.parse().ok()?;
+        Some((code, text.split_once("\r\n\r\n")?.1.to_string()))
     }
     fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -98,14 +137,10 @@ impl Server {
         format!("http://127.0.0.1:{}", self.port)
     }
     fn get_metrics(&self) -> Option<String> {
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.metrics)).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
-        let mut text = String::new();
-        s.read_to_string(&mut text).ok()?;
-        text.starts_with("HTTP/1.1 200")
-            .then(|| text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()))
-            .flatten()
+        match self.get("/metrics", None)? {
+            (200, body) => Some(body),
+            _ => None,
+        }
     }
     /// Polls `/metrics` until `pred` holds (at most 20 s); the last text.
     fn wait_metrics(&self, pred: impl Fn(&str) -> bool) -> String {
@@ -255,16 +290,18 @@ fn interleaved_sessions_each_get_their_own_frames_in_order_from_shared_batches()
     }
     // Batches held items of both sessions.
     let m = server.wait_metrics(|m| {
-        // Node counters are a progress tick behind the hub's.
-        metric(m, "vidflow_serve_frames_out_total") == Some(12.0)
-            && metric(m, "vidflow_batch_size_sum{node=\"sr\"}") == Some(12.0)
+        // Node counters are a progress tick behind the hub's. The 12 frames of the two
+        // sessions and the warm-up frame.
+        metric(m, "vidflow_serve_frames_out_total") == Some(13.0)
+            && metric(m, "vidflow_batch_size_sum{node=\"sr\"}") == Some(13.0)
     });
     let mixed = metric(&m, "vidflow_batch_mixed_sessions_total{node=\"sr\"}").unwrap_or(0.0);
     let batches = metric(&m, "vidflow_batch_size_count{node=\"sr\"}").unwrap();
     let items = metric(&m, "vidflow_batch_size_sum{node=\"sr\"}").unwrap();
     assert!(mixed >= 1.0, "no batch mixed sessions:\n{m}");
-    assert_eq!(items, 12.0, "{m}");
-    assert!(batches < 12.0, "no batching at all:\n{m}");
+    assert_eq!(items, 13.0, "{m}");
+    // The warm-up frame was a batch of its own.
+    assert!(batches - 1.0 < 12.0, "no batching at all:\n{m}");
     assert_eq!(metric(&m, "vidflow_serve_sessions"), Some(0.0), "{m}");
 }
 
@@ -354,30 +391,51 @@ fn a_malformed_session_fails_alone_while_another_goes_on() {
     });
 }
 
+/// The health service's status of the Serve service.
+async fn health(url: &str) -> i32 {
+    let channel = tonic::transport::Channel::from_shared(url.to_string())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "vidflow.serve.v1.Serve".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+}
+
 #[test]
-fn health_and_reflection_answer() {
+fn health_and_ready_say_serving_only_after_the_warm_up() {
+    use tonic_health::pb::health_check_response::ServingStatus;
     let dir = tmp("health");
-    let server = Server::start(&dir, 2);
+    // A 512x512 warm-up frame takes the CPU upscaler long enough to be seen warming up.
+    let g = graph_with(&dir, "max_sessions: 2, warmup_size: 512");
+    let server = Server::spawn(&dir, &g, "127.0.0.1", &[]);
     let rt = runtime();
-    rt.block_on(async {
-        let channel = tonic::transport::Channel::from_shared(server.url())
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-        let r = health
-            .check(tonic_health::pb::HealthCheckRequest {
-                service: "vidflow.serve.v1.Serve".into(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(
-            r.status,
-            tonic_health::pb::health_check_response::ServingStatus::Serving as i32
-        );
-    });
+    assert_eq!(
+        rt.block_on(health(&server.url())),
+        ServingStatus::NotServing as i32,
+        "{}",
+        server.log()
+    );
+    let (code, body) = server.get("/ready", None).unwrap();
+    assert_eq!(code, 503, "{body}");
+    assert_eq!(server.get("/live", None).unwrap().0, 200);
+    server.wait_ready();
+    assert_eq!(
+        rt.block_on(health(&server.url())),
+        ServingStatus::Serving as i32
+    );
+    assert!(
+        server.log().contains("ready (warm-up frame"),
+        "{}",
+        server.log()
+    );
     // A non-loopback address without `--insecure` is refused with the reason.
     let out = Command::new(env!("CARGO_BIN_EXE_vidflow"))
         .args(["serve", &graph(&dir, 2), "--listen", "0.0.0.0:1"])
@@ -408,4 +466,206 @@ fn check_refuses_a_serve_graph_whose_sessions_could_mix() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("error[session-state]: node `mid`"), "{err}");
     assert!(err.contains("mix.yaml:6:11"), "{err}");
+}
+
+/// A self-signed certificate for `localhost` and 127.0.0.1 (an end-entity certificate, which
+/// the client trusts directly), made with the `openssl` command: (cert, key) paths.
+fn self_signed(dir: &Path) -> (String, String) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args(["-subj", "/CN=localhost"])
+        .args(["-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("the `openssl` command (Debian: openssl; scripts/install-deps.sh installs it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert.display().to_string(), key.display().to_string())
+}
+
+#[test]
+fn off_loopback_the_server_needs_tls_and_a_token() {
+    let dir = tmp("auth");
+    let (cert, key) = self_signed(&dir);
+    let token_file = dir.join("token");
+    std::fs::write(&token_file, "0123456789abcdef\n").unwrap();
+    let token_path = token_file.display().to_string();
+    // Without TLS a token is not enough off loopback.
+    let out = Command::new(env!("CARGO_BIN_EXE_vidflow"))
+        .args(["serve", &graph(&dir, 2), "--listen", "0.0.0.0:1"])
+        .args(["--token-file", &token_path])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("needs TLS") && err.contains("--tls-cert"),
+        "{err}"
+    );
+    // An empty token file is refused, naming it.
+    let empty = dir.join("empty");
+    std::fs::write(&empty, "  \n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_vidflow"))
+        .args(["serve", &graph(&dir, 2), "--token-file"])
+        .arg(&empty)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is empty"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // TLS and a token: listening on every address is allowed.
+    let server = Server::spawn(
+        &dir,
+        &graph(&dir, 2),
+        "0.0.0.0",
+        &[
+            "--tls-cert",
+            &cert,
+            "--tls-key",
+            &key,
+            "--token-file",
+            &token_path,
+        ],
+    );
+    // The HTTP endpoints need the token too.
+    assert_eq!(server.get("/metrics", None).unwrap().0, 401);
+    assert_eq!(server.get("/ready", Some("nope")).unwrap().0, 401);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while server.get("/ready", Some("0123456789abcdef")).unwrap().0 != 200 {
+        assert!(Instant::now() < deadline, "never ready:\n{}", server.log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        server.get("/metrics", Some("0123456789abcdef")).unwrap().0,
+        200
+    );
+    let port = server.port;
+    let pem = std::fs::read(&cert).unwrap();
+    let rt = runtime();
+    rt.block_on(async move {
+        let tls = tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(pem))
+            .domain_name("localhost");
+        let channel = tonic::transport::Channel::from_shared(format!("https://127.0.0.1:{port}"))
+            .unwrap()
+            .tls_config(tls)
+            .unwrap()
+            .connect()
+            .await
+            .expect("a TLS connection");
+        // One session with the given token (or none): its first frame back, or the status.
+        let session = |token: Option<&'static str>| {
+            let channel = channel.clone();
+            async move {
+                let mut client =
+                    ServeClient::with_interceptor(channel, move |mut r: tonic::Request<()>| {
+                        if let Some(t) = token {
+                            r.metadata_mut()
+                                .insert("authorization", format!("Bearer {t}").parse().unwrap());
+                        }
+                        Ok(r)
+                    });
+                let (tx, rx) = mpsc::channel(4);
+                tx.send(config()).await.unwrap();
+                tx.send(raw(7, 4, 4, 3)).await.unwrap();
+                drop(tx);
+                let mut replies = client.stream(ReceiverStream::new(rx)).await?.into_inner();
+                let mut ids = vec![];
+                while let Some(r) = replies.message().await? {
+                    if let Some(stream_reply::Msg::Frame(f)) = r.msg {
+                        ids.push(f.frame_id);
+                    }
+                }
+                Ok::<_, tonic::Status>(ids)
+            }
+        };
+        assert_eq!(session(Some("0123456789abcdef")).await.unwrap(), [7]);
+        for token in [None, Some("0123456789abcdeX"), Some("0123456789abcdef0")] {
+            let status = session(token).await.expect_err("refused");
+            assert_eq!(
+                status.code(),
+                Code::Unauthenticated,
+                "{token:?}: {status:?}"
+            );
+            assert!(
+                !status.message().contains("0123456789abcdef"),
+                "the token is never echoed: {status:?}"
+            );
+        }
+    });
+    assert!(
+        !server.log().contains("0123456789abcdef"),
+        "the token is never logged:\n{}",
+        server.log()
+    );
+}
+
+#[test]
+fn sigterm_stops_admitting_finishes_the_frames_in_flight_and_exits_0() {
+    let dir = tmp("sigterm");
+    let mut server = Server::start(&dir, 4);
+    let rt = runtime();
+    let url = server.url();
+    let pid = server.child.id();
+    let got = rt.block_on(async {
+        let s = open(&url).await.unwrap();
+        for i in 0..6 {
+            s.tx.send(raw(i, 16, 16, 2)).await.unwrap();
+        }
+        // Frames are in the graph when the signal comes.
+        let mut s = s.closed();
+        let first = s.replies.message().await.unwrap().unwrap();
+        assert!(matches!(first.msg, Some(stream_reply::Msg::Frame(ref f)) if f.frame_id == 0));
+        let kill = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+        assert!(kill.success());
+        let rest = frames(&mut s).await.expect("the session in flight ends ok");
+        // No new session once stopping (refused, or the port already closed).
+        let attempt = async {
+            let mut c = ServeClient::connect(url.clone()).await.ok()?;
+            let (tx, rx) = mpsc::channel(1);
+            tx.send(config()).await.unwrap();
+            let mut replies = c.stream(ReceiverStream::new(rx)).await.ok()?.into_inner();
+            replies.message().await.ok()?
+        };
+        let admitted = tokio::time::timeout(Duration::from_secs(3), attempt).await;
+        assert!(
+            !matches!(admitted, Ok(Some(_))),
+            "a session was admitted while stopping: {admitted:?}"
+        );
+        rest
+    });
+    assert_eq!(
+        got.iter().map(|f| f.frame_id).collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5]
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(st) = server.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running:\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0), "{}", server.log());
 }

@@ -109,7 +109,7 @@ pub struct InputSpec {
 }
 
 const TOP_FIELDS: &[&str] = &["name", "description", "params", "nodes", "serve"];
-const SERVE_FIELDS: &[&str] = &["max_sessions", "idle_timeout_s"];
+const SERVE_FIELDS: &[&str] = &["max_sessions", "idle_timeout_s", "warmup_size"];
 const NODE_FIELDS: &[&str] = &[
     "id", "kind", "params", "inputs", "workers", "batch", "on_error",
 ];
@@ -234,7 +234,7 @@ fn expect_int(v: &Yv, what: &str, min: i64, max: i64, diags: &mut Vec<Diagnostic
     }
 }
 
-/// `serve: { max_sessions: N, idle_timeout_s: T }` (both optional).
+/// `serve: { max_sessions: N, idle_timeout_s: T, warmup_size: S }` (all optional).
 fn load_serve(key: &Yv, v: &Yv, diags: &mut Vec<Diagnostic>) -> Option<(ServeConfig, Span)> {
     let entries = expect_map(v, "`serve`", diags)?;
     let mut cfg = ServeConfig::default();
@@ -260,6 +260,17 @@ fn load_serve(key: &Yv, v: &Yv, diags: &mut Vec<Diagnostic>) -> Option<(ServeCon
                     diags,
                 ) {
                     cfg.idle_timeout_s = n as u64;
+                }
+            }
+            "warmup_size" => {
+                if let Some(n) = expect_int(
+                    value,
+                    "`serve.warmup_size`",
+                    crate::config::MIN_WARMUP_SIZE,
+                    crate::config::MAX_WARMUP_SIZE,
+                    diags,
+                ) {
+                    cfg.warmup_size = n as u32;
                 }
             }
             other => diags.push(unknown_field(k, other, SERVE_FIELDS, "`serve`")),
