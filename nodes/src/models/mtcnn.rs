@@ -39,7 +39,7 @@
 //! `[N, 3, 48, 48]` → `[N, 4]`, landmarks `[N, 10]` (five x, then five y, relative to the
 //! box), `[N, 2]`.
 
-use crate::models::{PRelu, cpu_floats as floats, cpu_kernel, upload};
+use crate::models::{PRelu, cpu_floats as floats, cpu_kernel, cpu_tensor, upload};
 use crate::weights::{Checkpoint, RawTensor};
 use burn::tensor::activation::{prelu, softmax};
 use burn::tensor::module::{conv2d, max_pool2d};
@@ -406,10 +406,10 @@ impl RNet {
             Some([c1, c2]) => {
                 let stages = [(&**c1, &self.prelu1, 3), (&**c2, &self.prelu2, 3)];
                 let (x, c, o) = conv_pool_cpu(crops, n, 24, &stages);
-                host_tensor(x, [n, c, o, o], device)
+                cpu_tensor(x, [n, c, o, o], device)
             }
             None => {
-                return floats2(self.forward(host_tensor(crops.to_vec(), [n, 3, 24, 24], device)));
+                return floats2(self.forward(cpu_tensor(crops.to_vec(), [n, 3, 24, 24], device)));
             }
         };
         floats2(self.tail(x))
@@ -511,9 +511,9 @@ impl ONet {
                     (&**c3, &self.prelu3, 2),
                 ];
                 let (x, c, o) = conv_pool_cpu(crops, n, 48, &stages);
-                self.tail(host_tensor(x, [n, c, o, o], device))
+                self.tail(cpu_tensor(x, [n, c, o, o], device))
             }
-            None => self.forward(host_tensor(crops.to_vec(), [n, 3, 48, 48], device)),
+            None => self.forward(cpu_tensor(crops.to_vec(), [n, 3, 48, 48], device)),
         };
         (floats(reg), floats(marks), floats(prob))
     }
@@ -695,9 +695,8 @@ impl Detector {
             let (reg, prob, oh, ow) = match self.pnet.forward_cpu(&data, images.len(), sh, sw) {
                 Some(out) => out,
                 None => {
-                    let (reg, prob) = self
-                        .pnet
-                        .forward(self.tensor(&data, [images.len(), 3, sh, sw]));
+                    let x = cpu_tensor(data, [images.len(), 3, sh, sw], &self.device);
+                    let (reg, prob) = self.pnet.forward(x);
                     let [_, _, oh, ow] = prob.dims();
                     (floats(reg), floats(prob), oh, ow)
                 }
@@ -732,13 +731,6 @@ impl Detector {
                     .collect()
             })
             .collect()
-    }
-
-    fn tensor(&self, data: &[f32], shape: [usize; 4]) -> Tensor<4> {
-        Tensor::from_data(
-            TensorData::new(data.to_vec(), shape),
-            (&self.device, DType::F32),
-        )
     }
 }
 
@@ -813,10 +805,6 @@ fn conv_pool_cpu(
         }
     }
     (out, c, size)
-}
-
-fn host_tensor(v: Vec<f32>, shape: [usize; 4], device: &Device) -> Tensor<4> {
-    Tensor::from_data(TensorData::new(v, shape), (device, DType::F32))
 }
 
 fn floats2((a, b): (Tensor<2>, Tensor<2>)) -> (Vec<f32>, Vec<f32>) {
@@ -1108,19 +1096,19 @@ mod tests {
             let n = 2;
             let x = noise(n * 3 * h * w);
             let (reg, prob, oh, ow) = det.pnet.forward_cpu(&x, n, h, w).expect("the CPU path");
-            let (r, p) = det.pnet.forward(host_tensor(x, [n, 3, h, w], &device));
+            let (r, p) = det.pnet.forward(cpu_tensor(x, [n, 3, h, w], &device));
             assert_eq!(p.dims(), [n, 2, oh, ow], "P-Net output size at {h}x{w}");
             close("P-Net regression", &reg, &floats(r));
             close("P-Net probabilities", &prob, &floats(p));
         }
         let x = noise(5 * 3 * 24 * 24);
         let (reg, prob) = det.rnet.forward_host(&x, 5, &device);
-        let (r, p) = floats2(det.rnet.forward(host_tensor(x, [5, 3, 24, 24], &device)));
+        let (r, p) = floats2(det.rnet.forward(cpu_tensor(x, [5, 3, 24, 24], &device)));
         close("R-Net regression", &reg, &r);
         close("R-Net probabilities", &prob, &p);
         let x = noise(3 * 3 * 48 * 48);
         let (reg, marks, prob) = det.onet.forward_host(&x, 3, &device);
-        let (r, m, p) = det.onet.forward(host_tensor(x, [3, 3, 48, 48], &device));
+        let (r, m, p) = det.onet.forward(cpu_tensor(x, [3, 3, 48, 48], &device));
         close("O-Net regression", &reg, &floats(r));
         close("O-Net landmarks", &marks, &floats(m));
         close("O-Net probabilities", &prob, &floats(p));
