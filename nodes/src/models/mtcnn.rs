@@ -44,7 +44,7 @@ use crate::weights::{Checkpoint, RawTensor};
 use burn::tensor::activation::{prelu, softmax};
 use burn::tensor::module::{conv2d, max_pool2d};
 use burn::tensor::ops::{ConvOptions, MaxPoolOptions};
-use burn::tensor::{DType, Device, Tensor, TensorData};
+use burn::tensor::{DType, Device, Tensor};
 use rayon::prelude::*;
 use std::sync::Arc;
 use vidflow_kernels::{Activation, Conv3x3};
