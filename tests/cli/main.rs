@@ -21,6 +21,5 @@ mod media;
 mod neural;
 #[cfg(feature = "neural")]
 mod serve;
-mod serve_python;
 #[cfg(feature = "media")]
 mod workers;

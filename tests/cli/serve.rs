@@ -669,3 +669,63 @@ fn sigterm_stops_admitting_finishes_the_frames_in_flight_and_exits_0() {
     };
     assert_eq!(status.code(), Some(0), "{}", server.log());
 }
+
+/// grpcio's version in the virtualenv `scripts/install-deps.sh` makes.
+const GRPCIO_VERSION: &str = "1.85.1";
+
+/// A client not written in Rust: `tests/python/serve_client.py`, run with the grpcio
+/// virtualenv, generates its stubs from the repository's `.proto` with grpcio-tools and checks
+/// a session end to end (ready, frames in order with their ids and timestamps, ×2 sizes) and
+/// that a frame before the config is refused with INVALID_ARGUMENT.
+#[test]
+fn a_python_grpcio_client_with_stubs_from_the_proto_runs_a_session() {
+    let python = crate::common::installed_tool(&format!("grpcio-{GRPCIO_VERSION}/bin/python"));
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = tmp("python");
+    let server = Server::start(&dir, 4);
+    let port = server.port;
+
+    let out = Command::new(&python)
+        .arg(root.join("tests/python/serve_client.py"))
+        .arg(format!("127.0.0.1:{port}"))
+        .arg(root.join("proto"))
+        .args(["--frames", "3", "--width", "32", "--height", "24"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the grpcio virtualenv's python");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "serve_client.py exited with {}:\n{stderr}{stdout}\nserver log:\n{}",
+        out.status,
+        server.log()
+    );
+
+    let line = stdout.lines().last().expect("a JSON summary line");
+    eprintln!("serve_client.py: {line}");
+    let summary: serde_json::Value =
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    assert_eq!(summary["ok"], true, "{summary}");
+    assert_eq!(summary["grpcio"], GRPCIO_VERSION, "{summary}");
+    let session = &summary["session"];
+    assert!(session["session_id"].as_u64() > Some(0), "{summary}");
+    assert_eq!(session["graph"], "serve-test", "{summary}");
+    assert_eq!(
+        session["frame_ids"],
+        serde_json::json!([100, 101, 102]),
+        "{summary}"
+    );
+    assert_eq!(session["size"], serde_json::json!([64, 48]), "{summary}");
+    assert_eq!(
+        summary["frame_first"]["code"], "INVALID_ARGUMENT",
+        "{summary}"
+    );
+    assert!(
+        summary["frame_first"]["details"]
+            .as_str()
+            .is_some_and(|d| d.contains("config")),
+        "{summary}"
+    );
+    drop(server);
+}
