@@ -49,7 +49,7 @@ if [ ! -x "$LITELLM_DIR/bin/litellm" ]; then
 fi
 
 # grpcio and grpcio-tools (PyPI, prebuilt wheels only): a gRPC client not written in Rust. The
-# serve test (tests/cli/serve_python.rs) runs tests/python/serve_client.py with this
+# serve test (tests/cli/serve.rs, a_python_grpcio_client_…) runs tests/python/serve_client.py with this
 # virtualenv's python, which generates its stubs from proto/ with grpc_tools.protoc and drives
 # `vidflow serve` over real gRPC. In its own virtualenv under ~/.cache/vidflow.
 GRPCIO_VERSION=1.85.1
