@@ -683,26 +683,7 @@ impl<'a> Caller<'a> {
         let count = input.items.len();
         let first = input.items.first().map(Tag::of);
         let last = (count > 1).then(|| Tag::of(&input.items[count - 1]));
-        let t = self.timed.then(Instant::now);
-        let r = catch_unwind(AssertUnwindSafe(|| {
-            proc.process(
-                input,
-                &mut Emitter::buffer(
-                    &mut self.buf,
-                    &NodeIo {
-                        outputs: None,
-                        state: self.state,
-                        stats: self.stats,
-                    },
-                    self.n_out,
-                    &self.node.id,
-                )
-                .in_session(session),
-            )
-        }));
-        if let Some(t) = t {
-            stats::add(&self.stats.busy_ns, t.elapsed());
-        }
+        let r = self.invoke(proc, session, || input);
         match r {
             Ok(Ok(())) => Ok(()),
             Ok(Err(error)) => self.failed(error, false, count, || {
@@ -714,9 +695,7 @@ impl<'a> Caller<'a> {
         }
     }
 
-    /// [`Caller::call`] on one item, the input built only where `process` takes it (built
-    /// earlier and moved, its small fields written one by one and read back as one wide
-    /// copy stalled the CPU on every item of the chain benchmark).
+    /// [`Caller::call`] on one item, the input built only inside [`Caller::invoke`].
     #[inline(always)]
     fn call_one(
         &mut self,
@@ -732,10 +711,32 @@ impl<'a> Caller<'a> {
         }
         debug_assert!(self.buf.is_empty());
         let tag = Tag::of(&item);
+        let r = self.invoke(proc, session, || Input::one_of(port, item, session));
+        match r {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(error)) => self.failed(error, false, 1, || describe_tags(Some(&tag), None, 1)),
+            Err(p) => self.failed(NodeError::runtime(panic_message(&p)), true, 1, || {
+                describe_tags(Some(&tag), None, 1)
+            }),
+        }
+    }
+
+    /// `process` on the input `input` builds, its outputs buffered in `buf` as `session`'s,
+    /// a panic caught, the time added to the node's busy time when calls are timed. The input
+    /// is built inside, where `process` takes it: built by the caller and moved in, its small
+    /// fields written one by one and read back as one wide copy stalled the CPU on every item
+    /// of the chain benchmark.
+    #[inline(always)]
+    fn invoke(
+        &mut self,
+        proc: &mut dyn Process,
+        session: SessionId,
+        input: impl FnOnce() -> Input,
+    ) -> std::thread::Result<Result<(), NodeError>> {
         let t = self.timed.then(Instant::now);
         let r = catch_unwind(AssertUnwindSafe(|| {
             proc.process(
-                Input::one_of(port, item, session),
+                input(),
                 &mut Emitter::buffer(
                     &mut self.buf,
                     &NodeIo {
@@ -752,13 +753,7 @@ impl<'a> Caller<'a> {
         if let Some(t) = t {
             stats::add(&self.stats.busy_ns, t.elapsed());
         }
-        match r {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(error)) => self.failed(error, false, 1, || describe_tags(Some(&tag), None, 1)),
-            Err(p) => self.failed(NodeError::runtime(panic_message(&p)), true, 1, || {
-                describe_tags(Some(&tag), None, 1)
-            }),
-        }
+        r
     }
 
     /// A failed call: `Stopped` (the node gave up because the run is stopping) only counts
@@ -807,30 +802,11 @@ impl<'a> Caller<'a> {
         let mut last_error = None;
         for attempt in 0..attempts {
             self.buf.clear();
-            let t = self.timed.then(Instant::now);
-            let r = catch_unwind(AssertUnwindSafe(|| {
-                proc.process(
-                    Input {
-                        port,
-                        items: kept.clone(),
-                        sessions: sessions.clone(),
-                    },
-                    &mut Emitter::buffer(
-                        &mut self.buf,
-                        &NodeIo {
-                            outputs: None,
-                            state: self.state,
-                            stats: self.stats,
-                        },
-                        self.n_out,
-                        &self.node.id,
-                    )
-                    .in_session(session),
-                )
-            }));
-            if let Some(t) = t {
-                stats::add(&self.stats.busy_ns, t.elapsed());
-            }
+            let r = self.invoke(proc, session, || Input {
+                port,
+                items: kept.clone(),
+                sessions: sessions.clone(),
+            });
             let r = match r {
                 Ok(Ok(())) if session == SessionId::POSITIONAL => Ok(self.positional(&sessions)),
                 r => r,
