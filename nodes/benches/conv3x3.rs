@@ -13,6 +13,8 @@
 //! (default 3). Without `VIDFLOW_BENCH=1` it only says how to run it.
 #![cfg(feature = "neural")]
 
+mod common;
+
 use burn::tensor::activation::leaky_relu;
 use burn::tensor::module::conv2d;
 use burn::tensor::ops::ConvOptions;
@@ -34,14 +36,9 @@ fn time(seconds: f64, mut f: impl FnMut()) -> f64 {
 
 #[test]
 fn conv3x3_kernel_vs_burn() {
-    if std::env::var("VIDFLOW_BENCH").as_deref() != Ok("1") {
-        eprintln!("conv3x3 benchmark: set VIDFLOW_BENCH=1 to run it (see the file's doc)");
+    let Some(seconds) = common::enabled("conv3x3", "see the file's doc", 3.0) else {
         return;
-    }
-    let seconds: f64 = std::env::var("VIDFLOW_BENCH_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3.0);
+    };
     let (cin, cout, h, w) = (64, 64, 180, 320);
     let x: Vec<f32> = (0..cin * h * w)
         .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)

@@ -13,27 +13,19 @@
 //! `BENCH {json}`.
 #![cfg(feature = "neural")]
 
+mod common;
+
 use std::time::{Duration, Instant};
-use vidflow_nodes::gpu::device::{Compute, DevicePreference};
+use vidflow_nodes::gpu::device::Compute;
 use vidflow_nodes::kinds::face_detect::builtin_detector;
 use vidflow_nodes::models::mtcnn::{DetectParams, Rgb};
 
 #[test]
 fn face_detect_throughput() {
-    if std::env::var("VIDFLOW_BENCH").as_deref() != Ok("1") {
-        eprintln!(
-            "face-detect benchmark: set VIDFLOW_BENCH=1 to run it (see scripts/bench-face-detect.sh)"
-        );
+    let Some(secs) = common::enabled("face-detect", "see scripts/bench-face-detect.sh", 5.0) else {
         return;
-    }
-    let pref: DevicePreference = std::env::var("VIDFLOW_DEVICE")
-        .unwrap_or_else(|_| "cpu".into())
-        .parse()
-        .expect("VIDFLOW_DEVICE");
-    let secs: f64 = std::env::var("VIDFLOW_BENCH_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5.0);
+    };
+    let pref = common::device("cpu");
     let compute = Compute::open(pref).expect("device");
     let det = builtin_detector(&compute.device).expect("built-in weights");
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -12,26 +12,18 @@
 //! here, not in the test suite. The result is also printed as JSON (`BENCH {...}`).
 #![cfg(feature = "neural")]
 
+mod common;
+
 use std::time::{Duration, Instant};
-use vidflow_nodes::gpu::device::{Compute, DevicePreference};
+use vidflow_nodes::gpu::device::Compute;
 use vidflow_nodes::kinds::interpolate::{Rife, load_checkpoint};
 
 #[test]
 fn interpolate_throughput() {
-    if std::env::var("VIDFLOW_BENCH").as_deref() != Ok("1") {
-        eprintln!(
-            "interpolate benchmark: set VIDFLOW_BENCH=1 to run it (see scripts/bench-rife.sh)"
-        );
+    let Some(secs) = common::enabled("interpolate", "see scripts/bench-rife.sh", 10.0) else {
         return;
-    }
-    let device: DevicePreference = std::env::var("VIDFLOW_DEVICE")
-        .unwrap_or_default()
-        .parse()
-        .expect("VIDFLOW_DEVICE");
-    let secs: f64 = std::env::var("VIDFLOW_BENCH_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10.0);
+    };
+    let device = common::device("auto");
     let compute = Compute::open(device).unwrap_or_else(|e| panic!("{e}"));
     let ck = load_checkpoint(None).expect("built-in weights");
     let rife = Rife::new(&ck, &compute.device, 1.0).expect("v4.25");

@@ -10,27 +10,19 @@
 //! the time per batch size (default 5). Each result is also printed as `BENCH {json}`.
 #![cfg(feature = "neural")]
 
+mod common;
+
 use std::time::{Duration, Instant};
-use vidflow_nodes::gpu::device::{Compute, DevicePreference};
+use vidflow_nodes::gpu::device::Compute;
 use vidflow_nodes::models::wav2lip::Wav2Lip;
 use vidflow_nodes::weights;
 
 #[test]
 fn wav2lip_throughput() {
-    if std::env::var("VIDFLOW_BENCH").as_deref() != Ok("1") {
-        eprintln!(
-            "lipsync benchmark: set VIDFLOW_BENCH=1 to run it (see scripts/bench-lipsync.sh)"
-        );
+    let Some(secs) = common::enabled("lipsync", "see scripts/bench-lipsync.sh", 5.0) else {
         return;
-    }
-    let pref: DevicePreference = std::env::var("VIDFLOW_DEVICE")
-        .unwrap_or_else(|_| "cpu".into())
-        .parse()
-        .expect("VIDFLOW_DEVICE");
-    let secs: f64 = std::env::var("VIDFLOW_BENCH_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5.0);
+    };
+    let pref = common::device("cpu");
     let compute = Compute::open(pref).expect("device");
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/wav2lip-random-seed0.fp16.pth");

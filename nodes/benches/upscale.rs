@@ -12,26 +12,17 @@
 //! in the test suite. Each result line is also printed as JSON (`BENCH {...}`) for the script.
 #![cfg(feature = "neural")]
 
+mod common;
+
 use std::time::Duration;
-use vidflow_nodes::gpu::device::DevicePreference;
 use vidflow_nodes::kinds::upscale::bench::{BenchSpec, bench_upscale};
 
 #[test]
 fn upscale_throughput() {
-    if std::env::var("VIDFLOW_BENCH").as_deref() != Ok("1") {
-        eprintln!(
-            "upscale benchmark: set VIDFLOW_BENCH=1 to run it (see scripts/bench-upscale.sh)"
-        );
+    let Some(secs) = common::enabled("upscale", "see scripts/bench-upscale.sh", 10.0) else {
         return;
-    }
-    let device: DevicePreference = std::env::var("VIDFLOW_DEVICE")
-        .unwrap_or_default()
-        .parse()
-        .expect("VIDFLOW_DEVICE");
-    let secs: f64 = std::env::var("VIDFLOW_BENCH_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(10.0);
+    };
+    let device = common::device("auto");
     let spec = BenchSpec {
         device,
         min_time: Duration::from_secs_f64(secs),
