@@ -103,6 +103,9 @@ pub struct Rgb<'a> {
 struct Conv {
     weight: Tensor<4>,
     bias: Tensor<1>,
+    /// A 3x3 one as the CPU Winograd kernel (padded: see [`PNet::forward_cpu`]), when the
+    /// networks run on the CPU in f32.
+    cpu: Option<Arc<Conv3x3>>,
 }
 
 impl Conv {
@@ -183,6 +186,7 @@ impl Loader<'_> {
         Ok(Conv {
             weight: upload(w, self.device, DType::F32),
             bias: upload(b, self.device, DType::F32),
+            cpu: cpu_kernel(&w.data, &b.data, &w.shape, self.device, DType::F32),
         })
     }
     fn dense(&self, name: &str, cout: usize, cin: usize) -> Result<Dense, String> {
@@ -193,12 +197,6 @@ impl Loader<'_> {
             weight_t: weight.transpose(),
             bias: upload(b, self.device, DType::F32),
         })
-    }
-    /// A 3x3 convolution as the CPU Winograd kernel, when the networks run on the CPU in f32.
-    fn cpu_conv3(&self, name: &str) -> Option<Arc<Conv3x3>> {
-        let w = &self.ck.tensors[&format!("{name}.weight")];
-        let b = &self.ck.tensors[&format!("{name}.bias")];
-        cpu_kernel(&w.data, &b.data, &w.shape, self.device, DType::F32)
     }
     fn prelu(&self, name: &str, c: usize) -> Result<PRelu, String> {
         let t = self.get(&format!("{name}.weight"), &[c])?;
@@ -222,13 +220,12 @@ pub struct PNet {
     prelu3: PRelu,
     conv4_1: Conv,
     conv4_2: Conv,
-    cpu: Option<PNetCpu>,
+    cpu: PNetCpu,
 }
 
 /// P-Net's layers for the CPU path ([`PNet::forward_cpu`]).
 #[derive(Clone, Debug)]
 struct PNetCpu {
-    conv: [Arc<Conv3x3>; 3],
     /// `conv4_1` (2 rows) then `conv4_2` (4 rows), `[6, 32]`, and their biases.
     heads: Vec<f32>,
     head_bias: Vec<f32>,
@@ -241,7 +238,8 @@ impl PNet {
             net: "P-Net",
             device,
         };
-        let mut net = PNet {
+        let raw = |k: &str| ck.tensors[k].data.as_slice();
+        Ok(PNet {
             conv1: l.conv("conv1", 10, 3, 3)?,
             prelu1: l.prelu("prelu1", 10)?,
             conv2: l.conv("conv2", 16, 10, 3)?,
@@ -250,23 +248,12 @@ impl PNet {
             prelu3: l.prelu("prelu3", 32)?,
             conv4_1: l.conv("conv4_1", 2, 32, 1)?,
             conv4_2: l.conv("conv4_2", 4, 32, 1)?,
-            cpu: None,
-        };
-        // Every shape is checked above.
-        net.cpu = (|| {
-            let conv = [
-                l.cpu_conv3("conv1")?,
-                l.cpu_conv3("conv2")?,
-                l.cpu_conv3("conv3")?,
-            ];
-            let raw = |k: &str| ck.tensors[k].data.as_slice();
-            Some(PNetCpu {
-                conv,
+            // The shapes were checked by the lines above.
+            cpu: PNetCpu {
                 heads: [raw("conv4_1.weight"), raw("conv4_2.weight")].concat(),
                 head_bias: [raw("conv4_1.bias"), raw("conv4_2.bias")].concat(),
-            })
-        })();
-        Ok(net)
+            },
+        })
     }
 
     /// [`forward`](Self::forward) on the CPU kernels, when the network runs on the CPU in
@@ -290,15 +277,20 @@ impl PNet {
         h: usize,
         w: usize,
     ) -> Option<(Vec<f32>, Vec<f32>, usize, usize)> {
-        let cpu = self.cpu.as_ref()?;
+        let cpu = &self.cpu;
+        let (c1, c2, c3) = (
+            self.conv1.cpu.as_deref()?,
+            self.conv2.cpu.as_deref()?,
+            self.conv3.cpu.as_deref()?,
+        );
         fn act(p: &PRelu) -> Activation<'_> {
             Activation::PRelu(&p.slopes)
         }
-        let y1 = cpu.conv[0].forward(x, n, h, w, act(&self.prelu1));
+        let y1 = c1.forward(x, n, h, w, act(&self.prelu1));
         let (ph, pw) = ((h - 2).div_ceil(2), (w - 2).div_ceil(2));
         let pooled = pool2_interior(&y1, n * 10, [h, w], [ph, pw]);
-        let y2 = cpu.conv[1].forward(&pooled, n, ph, pw, act(&self.prelu2));
-        let y3 = cpu.conv[2].forward(&y2, n, ph, pw, act(&self.prelu3));
+        let y2 = c2.forward(&pooled, n, ph, pw, act(&self.prelu2));
+        let y3 = c3.forward(&y2, n, ph, pw, act(&self.prelu3));
         let (oh, ow) = (ph - 4, pw - 4);
         let plane = oh * ow;
         let mut reg = vec![0f32; n * 4 * plane];
@@ -359,8 +351,6 @@ pub struct RNet {
     prelu4: PRelu,
     dense5_1: Dense,
     dense5_2: Dense,
-    /// conv1 and conv2 as CPU kernels, when the network runs on the CPU in f32.
-    cpu: Option<[Arc<Conv3x3>; 2]>,
 }
 
 impl RNet {
@@ -370,7 +360,7 @@ impl RNet {
             net: "R-Net",
             device,
         };
-        let mut net = RNet {
+        Ok(RNet {
             conv1: l.conv("conv1", 28, 3, 3)?,
             prelu1: l.prelu("prelu1", 28)?,
             conv2: l.conv("conv2", 48, 28, 3)?,
@@ -381,10 +371,7 @@ impl RNet {
             prelu4: l.prelu("prelu4", 128)?,
             dense5_1: l.dense("dense5_1", 2, 128)?,
             dense5_2: l.dense("dense5_2", 4, 128)?,
-            cpu: None,
-        };
-        net.cpu = (|| Some([l.cpu_conv3("conv1")?, l.cpu_conv3("conv2")?]))();
-        Ok(net)
+        })
     }
 
     /// # Shapes
@@ -402,13 +389,13 @@ impl RNet {
     /// # Shapes
     /// `crops`: `[n, 3, 24, 24]` → (regression `[n, 4]`, probabilities `[n, 2]`)
     fn forward_host(&self, crops: &[f32], n: usize, device: &Device) -> (Vec<f32>, Vec<f32>) {
-        let x = match &self.cpu {
-            Some([c1, c2]) => {
+        let x = match (&self.conv1.cpu, &self.conv2.cpu) {
+            (Some(c1), Some(c2)) => {
                 let stages = [(&**c1, &self.prelu1, 3), (&**c2, &self.prelu2, 3)];
                 let (x, c, o) = conv_pool_cpu(crops, n, 24, &stages);
                 cpu_tensor(x, [n, c, o, o], device)
             }
-            None => {
+            _ => {
                 return floats2(self.forward(cpu_tensor(crops.to_vec(), [n, 3, 24, 24], device)));
             }
         };
@@ -443,8 +430,6 @@ pub struct ONet {
     dense6_1: Dense,
     dense6_2: Dense,
     dense6_3: Dense,
-    /// conv1 to conv3 as CPU kernels, when the network runs on the CPU in f32.
-    cpu: Option<[Arc<Conv3x3>; 3]>,
 }
 
 impl ONet {
@@ -454,7 +439,7 @@ impl ONet {
             net: "O-Net",
             device,
         };
-        let mut net = ONet {
+        Ok(ONet {
             conv1: l.conv("conv1", 32, 3, 3)?,
             prelu1: l.prelu("prelu1", 32)?,
             conv2: l.conv("conv2", 64, 32, 3)?,
@@ -468,16 +453,7 @@ impl ONet {
             dense6_1: l.dense("dense6_1", 2, 256)?,
             dense6_2: l.dense("dense6_2", 4, 256)?,
             dense6_3: l.dense("dense6_3", 10, 256)?,
-            cpu: None,
-        };
-        net.cpu = (|| {
-            Some([
-                l.cpu_conv3("conv1")?,
-                l.cpu_conv3("conv2")?,
-                l.cpu_conv3("conv3")?,
-            ])
-        })();
-        Ok(net)
+        })
     }
 
     /// # Shapes
@@ -503,8 +479,8 @@ impl ONet {
         n: usize,
         device: &Device,
     ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
-        let (reg, marks, prob) = match &self.cpu {
-            Some([c1, c2, c3]) => {
+        let (reg, marks, prob) = match (&self.conv1.cpu, &self.conv2.cpu, &self.conv3.cpu) {
+            (Some(c1), Some(c2), Some(c3)) => {
                 let stages = [
                     (&**c1, &self.prelu1, 3),
                     (&**c2, &self.prelu2, 3),
@@ -513,7 +489,7 @@ impl ONet {
                 let (x, c, o) = conv_pool_cpu(crops, n, 48, &stages);
                 self.tail(cpu_tensor(x, [n, c, o, o], device))
             }
-            None => self.forward(cpu_tensor(crops.to_vec(), [n, 3, 48, 48], device)),
+            _ => self.forward(cpu_tensor(crops.to_vec(), [n, 3, 48, 48], device)),
         };
         (floats(reg), floats(marks), floats(prob))
     }
