@@ -107,6 +107,19 @@ enum Command {
         )]
         device: Option<DevicePreference>,
     },
+    /// A worker process of `vidflow run --job DIR --workers N`: chunk tasks on stdin, events on
+    /// stdout (started by the coordinator, not by hand).
+    #[command(hide = true)]
+    LocalWorker {
+        #[arg(long)]
+        name: String,
+        #[arg(
+            long,
+            value_parser = PossibleValuesParser::new(["auto", "gpu", "cpu"])
+                .map(|s| s.parse::<DevicePreference>().expect("a listed device"))
+        )]
+        device: Option<DevicePreference>,
+    },
     /// Print a checked graph as Graphviz DOT or a Mermaid flowchart.
     Graph {
         /// The graph file (YAML).
@@ -170,9 +183,14 @@ struct JobArgs {
     /// another.
     #[arg(long, value_name = "S", default_value_t = 30.0, requires = "nats")]
     ack_wait: f64,
-    /// With `--nats`: deliveries of a chunk before it is recorded as failed.
-    #[arg(long, value_name = "N", default_value_t = 3, requires = "nats")]
+    /// With `--nats` or `--workers`: deliveries of a chunk before it is recorded as failed.
+    #[arg(long, value_name = "N", default_value_t = 3)]
     max_deliver: i64,
+    /// Run the chunks on N worker processes on this machine, with the farm's rules and no
+    /// server: a chunk whose worker dies goes to another, a failed one is tried again up to
+    /// `--max-deliver` times, and each worker keeps its models loaded across chunks.
+    #[arg(long, value_name = "N", requires = "job", conflicts_with_all = ["nats", "parallel"])]
+    workers: Option<usize>,
 }
 
 #[derive(Subcommand)]
@@ -354,6 +372,14 @@ fn dispatch(command: Command, registry: &Registry) -> anyhow::Result<ExitCode> {
         } => run(&file, &set, progress, device, job, registry),
         Command::Job(JobCommand::Status { dir, json, nats }) => job_status(&dir, json, &nats),
         Command::Serve(args) => serve::run(args, registry),
+        Command::LocalWorker { name, device } => {
+            let shared = std::sync::Arc::new(vidflow_engine::node::Shared::default());
+            if let Some(device) = device {
+                shared.insert(device);
+            }
+            farm::local::worker(name, vidflow_nodes::registry(), shared)?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Worker {
             nats,
             slots,
@@ -508,6 +534,8 @@ fn run_job(
     }
     let result = if args.nats.nats.is_some() {
         coordinate(file, set, graph, mode, &args, stop)
+    } else if let Some(n) = args.workers {
+        local_workers(file, set, graph, mode, &args, n, device, stop)
     } else {
         let opts = job::JobOptions {
             dir: dir.clone(),
@@ -625,6 +653,41 @@ fn coordinate(
         file: file.to_string(),
         text,
         set: set.to_vec(),
+        progress: &progress,
+        stop,
+    })
+}
+
+/// `vidflow run GRAPH --job DIR --workers N`: the chunks run on worker processes here.
+#[allow(clippy::too_many_arguments)]
+fn local_workers(
+    file: &str,
+    set: &[String],
+    graph: &vidflow_engine::CheckedGraph,
+    mode: progress::Mode,
+    args: &JobArgs,
+    workers: usize,
+    device: Option<DevicePreference>,
+    stop: exec::StopFlag,
+) -> anyhow::Result<vidflow_engine::job::JobReport> {
+    if workers == 0 {
+        anyhow::bail!("`--workers` must be at least 1");
+    }
+    if args.max_deliver < 1 {
+        anyhow::bail!("`--max-deliver` must be at least 1");
+    }
+    let dir = args.job.as_ref().expect("called with --job");
+    let job = vidflow_engine::job::Job::open(graph, dir, args.chunk_seconds, args.restart)?;
+    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read `{file}`"))?;
+    let progress = vidflow_engine::job::progress::JobProgress::new(mode);
+    farm::local::run(farm::local::Local {
+        job: &job,
+        workers,
+        max_deliver: args.max_deliver,
+        file: file.to_string(),
+        text,
+        set: set.to_vec(),
+        device: device.map(|d| d.to_string()),
         progress: &progress,
         stop,
     })

@@ -165,7 +165,8 @@ pub fn run(c: Coordinate<'_>) -> anyhow::Result<JobReport> {
     Ok(report)
 }
 
-fn show(p: &JobProgress, job: &Job, e: &Event) {
+/// Shows a worker's event on the job's display.
+pub(super) fn show(p: &JobProgress, job: &Job, e: &Event) {
     let spec = |i: usize| job.chunks().get(i);
     match e {
         Event::Start {

@@ -10,6 +10,7 @@
 //! display, and a key-value bucket ([`WORKERS`]) the workers heartbeat into.
 
 pub mod coordinator;
+pub mod local;
 pub mod worker;
 
 use async_nats::jetstream::{self, consumer::pull, kv, stream};

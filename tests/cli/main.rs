@@ -16,6 +16,8 @@ mod llm_litellm;
 #[cfg(feature = "llm")]
 mod llm_real_server;
 #[cfg(feature = "media")]
+mod local_workers;
+#[cfg(feature = "media")]
 mod media;
 #[cfg(all(feature = "media", feature = "neural"))]
 mod neural;

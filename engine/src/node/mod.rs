@@ -61,9 +61,40 @@ impl BuildCtx<'_> {
 #[derive(Default)]
 pub struct Shared {
     map: Mutex<HashMap<TypeId, Arc<dyn Any + Send + Sync>>>,
+    keyed: Mutex<HashMap<(TypeId, String), Arc<Slot>>>,
 }
 
+/// One entry of [`Shared::keyed`], filled once; its own lock, so loading one model does not
+/// hold up nodes that load another.
+type Slot = Mutex<Option<Arc<dyn Any + Send + Sync>>>;
+
 impl Shared {
+    /// The instance of `T` stored under `key` (e.g. a network under its weights file, size and
+    /// modification time, and its options), made with `init` the first time, and whether it
+    /// was already there. A `Shared` lives as long as a run, a job (all its chunks) or a worker
+    /// (all the chunks it takes), so a model is loaded once for all of them, and replicas of a
+    /// node share one copy. A failed `init` stores nothing.
+    pub fn keyed<T: Any + Send + Sync, E>(
+        &self,
+        key: &str,
+        init: impl FnOnce() -> Result<T, E>,
+    ) -> Result<(Arc<T>, bool), E> {
+        let slot = self
+            .keyed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((TypeId::of::<T>(), key.to_string()))
+            .or_default()
+            .clone();
+        let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(v) = slot.as_ref() {
+            return Ok((v.clone().downcast::<T>().expect("keyed by TypeId"), true));
+        }
+        let value = Arc::new(init()?);
+        *slot = Some(value.clone());
+        Ok((value, false))
+    }
+
     /// Returns the run's instance of `T`, creating it with `init` on first use.
     pub fn get_or_try_init<T: Any + Send + Sync, E>(
         &self,

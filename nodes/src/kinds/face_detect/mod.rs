@@ -182,7 +182,12 @@ mod imp {
             _ => Select::Largest,
         };
         let compute = Compute::for_run(ctx.shared)?;
-        let detector = builtin_detector(&compute.device)
+        // Loaded once per run, job or worker: later chunks share the networks.
+        let (detector, _) = ctx
+            .shared
+            .keyed("face-detect built-in MTCNN", || {
+                builtin_detector(&compute.device)
+            })
             .map_err(|e| NodeError::input(format!("node `{node}`: {e}")))?;
         Ok(Runtime::Process(Box::new(FaceDetect {
             node,
@@ -205,7 +210,7 @@ mod imp {
 
     struct FaceDetect {
         node: String,
-        detector: Detector,
+        detector: Arc<Detector>,
         params: DetectParams,
         select: Select,
         every: u64,

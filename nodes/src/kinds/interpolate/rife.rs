@@ -52,10 +52,17 @@ pub(crate) fn load_rife(ctx: &BuildCtx<'_>, p: &InterpolateParams) -> Result<Rif
         .as_deref()
         .filter(|s| !s.trim().is_empty())
         .map(std::path::PathBuf::from);
-    let ck = load_checkpoint(path.as_deref())
+    // Loaded once per run, job or worker: later chunks (and other nodes on the same file)
+    // share the network.
+    let key = crate::weights::cache_key("rife", path.as_deref(), p.scale);
+    let (rife, _) = ctx
+        .shared
+        .keyed(&key, || {
+            let ck = load_checkpoint(path.as_deref())?;
+            Rife::new(&ck, &compute.device, p.scale as f32)
+        })
         .map_err(|e| NodeError::input(format!("node `{}`: {e}", ctx.node_id)))?;
-    let mut rife = Rife::new(&ck, &compute.device, p.scale as f32)
-        .map_err(|e| NodeError::input(format!("node `{}`: {e}", ctx.node_id)))?;
+    let mut rife = Rife::clone(&rife);
     rife.max_batch = p.max_batch;
     Ok(rife)
 }

@@ -461,9 +461,14 @@ fn factory(ctx: &vidflow_engine::BuildCtx<'_>) -> Result<Runtime, NodeError> {
         }
     };
     let compute = Compute::for_run(ctx.shared)?;
-    let ck = crate::weights::load(Path::new(weights))
-        .map_err(|e| NodeError::input(format!("node `{node}`: {e}")))?;
-    let model = crate::models::wav2lip::Wav2Lip::load(&ck, &compute.device)
+    // Loaded once per run, job or worker: later chunks share the network.
+    let key = crate::weights::cache_key("wav2lip", Some(Path::new(weights)), ());
+    let (model, _) = ctx
+        .shared
+        .keyed(&key, || {
+            let ck = crate::weights::load(Path::new(weights)).map_err(|e| e.to_string())?;
+            crate::models::wav2lip::Wav2Lip::load(&ck, &compute.device)
+        })
         .map_err(|e| NodeError::input(format!("node `{node}`: {e}")))?;
     Ok(Runtime::Process(Box::new(LipSync {
         node,
@@ -487,7 +492,7 @@ fn factory(ctx: &vidflow_engine::BuildCtx<'_>) -> Result<Runtime, NodeError> {
 #[cfg(feature = "neural")]
 struct LipSync {
     node: String,
-    model: crate::models::wav2lip::Wav2Lip,
+    model: Arc<crate::models::wav2lip::Wav2Lip>,
     faces: Faces,
     feather: f32,
     verbose: bool,

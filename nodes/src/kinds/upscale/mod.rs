@@ -83,7 +83,7 @@ mod imp {
     use crate::models::realesrgan::{self, Arch, Network};
     use crate::weights::{self, Checkpoint, WeightsError};
     use burn::tensor::{DType, Device, Tensor, TensorData};
-    use std::path::Path;
+    use std::path::{Path, PathBuf};
     use std::sync::Arc;
     use vidflow_engine::Emitter;
     use vidflow_engine::{BuildCtx, Frame, Input, NodeError, Payload, Process, Runtime};
@@ -359,8 +359,6 @@ mod imp {
             .as_deref()
             .filter(|s| !s.trim().is_empty())
             .map(Path::new);
-        let ck =
-            load_checkpoint(path).map_err(|e| NodeError::input(format!("node `{node}`: {e}")))?;
         let opts = UpscaleOptions {
             scale: p.scale,
             tile: p.tile,
@@ -368,14 +366,22 @@ mod imp {
             f16: p.precision == "f16",
         };
         let compute = Compute::for_run(ctx.shared)?;
-        let up = Upscaler::new(&ck, &compute.device, opts)
+        // Loaded once per run, job or worker: replicas and later chunks share it.
+        let key = crate::weights::cache_key("upscale", path, opts);
+        let (up, kept) = ctx
+            .shared
+            .keyed(&key, || {
+                let ck = load_checkpoint(path)?;
+                let up = Upscaler::new(&ck, &compute.device, opts)?;
+                Ok::<_, WeightsError>((up, ck.path))
+            })
             .map_err(|e| NodeError::input(format!("node `{node}`: {e}")))?;
-        if ctx.replica == 0 {
+        if !kept {
             vidflow_engine::progress::say(format!(
                 "node `{node}`: {} from {}{}",
-                up.arch,
-                ck.path.display(),
-                up.note
+                up.0.arch,
+                up.1.display(),
+                up.0.note
                     .as_ref()
                     .map(|n| format!(" ({n})"))
                     .unwrap_or_default()
@@ -386,7 +392,8 @@ mod imp {
 
     struct UpscaleNode {
         node: String,
-        up: Upscaler,
+        /// The network and the file it came from, shared through the run's `Shared`.
+        up: Arc<(Upscaler, PathBuf)>,
     }
 
     impl Process for UpscaleNode {
@@ -413,7 +420,7 @@ mod imp {
                     .position(|f| (f.width, f.height) != (w, h))
                     .map_or(frames.len(), |k| start + k);
                 let outs = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    self.up.upscale_frames(&frames[start..end])
+                    self.up.0.upscale_frames(&frames[start..end])
                 }))
                 .map_err(|e| {
                     let msg = e

@@ -1,0 +1,526 @@
+//! `vidflow run GRAPH --job DIR --workers N` (no `--nats`): the farm's scheduling on one
+//! machine, with no server. This process is the coordinator and the queue: it starts N worker
+//! processes (`vidflow local-worker`, hidden), hands each one chunk at a time as a [`Task`]
+//! on its stdin, and reads its [`Event`]s from its stdout. The rules are the farm's:
+//! - a worker runs one chunk at a time and keeps its loaded models across chunks (they live in
+//!   its `Shared`);
+//! - a chunk whose worker dies (a crash, `kill -9`) goes to another worker, as JetStream
+//!   redelivers a chunk whose heartbeats stopped; a worker that died is replaced;
+//! - a chunk that fails is given back and tried again, up to `--max-deliver` deliveries; its
+//!   last failure records it as failed with every delivery's error;
+//! - the journal is the truth: a chunk is done when its record is there and matches its
+//!   outputs, exactly as for a local job or the NATS coordinator.
+//!
+//! First Ctrl-C: no new chunks, the ones in hand finish; second: exit at once (the workers see
+//! their stdin close and give their chunks up unrecorded). Workers run in their own process
+//! group, so the terminal's Ctrl-C reaches only this process, which decides.
+
+use super::{Event, Task};
+use std::collections::{BTreeSet, VecDeque};
+use std::io::{BufRead as _, BufReader, Write as _};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use vidflow_engine::exec::{NodeReport, ProgressSink, StopFlag};
+use vidflow_engine::job::{ChunkOutcome, Job, JobReport, journal, progress::JobProgress};
+use vidflow_engine::node::Shared;
+use vidflow_engine::{Mode, Registry, SourceFile};
+
+/// One chunk for a local worker: the task as the farm publishes it, and which delivery this is.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Assign {
+    task: Task,
+    delivered: i64,
+}
+
+/// What `run --job --workers N` was asked.
+pub struct Local<'a> {
+    pub job: &'a Job,
+    pub workers: usize,
+    pub max_deliver: i64,
+    /// The graph as the workers load it.
+    pub file: String,
+    pub text: String,
+    pub set: Vec<String>,
+    /// `--device`, passed on to the workers.
+    pub device: Option<String>,
+    pub progress: &'a JobProgress,
+    pub stop: StopFlag,
+}
+
+/// A worker process and the chunk it holds (with its delivery count).
+struct Worker {
+    name: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    busy: Option<(usize, i64)>,
+    alive: bool,
+}
+
+/// What the reader threads report: a worker's event, or that its stdout closed (it exited).
+enum Heard {
+    Event(usize, Event),
+    Gone(usize),
+}
+
+pub fn run(c: Local<'_>) -> anyhow::Result<JobReport> {
+    let started = Instant::now();
+    let job = c.job;
+    let (reused, pending) = job.scan(c.progress);
+    let total: u64 = job.chunks().iter().map(|c| c.frames as u64).sum();
+    let done_frames: u64 = reused.iter().map(|&i| job.chunks()[i].frames as u64).sum();
+    c.progress.start(
+        &job.dir.display().to_string(),
+        (reused.len(), job.chunks().len()),
+        (done_frames, total),
+        c.workers,
+    );
+    let mut report = JobReport {
+        chunks: job.chunks().len(),
+        reused,
+        ..Default::default()
+    };
+    let dir = std::path::absolute(&job.dir)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", "cannot resolve the job folder"))?;
+    let cwd = std::env::current_dir()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", "cannot read the working folder"))?;
+    let exe = std::env::current_exe()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", "cannot find the vidflow program"))?;
+    let task = |chunk: usize| Task {
+        job: job.file.id.clone(),
+        dir: dir.clone(),
+        cwd: cwd.clone(),
+        file: c.file.clone(),
+        text: c.text.clone(),
+        set: c.set.clone(),
+        chunk,
+        max_deliver: c.max_deliver,
+        ack_wait_ms: 0,
+    };
+    for chunk in &pending {
+        // A chunk recorded as failed by an earlier run is tried again.
+        let _ = std::fs::remove_file(journal::failed_path(&dir, chunk.index));
+    }
+    let mut queue: VecDeque<(usize, i64)> = pending.iter().map(|c| (c.index, 0)).collect();
+    let mut open: BTreeSet<usize> = pending.iter().map(|c| c.index).collect();
+    let (tx, rx) = mpsc::channel::<Heard>();
+    let mut workers: Vec<Worker> = vec![];
+    let wanted = c.workers.min(open.len()).max(1);
+    // A worker that dies is replaced, but not without end (a build that cannot start).
+    let mut spawns_left = wanted + wanted * c.max_deliver.max(1) as usize;
+    let spawn = |workers: &mut Vec<Worker>, spawns_left: &mut usize| -> anyhow::Result<()> {
+        *spawns_left -= 1;
+        let k = workers.len();
+        let name = format!("local-{}", k + 1);
+        let w = start(&exe, &name, c.device.as_deref(), k, &tx)?;
+        workers.push(w);
+        Ok(())
+    };
+    if !open.is_empty() {
+        for _ in 0..wanted {
+            spawn(&mut workers, &mut spawns_left)?;
+        }
+    }
+
+    while !open.is_empty() {
+        if c.stop.is_set() {
+            report.interrupted = true;
+            if workers.iter().all(|w| w.busy.is_none()) {
+                break;
+            }
+        } else {
+            for w in workers.iter_mut().filter(|w| w.alive && w.busy.is_none()) {
+                let Some((chunk, delivered)) = queue.pop_front() else {
+                    break;
+                };
+                let line = serde_json::to_string(&Assign {
+                    task: task(chunk),
+                    delivered: delivered + 1,
+                })?;
+                let sent = w
+                    .stdin
+                    .as_mut()
+                    .is_some_and(|s| writeln!(s, "{line}").and_then(|_| s.flush()).is_ok());
+                if sent {
+                    w.busy = Some((chunk, delivered + 1));
+                } else {
+                    // It is exiting; its `Gone` will come. The chunk was never taken.
+                    queue.push_front((chunk, delivered));
+                }
+            }
+            if workers.iter().all(|w| !w.alive) {
+                // Every worker died and none may be started: what is left fails.
+                for (chunk, _) in queue.drain(..) {
+                    let spec = &job.chunks()[chunk];
+                    let mut errors = journal::chunk_errors(&dir, chunk, c.max_deliver as usize);
+                    errors.push("every local worker exited".into());
+                    report.failed.push(job.record_failure(spec, errors));
+                    open.remove(&chunk);
+                }
+                if open.is_empty() {
+                    break;
+                }
+            }
+        }
+        let heard = match rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(h) => h,
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
+        match heard {
+            Heard::Event(k, e) => {
+                super::coordinator::show(c.progress, job, &e);
+                match e {
+                    Event::Done { chunk, .. } => {
+                        workers[k].busy = None;
+                        let spec = &job.chunks()[chunk];
+                        let record = journal::read_json::<journal::Record>(&journal::record_path(
+                            &dir, chunk,
+                        ));
+                        match record.map(|r| journal::verify(&dir, spec, &r)) {
+                            Ok(Ok(())) => {
+                                open.remove(&chunk);
+                                report.ran.push(chunk);
+                            }
+                            // Its record does not hold: run it again.
+                            _ => queue.push_back((chunk, 0)),
+                        }
+                    }
+                    Event::Failed {
+                        chunk,
+                        delivered,
+                        last,
+                        ..
+                    } => {
+                        workers[k].busy = None;
+                        if last {
+                            let spec = &job.chunks()[chunk];
+                            let failed = journal::read_json::<journal::Failed>(
+                                &journal::failed_path(&dir, chunk),
+                            )
+                            .unwrap_or_else(|_| {
+                                job.record_failure(
+                                    spec,
+                                    journal::chunk_errors(&dir, chunk, c.max_deliver as usize),
+                                )
+                            });
+                            open.remove(&chunk);
+                            report.failed.push(failed);
+                        } else {
+                            queue.push_back((chunk, delivered));
+                        }
+                    }
+                    Event::Released { chunk, .. } => {
+                        if let Some((held, delivered)) = workers[k].busy.take() {
+                            debug_assert_eq!(held, chunk);
+                            queue.push_front((chunk, delivered - 1));
+                        }
+                    }
+                    Event::Start { .. } | Event::Progress { .. } => {}
+                }
+            }
+            Heard::Gone(k) => {
+                let w = &mut workers[k];
+                w.alive = false;
+                w.stdin = None;
+                let status = w.child.wait().ok();
+                if let Some((chunk, delivered)) = w.busy.take() {
+                    let why = format!(
+                        "worker `{}` exited while running it ({})",
+                        w.name,
+                        status.map_or("unknown status".into(), |s| s.to_string())
+                    );
+                    append_error(&dir, chunk, &w.name, delivered, &why);
+                    let spec = &job.chunks()[chunk];
+                    let last = delivered >= c.max_deliver;
+                    c.progress.chunk_failed(chunk, spec.range, &why, !last);
+                    if last {
+                        let errors = journal::chunk_errors(&dir, chunk, c.max_deliver as usize);
+                        report.failed.push(job.record_failure(spec, errors));
+                        open.remove(&chunk);
+                    } else {
+                        queue.push_front((chunk, delivered));
+                    }
+                }
+                if !open.is_empty() && !c.stop.is_set() && spawns_left > 0 {
+                    spawn(&mut workers, &mut spawns_left)?;
+                }
+            }
+        }
+    }
+    // Closing their stdin tells idle workers to exit; one still busy (a second Ctrl-C never
+    // reaches here) gives its chunk up.
+    for w in &mut workers {
+        w.stdin = None;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for w in &mut workers {
+        while w.alive && Instant::now() < deadline {
+            match w.child.try_wait() {
+                Ok(Some(_)) | Err(_) => break,
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+        let _ = w.child.kill();
+        let _ = w.child.wait();
+    }
+    if report.ok() && !report.interrupted {
+        report.outputs = job
+            .assemble(c.progress)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    report.elapsed = started.elapsed();
+    let failed: Vec<usize> = report.failed.iter().map(|f| f.index).collect();
+    c.progress.end(
+        report.ok() && !report.interrupted,
+        report.interrupted,
+        &failed,
+        report.elapsed,
+    );
+    Ok(report)
+}
+
+/// Starts one worker process with threads that read its events and pass on its log lines.
+fn start(
+    exe: &std::path::Path,
+    name: &str,
+    device: Option<&str>,
+    k: usize,
+    tx: &mpsc::Sender<Heard>,
+) -> anyhow::Result<Worker> {
+    use std::os::unix::process::CommandExt as _;
+    let mut cmd = Command::new(exe);
+    cmd.arg("local-worker").arg("--name").arg(name);
+    if let Some(d) = device {
+        cmd.arg("--device").arg(d);
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // The terminal's Ctrl-C is for the coordinator, which decides what workers do.
+        .process_group(0)
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("cannot start worker `{name}` ({}): {e}", exe.display()))?;
+    let stdout = child.stdout.take().expect("piped");
+    let stderr = child.stderr.take().expect("piped");
+    let events = tx.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(e) = serde_json::from_str::<Event>(&line)
+                && events.send(Heard::Event(k, e)).is_err()
+            {
+                return;
+            }
+        }
+        let _ = events.send(Heard::Gone(k));
+    });
+    vidflow_engine::progress::say(format!("worker {name} started (pid {})", child.id()));
+    let who = name.to_string();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            vidflow_engine::progress::say(format!("worker {who}: {line}"));
+        }
+    });
+    Ok(Worker {
+        name: name.to_string(),
+        stdin: child.stdin.take(),
+        child,
+        busy: None,
+        alive: true,
+    })
+}
+
+/// Appends a failed delivery to the chunk's error log, as farm workers do.
+fn append_error(dir: &std::path::Path, chunk: usize, worker: &str, delivered: i64, error: &str) {
+    let line = serde_json::json!({"worker": worker, "delivered": delivered, "error": error});
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(journal::chunk_errors_path(dir, chunk))
+    {
+        let _ = writeln!(f, "{line}");
+    }
+}
+
+/// `vidflow local-worker`: runs the chunks its coordinator writes on stdin, one at a time,
+/// and writes its events on stdout. Stdin closing while a chunk runs means the coordinator is
+/// gone: the chunk is given up unrecorded and the worker exits.
+pub fn worker(name: String, registry: Registry, shared: Arc<Shared>) -> anyhow::Result<()> {
+    let running: Arc<Mutex<Option<StopFlag>>> = Arc::new(Mutex::new(None));
+    let (tx, rx) = mpsc::channel::<Assign>();
+    {
+        let running = running.clone();
+        std::thread::spawn(move || {
+            for line in std::io::stdin().lock().lines() {
+                let Ok(line) = line else { break };
+                match serde_json::from_str::<Assign>(&line) {
+                    Ok(a) => {
+                        if tx.send(a).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => eprintln!("ignoring a line that is not a task: {e}"),
+                }
+            }
+            if let Some(stop) = running.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+                stop.stop();
+            }
+        });
+    }
+    let out = Arc::new(Mutex::new(std::io::stdout()));
+    let say = {
+        let out = out.clone();
+        move |e: &Event| {
+            let mut o = out.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = writeln!(o, "{}", serde_json::to_string(e).unwrap_or_default());
+            let _ = o.flush();
+        }
+    };
+    let mut jobs: Vec<(String, Arc<Job>)> = vec![];
+    for Assign { task, delivered } in rx {
+        let stop = StopFlag::new();
+        *running.lock().unwrap_or_else(|e| e.into_inner()) = Some(stop.clone());
+        say(&Event::Start {
+            worker: name.clone(),
+            chunk: task.chunk,
+            delivered,
+        });
+        let started = Instant::now();
+        let attached = match jobs.iter().find(|(id, _)| *id == task.job) {
+            Some((_, j)) => Ok(j.clone()),
+            None => attach(&name, &registry, &task).map(|j| {
+                let j = Arc::new(j);
+                jobs.push((task.job.clone(), j.clone()));
+                j
+            }),
+        };
+        let outcome = attached.and_then(|job| {
+            let chunk = job
+                .chunks()
+                .get(task.chunk)
+                .cloned()
+                .ok_or_else(|| format!("the job has no chunk {}", task.chunk))?;
+            let ticks = Box::new(Ticks {
+                source: job.source(),
+                name: name.clone(),
+                chunk: task.chunk,
+                last: Instant::now(),
+                say: Box::new(say.clone()),
+            });
+            Ok((
+                job.clone(),
+                job.run_chunk(&chunk, ticks, &shared, stop.clone()),
+            ))
+        });
+        *running.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        match outcome {
+            Ok((_, ChunkOutcome::Recorded(r))) => say(&Event::Done {
+                worker: name.clone(),
+                chunk: task.chunk,
+                frames: r.frames as u64,
+                seconds: started.elapsed().as_secs_f64(),
+            }),
+            Ok((_, ChunkOutcome::Stopped)) => {
+                say(&Event::Released {
+                    worker: name.clone(),
+                    chunk: task.chunk,
+                });
+                break;
+            }
+            Ok((job, ChunkOutcome::Failed { error, .. })) => {
+                failed(&name, &task, delivered, Some(&job), error, &say)
+            }
+            Err(error) => failed(&name, &task, delivered, None, error, &say),
+        }
+    }
+    Ok(())
+}
+
+/// A failed delivery: logged with the others, and on the last one the chunk is recorded as
+/// failed with every delivery's error.
+fn failed(
+    name: &str,
+    task: &Task,
+    delivered: i64,
+    job: Option<&Job>,
+    error: String,
+    say: &dyn Fn(&Event),
+) {
+    append_error(&task.dir, task.chunk, name, delivered, &error);
+    let last = task.max_deliver > 0 && delivered >= task.max_deliver;
+    if last {
+        let errors = journal::chunk_errors(&task.dir, task.chunk, task.max_deliver as usize);
+        match job.and_then(|j| j.chunks().get(task.chunk).map(|c| (j, c))) {
+            Some((j, c)) => {
+                j.record_failure(c, errors);
+            }
+            None => journal::write_failed(&task.dir, task.chunk, errors),
+        }
+    }
+    say(&Event::Failed {
+        worker: name.to_string(),
+        chunk: task.chunk,
+        error,
+        delivered,
+        last,
+    });
+}
+
+/// Loads the task's graph as the coordinator did and attaches to its job.
+fn attach(name: &str, registry: &Registry, task: &Task) -> Result<Job, String> {
+    let set = vidflow_engine::parse_overrides(&task.set)?;
+    // Relative paths in the graph are the coordinator's, from its working folder: the same
+    // folder this process was started in.
+    let file = PathBuf::from(&task.file);
+    let graph = vidflow_engine::check_source(
+        SourceFile::new(task.file.clone(), task.text.clone()),
+        registry,
+        &set,
+        Mode::Run,
+    )
+    .map_err(|e| {
+        format!(
+            "worker `{name}` cannot run `{}`:\n{}",
+            file.display(),
+            e.render()
+        )
+    })?;
+    let job = Job::attach(&graph, &task.dir).map_err(|e| format!("worker `{name}`: {e}"))?;
+    if job.file.id != task.job {
+        return Err(format!(
+            "the task belongs to an earlier run of job folder `{}`, which was started over since",
+            task.dir.display()
+        ));
+    }
+    Ok(job)
+}
+
+/// Sends the chunk's progress (frames out of the source) a few times a second.
+struct Ticks {
+    source: usize,
+    name: String,
+    chunk: usize,
+    last: Instant,
+    say: Box<dyn Fn(&Event) + Send>,
+}
+
+impl ProgressSink for Ticks {
+    fn tick(&mut self, nodes: &[NodeReport], _elapsed: Duration) {
+        if self.last.elapsed() < Duration::from_millis(250) {
+            return;
+        }
+        self.last = Instant::now();
+        if let Some(n) = nodes.get(self.source) {
+            (self.say)(&Event::Progress {
+                worker: self.name.clone(),
+                chunk: self.chunk,
+                frames: n.items_out,
+            });
+        }
+    }
+}
