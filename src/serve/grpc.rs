@@ -7,6 +7,7 @@
 //! dropped call cancels its session at once, freeing its slot; one whose client sends nothing
 //! for `serve.idle_timeout_s` is ended with DEADLINE_EXCEEDED.
 
+use super::avatar::Avatar;
 use super::pb::{self, Encoding, stream_reply, stream_request};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -20,17 +21,35 @@ use vidflow_engine::{Frame, Payload, Rate, ServeConfig, SessionId};
 /// Frames of one session in the graph at once.
 pub const WINDOW: usize = 16;
 /// The largest frame side accepted.
-const MAX_SIDE: u32 = 16_384;
+pub const MAX_SIDE: u32 = 16_384;
+/// The most frames one `GenerateBatchWithAudio` call may ask for.
+const MAX_BATCH_FRAMES: u32 = 4096;
+/// Audio chunks a lip-sync frame reads before its own, and after.
+const CHUNKS_BEFORE: u64 = 8;
+const CHUNKS_AFTER: u64 = 7;
 
 pub struct Service {
     hub: Arc<SessionHub>,
     graph: String,
     config: ServeConfig,
+    /// The graph takes audio (its `session-in` node's `audio` output is connected): sessions
+    /// are lip-sync sessions, configured with a face and fed audio.
+    takes_audio: bool,
 }
 
 impl Service {
-    pub fn new(hub: Arc<SessionHub>, graph: String, config: ServeConfig) -> Service {
-        Service { hub, graph, config }
+    pub fn new(
+        hub: Arc<SessionHub>,
+        graph: String,
+        config: ServeConfig,
+        takes_audio: bool,
+    ) -> Service {
+        Service {
+            hub,
+            graph,
+            config,
+            takes_audio,
+        }
     }
 }
 
@@ -39,6 +58,13 @@ type ReplyStream = Pin<Box<dyn Stream<Item = Result<pb::StreamReply, Status>> + 
 #[tonic::async_trait]
 impl pb::serve_server::Serve for Service {
     type StreamStream = ReplyStream;
+
+    async fn generate_batch_with_audio(
+        &self,
+        request: Request<pb::GenerateBatchRequest>,
+    ) -> Result<Response<pb::GenerateBatchReply>, Status> {
+        self.generate_batch(request).await
+    }
 
     async fn stream(
         &self,
@@ -60,6 +86,7 @@ impl pb::serve_server::Serve for Service {
         let session = Session {
             guard,
             graph: self.graph.clone(),
+            takes_audio: self.takes_audio,
             idle: match self.config.idle_timeout_s {
                 0 => None,
                 s => Some(Duration::from_secs(s)),
@@ -70,6 +97,149 @@ impl pb::serve_server::Serve for Service {
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(out_rx),
         )))
+    }
+}
+
+impl Service {
+    /// `GenerateBatchWithAudio`: one short session of `frame_count` frames from the request's
+    /// audio chunks, answered at once.
+    async fn generate_batch(
+        &self,
+        request: Request<pb::GenerateBatchRequest>,
+    ) -> Result<Response<pb::GenerateBatchReply>, Status> {
+        let deadline = deadline(request.metadata());
+        let req = request.into_inner();
+        if !self.takes_audio {
+            return Err(Status::invalid_argument(
+                "GenerateBatchWithAudio needs a graph that takes audio (lip sync); this one takes frames: use Stream",
+            ));
+        }
+        let config = req
+            .config
+            .ok_or_else(|| Status::invalid_argument("`config` is missing"))?;
+        let rate = Rate::from_fps(if config.fps > 0.0 { config.fps } else { 25.0 });
+        let encoding = output_encoding(&config).map_err(Status::invalid_argument)?;
+        let mut avatar = Avatar::new(&config, rate).map_err(Status::invalid_argument)?;
+        let n = req.frame_count;
+        if n == 0 || n > MAX_BATCH_FRAMES {
+            return Err(Status::invalid_argument(format!(
+                "frame_count {n} is not from 1 to {MAX_BATCH_FRAMES}"
+            )));
+        }
+        let need = n as usize + (CHUNKS_BEFORE + CHUNKS_AFTER) as usize;
+        if req.audio_chunks.len() < need {
+            return Err(Status::invalid_argument(format!(
+                "{n} frames need {need} audio chunks ({CHUNKS_BEFORE} before the first frame, {n}, {CHUNKS_AFTER} after), got {}",
+                req.audio_chunks.len()
+            )));
+        }
+        if let Some(samples) = avatar.chunk_samples() {
+            let want = chunk_bytes(&config, samples);
+            if let Some((k, c)) = req
+                .audio_chunks
+                .iter()
+                .enumerate()
+                .find(|(_, c)| c.len() != want)
+            {
+                return Err(Status::invalid_argument(format!(
+                    "audio chunk {k} is {} bytes; a chunk is one frame's audio: {samples} samples per channel, {want} bytes",
+                    c.len()
+                )));
+            }
+        }
+        let audio = avatar
+            .audio(&req.audio_chunks.concat())
+            .map_err(Status::invalid_argument)?;
+
+        let (reply_tx, mut replies) = mpsc::unbounded_channel::<Reply>();
+        let reply: ReplyFn = Arc::new(move |r| {
+            let _ = reply_tx.send(r);
+        });
+        let id = self.hub.open(reply).map_err(|e| match e {
+            AdmitError::Full(_) => Status::resource_exhausted(e.to_string()),
+            AdmitError::ShuttingDown => Status::unavailable(e.to_string()),
+        })?;
+        // Dropped with the call (a deadline, a client gone): the session is cancelled.
+        let _guard = Guard {
+            hub: self.hub.clone(),
+            id,
+        };
+        // Chunk 0 is the audio of frame `start - 8`: in the session's own count, the first
+        // frame asked for is frame 8.
+        let first = CHUNKS_BEFORE;
+        let mut items = vec![audio];
+        items.extend((first..first + n as u64).map(|i| Payload::Frame(avatar.frame(i))));
+        for item in items {
+            if !self.hub.push(id, item) {
+                return Err(Status::unavailable("the session was ended by the server"));
+            }
+        }
+        self.hub.finish_input(id);
+        let fps = rate.fps();
+        let collect = async {
+            let mut frames = Vec::with_capacity(n as usize);
+            loop {
+                match replies.recv().await {
+                    Some(Reply::Item(item)) => {
+                        let mut f = encode(&item, encoding).map_err(Status::internal)?;
+                        f.frame_id = req.start_frame_id + f.frame_id - first;
+                        f.timestamp = f.frame_id as f64 / fps;
+                        frames.push(f);
+                    }
+                    Some(Reply::End) => return Ok(frames),
+                    Some(Reply::Failed(why)) => return Err(Status::invalid_argument(why)),
+                    None => return Err(Status::unavailable("the graph stopped")),
+                }
+            }
+        };
+        let frames = match deadline {
+            Some(d) => tokio::time::timeout(d, collect).await.map_err(|_| {
+                Status::deadline_exceeded(format!(
+                    "the call's deadline ({:.3} s) passed before its {n} frames were made",
+                    d.as_secs_f64()
+                ))
+            })??,
+            None => collect.await?,
+        };
+        Ok(Response::new(pb::GenerateBatchReply { frames }))
+    }
+}
+
+/// Bytes of one frame's audio chunk in the session's format.
+fn chunk_bytes(config: &pb::SessionConfig, samples: u64) -> usize {
+    let a = config.audio.unwrap_or_default();
+    let width = match pb::AudioEncoding::try_from(a.encoding) {
+        Ok(pb::AudioEncoding::PcmF32le) => 4,
+        _ => 2,
+    };
+    samples as usize * a.channels.max(1) as usize * width
+}
+
+/// The call's deadline from its `grpc-timeout` header (`<digits><unit>`, units H M S m u n).
+fn deadline(meta: &tonic::metadata::MetadataMap) -> Option<Duration> {
+    let v = meta.get("grpc-timeout")?.to_str().ok()?;
+    let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n * 3600),
+        "M" => Duration::from_secs(n * 60),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
+/// The session's output encoding (RAW_RGB when unspecified).
+fn output_encoding(config: &pb::SessionConfig) -> Result<Encoding, String> {
+    match Encoding::try_from(config.output_encoding) {
+        Ok(Encoding::Unspecified) | Ok(Encoding::RawRgb) => Ok(Encoding::RawRgb),
+        Ok(e) => Ok(e),
+        Err(_) => Err(format!(
+            "config: unknown output_encoding {}",
+            config.output_encoding
+        )),
     }
 }
 
@@ -89,6 +259,7 @@ impl Drop for Guard {
 struct Session {
     guard: Guard,
     graph: String,
+    takes_audio: bool,
     idle: Option<Duration>,
     out: mpsc::Sender<Result<pb::StreamReply, Status>>,
 }
@@ -134,15 +305,16 @@ impl Session {
             }
         };
         let rate = Rate::from_fps(if config.fps > 0.0 { config.fps } else { 25.0 });
-        let encoding = match Encoding::try_from(config.output_encoding) {
-            Ok(Encoding::Unspecified) | Ok(Encoding::RawRgb) => Encoding::RawRgb,
+        let encoding = match output_encoding(&config) {
             Ok(e) => e,
-            Err(_) => {
-                return End::Status(Status::invalid_argument(format!(
-                    "config: unknown output_encoding {}",
-                    config.output_encoding
-                )));
-            }
+            Err(why) => return End::Status(Status::invalid_argument(why)),
+        };
+        let mut avatar = match self.takes_audio {
+            true => match Avatar::new(&config, rate) {
+                Ok(a) => Some(a),
+                Err(why) => return End::Status(Status::invalid_argument(why)),
+            },
+            false => None,
         };
         let ready = pb::StreamReply {
             msg: Some(stream_reply::Msg::Ready(pb::Ready {
@@ -165,6 +337,31 @@ impl Session {
             tokio::select! {
                 msg = inbound.message(), if input_open && in_flight < WINDOW => match msg {
                     Ok(Some(req)) => match req.msg {
+                        Some(stream_request::Msg::Audio(chunk)) => {
+                            let Some(a) = avatar.as_mut() else {
+                                return End::Status(Status::invalid_argument(
+                                    "this graph takes no audio (its `session-in` node's `audio` output is not connected)",
+                                ));
+                            };
+                            let audio = match a.audio(&chunk.data) {
+                                Ok(p) => p,
+                                Err(why) => return End::Status(Status::invalid_argument(why)),
+                            };
+                            let mut items = vec![audio];
+                            items.extend(a.due(false).into_iter().map(Payload::Frame));
+                            for item in items {
+                                let frame = matches!(item, Payload::Frame(_));
+                                if !hub.push(id, item) {
+                                    return End::Status(Status::unavailable("the session was ended by the server"));
+                                }
+                                in_flight += frame as usize;
+                            }
+                        }
+                        Some(stream_request::Msg::Frame(_)) if avatar.is_some() => {
+                            return End::Status(Status::invalid_argument(
+                                "this graph takes audio: a session's frames are made from `config.face`, so send `audio` messages, not frames",
+                            ));
+                        }
                         Some(stream_request::Msg::Frame(f)) => match decode(&f, rate) {
                             Ok(frame) => {
                                 if !hub.push(id, Payload::Frame(frame)) {
@@ -183,6 +380,13 @@ impl Session {
                     },
                     Ok(None) => {
                         input_open = false;
+                        // The frames the last audio reaches into.
+                        for f in avatar.as_mut().map(|a| a.due(true)).unwrap_or_default() {
+                            if !hub.push(id, Payload::Frame(f)) {
+                                return End::Status(Status::unavailable("the session was ended by the server"));
+                            }
+                            in_flight += 1;
+                        }
                         hub.finish_input(id);
                     }
                     // The client went away (or broke the stream): the guard frees the slot.
@@ -235,7 +439,7 @@ impl Session {
 }
 
 /// An input frame as the graph takes it: its id as the frame index, its timestamp as pts.
-fn decode(f: &pb::Frame, rate: Rate) -> Result<Frame, String> {
+pub(super) fn decode(f: &pb::Frame, rate: Rate) -> Result<Frame, String> {
     let id = f.frame_id;
     let encoding = Encoding::try_from(f.encoding)
         .map_err(|_| format!("frame {id}: unknown encoding {}", f.encoding))?;
@@ -319,16 +523,54 @@ fn encode(item: &Payload, encoding: Encoding) -> Result<pb::Frame, String> {
 /// Sends one mid-gray `size`x`size` frame through the graph as a session of its own and
 /// waits for its end: the models are loaded and have run once when this returns `Ok`; `Err`
 /// is the failure of a node on it (or the graph's end).
-pub fn warm_up(hub: &SessionHub, size: u32) -> Result<(), String> {
+pub fn warm_up(hub: &SessionHub, size: u32, takes_audio: bool) -> Result<(), String> {
     let (tx, rx) = std::sync::mpsc::channel();
     let reply: ReplyFn = Arc::new(move |r| {
         let _ = tx.send(r);
     });
     let id = hub.open(reply).map_err(|e| e.to_string())?;
     let pixels = vec![128u8; size as usize * size as usize * 3];
-    let frame = Frame::new(0, 0.0, Rate::new(25, 1), size, size, pixels);
-    if !hub.push(id, Payload::Frame(frame)) {
-        return Err("the graph ended before the warm-up frame went in".into());
+    let items = if takes_audio {
+        // A lip-sync graph: the gray square as the face, and 0.4 s of silence (10 frames).
+        let config = pb::SessionConfig {
+            face: Some(pb::Frame {
+                encoding: Encoding::RawRgb as i32,
+                width: size,
+                height: size,
+                data: pixels,
+                ..Default::default()
+            }),
+            face_box: Some(pb::FaceBox {
+                x: 0,
+                y: 0,
+                width: size,
+                height: size,
+            }),
+            audio: Some(pb::AudioFormat {
+                sample_rate: 16_000,
+                channels: 1,
+                encoding: pb::AudioEncoding::PcmS16le as i32,
+            }),
+            ..Default::default()
+        };
+        let mut a = Avatar::new(&config, Rate::new(25, 1))?;
+        let mut items = vec![a.audio(&vec![0u8; 6400 * 2])?];
+        items.extend(a.due(true).into_iter().map(Payload::Frame));
+        items
+    } else {
+        vec![Payload::Frame(Frame::new(
+            0,
+            0.0,
+            Rate::new(25, 1),
+            size,
+            size,
+            pixels,
+        ))]
+    };
+    for item in items {
+        if !hub.push(id, item) {
+            return Err("the graph ended before the warm-up went in".into());
+        }
     }
     hub.finish_input(id);
     loop {

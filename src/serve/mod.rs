@@ -18,6 +18,7 @@
 //! graph; then SERVING and 200. A warm-up that fails ends the server with the node's error.
 
 pub mod access;
+pub mod avatar;
 pub mod grpc;
 pub mod metrics;
 
@@ -169,6 +170,11 @@ pub fn run(args: ServeArgs, registry: &Registry) -> anyhow::Result<ExitCode> {
     let live = LiveNodes::default();
     let stop = StopFlag::new();
     let plan = Plan::new(&graph);
+    // A graph whose `session-in` feeds its `audio` output somewhere takes lip-sync sessions.
+    let takes_audio = plan
+        .edges
+        .iter()
+        .any(|e| plan.nodes[e.from.0].kind.name == "session-in" && e.from.1 == 1);
     let faults_hub = hub.clone();
     let opts = RunOptions {
         stop: stop.clone(),
@@ -205,7 +211,7 @@ pub fn run(args: ServeArgs, registry: &Registry) -> anyhow::Result<ExitCode> {
         ))
     );
     let warmup = serve.warmup_size;
-    let service = grpc::Service::new(hub.clone(), graph.name.clone(), serve);
+    let service = grpc::Service::new(hub.clone(), graph.name.clone(), serve, takes_audio);
     let shutdown_hub = hub.clone();
     let metrics_hub = hub.clone();
     let warm_hub = hub.clone();
@@ -222,7 +228,7 @@ pub fn run(args: ServeArgs, registry: &Registry) -> anyhow::Result<ExitCode> {
         let (warm_failed_tx, warm_failed) = tokio::sync::oneshot::channel::<String>();
         tokio::spawn(async move {
             let started = std::time::Instant::now();
-            match tokio::task::spawn_blocking(move || grpc::warm_up(&warm_hub, warmup)).await {
+            match tokio::task::spawn_blocking(move || grpc::warm_up(&warm_hub, warmup, takes_audio)).await {
                 Ok(Ok(())) => {
                     ready.store(true, std::sync::atomic::Ordering::SeqCst);
                     warm_reporter

@@ -190,7 +190,7 @@ fn config() -> StreamRequest {
         msg: Some(stream_request::Msg::Config(pb::SessionConfig {
             output_encoding: Encoding::RawRgb as i32,
             fps: 25.0,
-            name: String::new(),
+            ..Default::default()
         })),
     }
 }
@@ -728,4 +728,305 @@ fn a_python_grpcio_client_with_stubs_from_the_proto_runs_a_session() {
         "{summary}"
     );
     drop(server);
+}
+
+/// The Wav2Lip checkpoint with seeded random weights (the speed and the plumbing do not depend
+/// on the values).
+fn wav2lip_fixture() -> String {
+    format!(
+        "{}/nodes/tests/fixtures/wav2lip-random-seed0.fp16.pth",
+        env!("CARGO_MANIFEST_DIR")
+    )
+}
+
+/// A lip-sync session's config: a `w`×`h` raw RGB face of `seed`, its box, 16 kHz mono s16.
+fn lip_config(w: u32, h: u32, seed: u8, face_box: [u32; 4]) -> pb::SessionConfig {
+    let StreamRequest {
+        msg: Some(stream_request::Msg::Frame(face)),
+    } = raw(0, w, h, seed)
+    else {
+        unreachable!()
+    };
+    pb::SessionConfig {
+        output_encoding: Encoding::RawRgb as i32,
+        fps: 25.0,
+        face: Some(face),
+        face_box: Some(pb::FaceBox {
+            x: face_box[0],
+            y: face_box[1],
+            width: face_box[2],
+            height: face_box[3],
+        }),
+        audio: Some(pb::AudioFormat {
+            sample_rate: 16_000,
+            channels: 1,
+            encoding: pb::AudioEncoding::PcmS16le as i32,
+        }),
+        ..Default::default()
+    }
+}
+
+/// `n` chunks of 40 ms (640 samples) of a chirp with some noise, as s16le: speech-like enough
+/// that consecutive mel windows differ.
+fn speech(n: usize) -> Vec<Vec<u8>> {
+    let mut state = 12345u32;
+    (0..n)
+        .map(|c| {
+            (0..640)
+                .flat_map(|k| {
+                    let t = (c * 640 + k) as f32 / 16000.0;
+                    state = state.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                    let noise = (state >> 16) as f32 / 65536.0 - 0.5;
+                    let v = 0.4 * (2.0 * std::f32::consts::PI * (200.0 + 300.0 * t) * t).sin()
+                        + 0.1 * noise;
+                    ((v * 32767.0) as i16).to_le_bytes()
+                })
+                .collect()
+        })
+        .collect()
+}
+
+fn audio_msg(id: u64, data: Vec<u8>) -> StreamRequest {
+    StreamRequest {
+        msg: Some(stream_request::Msg::Audio(pb::AudioChunk {
+            chunk_id: id,
+            data,
+        })),
+    }
+}
+
+/// A lip-sync serve graph on the fixture weights, its batches waiting long enough that
+/// interleaved sessions share them.
+fn lip_graph(dir: &Path) -> String {
+    let path = dir.join("serve-lipsync.yaml");
+    std::fs::write(
+        &path,
+        "name: lip-test\nserve: { max_sessions: 4, idle_timeout_s: 30, warmup_size: 96 }\nnodes:\n  - id: in\n    kind: session-in\n  - id: windows\n    kind: audio-window\n    params: { mode: mel }\n    inputs: { audio: in.audio, frames: in.frames }\n  - id: sync\n    kind: lipsync\n    params: { weights: WEIGHTS, smooth: 1 }\n    batch: { max: 8, wait_ms: 150 }\n    inputs: { frames: in.frames, windows: windows.windows }\n  - id: out\n    kind: session-out\n    inputs: { frames: sync.frames }\n"
+            .replace("WEIGHTS", &wav2lip_fixture()),
+    )
+    .unwrap();
+    path.display().to_string()
+}
+
+/// Opens a lip-sync session with `config`; its `ready`, or the status it was refused with.
+async fn open_lip(url: &str, config: pb::SessionConfig) -> Result<Session, tonic::Status> {
+    let mut client = ServeClient::connect(url.to_string())
+        .await
+        .expect("connect");
+    let (tx, rx) = mpsc::channel(64);
+    tx.send(StreamRequest {
+        msg: Some(stream_request::Msg::Config(config)),
+    })
+    .await
+    .unwrap();
+    let mut replies = client.stream(ReceiverStream::new(rx)).await?.into_inner();
+    match replies.message().await? {
+        Some(StreamReply {
+            msg: Some(stream_reply::Msg::Ready(r)),
+        }) => Ok(Session {
+            tx,
+            replies,
+            id: r.session_id,
+        }),
+        other => panic!("expected `ready`, got {other:?}"),
+    }
+}
+
+/// Whether `frame` equals `face` outside `b` (x, y, w, h padded 10 px below, as the node pads
+/// a box), and differs from it somewhere inside.
+fn only_the_box_changed(frame: &pb::Frame, face: &[u8], w: u32, b: [u32; 4], h: u32) -> bool {
+    let (x0, y0, x1, y1) = (b[0], b[1], b[0] + b[2], (b[1] + b[3] + 10).min(h));
+    let mut inside_changed = false;
+    for y in 0..h {
+        for x in 0..w {
+            let i = ((y * w + x) * 3) as usize;
+            let same = frame.data[i..i + 3] == face[i..i + 3];
+            let inside = x >= x0 && x < x1 && y >= y0 && y < y1;
+            if !inside && !same {
+                return false;
+            }
+            inside_changed |= inside && !same;
+        }
+    }
+    inside_changed
+}
+
+#[test]
+fn live_lip_sync_sessions_with_different_faces_each_get_their_own_frames() {
+    let dir = tmp("lipsync");
+    let s = Server::spawn(&dir, &lip_graph(&dir), "127.0.0.1", &[]);
+    s.wait_ready();
+    let rt = runtime();
+    let (ba, bb) = ([8, 8, 40, 40], [10, 4, 48, 40]);
+    let (fa, fb) = (lip_config(64, 64, 10, ba), lip_config(80, 60, 200, bb));
+    let (face_a, face_b) = (
+        fa.face.as_ref().unwrap().data.clone(),
+        fb.face.as_ref().unwrap().data.clone(),
+    );
+    let (a, b) = rt.block_on(async {
+        let a = open_lip(&s.url(), fa).await.expect("session a");
+        let b = open_lip(&s.url(), fb).await.expect("session b");
+        // 0.8 s of speech each, interleaved chunk by chunk; b's is the same speech.
+        for (k, chunk) in speech(20).into_iter().enumerate() {
+            a.tx.send(audio_msg(k as u64, chunk.clone())).await.unwrap();
+            b.tx.send(audio_msg(k as u64, chunk)).await.unwrap();
+        }
+        let (mut a, mut b) = (a.closed(), b.closed());
+        let (ra, rb) = tokio::join!(frames(&mut a), frames(&mut b));
+        (ra.expect("a ends ok"), rb.expect("b ends ok"))
+    });
+    let ids = |f: &[pb::Frame]| f.iter().map(|f| f.frame_id).collect::<Vec<_>>();
+    // One frame per 40 ms of audio, in order, each the session's own face.
+    assert_eq!(ids(&a), (0..20).collect::<Vec<_>>(), "{}", s.log());
+    assert_eq!(ids(&b), (0..20).collect::<Vec<_>>());
+    for f in &a {
+        assert_eq!((f.width, f.height), (64, 64));
+        assert!((f.timestamp - f.frame_id as f64 / 25.0).abs() < 1e-9);
+        assert!(
+            only_the_box_changed(f, &face_a, 64, ba, 64),
+            "frame {} of a",
+            f.frame_id
+        );
+    }
+    for f in &b {
+        assert_eq!((f.width, f.height), (80, 60));
+        assert!(
+            only_the_box_changed(f, &face_b, 80, bb, 60),
+            "frame {} of b",
+            f.frame_id
+        );
+    }
+    // The mouth follows the audio: frames of one session differ along the speech.
+    assert!(a.windows(2).any(|p| p[0].data != p[1].data));
+    // The model's input batches held frames of both sessions.
+    let m = s.wait_metrics(|m| metric(m, "vidflow_serve_frames_out_total") == Some(50.0));
+    let mixed = metric(&m, "vidflow_batch_mixed_sessions_total{node=\"sync\"}").unwrap_or(0.0);
+    assert!(mixed >= 1.0, "no batch mixed sessions:\n{m}");
+}
+
+#[test]
+fn lip_sync_sessions_with_a_bad_config_or_audio_fail_alone() {
+    let dir = tmp("lipsync-bad");
+    let s = Server::spawn(&dir, &lip_graph(&dir), "127.0.0.1", &[]);
+    s.wait_ready();
+    let rt = runtime();
+    rt.block_on(async {
+        // A box outside the face image.
+        let bad = open_lip(&s.url(), lip_config(64, 64, 1, [40, 40, 40, 40])).await;
+        let e = bad.err().expect("refused");
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+        assert!(e.message().contains("face_box"), "{}", e.message());
+        // No face at all.
+        let mut plain = lip_config(64, 64, 1, [8, 8, 40, 40]);
+        plain.face = None;
+        let e = open_lip(&s.url(), plain).await.err().expect("refused");
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert!(e.message().contains("config.face"), "{}", e.message());
+        // Audio that is not whole samples fails that session while another goes on.
+        let good = open_lip(&s.url(), lip_config(64, 64, 1, [8, 8, 40, 40]))
+            .await
+            .unwrap();
+        let mut broken = open_lip(&s.url(), lip_config(64, 64, 2, [8, 8, 40, 40]))
+            .await
+            .unwrap();
+        broken.tx.send(audio_msg(0, vec![1, 2, 3])).await.unwrap();
+        let e = frames(&mut broken)
+            .await
+            .expect_err("the broken session fails");
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert!(
+            e.message().contains("whole number of samples"),
+            "{}",
+            e.message()
+        );
+        for (k, chunk) in speech(10).into_iter().enumerate() {
+            good.tx.send(audio_msg(k as u64, chunk)).await.unwrap();
+        }
+        let mut good = good.closed();
+        assert_eq!(
+            frames(&mut good)
+                .await
+                .expect("the good session ends ok")
+                .len(),
+            10
+        );
+    });
+}
+
+#[test]
+fn generate_batch_with_audio_needs_n_plus_15_chunks_and_matches_the_stream() {
+    let dir = tmp("lipsync-unary");
+    let graph = format!("{}/graphs/serve-lipsync.yaml", env!("CARGO_MANIFEST_DIR"));
+    let weights = format!("weights={}", wav2lip_fixture());
+    let s = Server::spawn(&dir, &graph, "127.0.0.1", &["--set", &weights]);
+    s.wait_ready();
+    let rt = runtime();
+    let box_ = [8, 8, 40, 40];
+    let chunks = speech(40);
+    // Frames 13..17: chunk 0 of the call is chunk 5 of the stream, a whole number of mel
+    // hops (5 × 640 = 3200 = 16 × 200 samples), so the call's windows are the stream's.
+    let (start, n) = (13u64, 4u32);
+    let call = |chunks: Vec<Vec<u8>>| {
+        let url = s.url();
+        async move {
+            let mut c = ServeClient::connect(url).await.expect("connect");
+            c.generate_batch_with_audio(pb::GenerateBatchRequest {
+                config: Some(lip_config(64, 64, 10, box_)),
+                start_frame_id: start,
+                frame_count: n,
+                audio_chunks: chunks,
+            })
+            .await
+        }
+    };
+    let first = (start - 8) as usize;
+    rt.block_on(async {
+        let e = call(chunks[first..first + 18].to_vec())
+            .await
+            .expect_err("too few chunks");
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert!(
+            e.message().contains("need 19 audio chunks"),
+            "{}",
+            e.message()
+        );
+        let got = call(chunks[first..first + 19].to_vec())
+            .await
+            .expect("the call answers")
+            .into_inner()
+            .frames;
+        assert_eq!(
+            got.iter().map(|f| f.frame_id).collect::<Vec<_>>(),
+            (start..start + n as u64).collect::<Vec<_>>()
+        );
+        // The same frames as a streaming session of the whole speech.
+        let session = open_lip(&s.url(), lip_config(64, 64, 10, box_))
+            .await
+            .unwrap();
+        for (k, chunk) in chunks.iter().enumerate() {
+            session
+                .tx
+                .send(audio_msg(k as u64, chunk.clone()))
+                .await
+                .unwrap();
+        }
+        let mut session = session.closed();
+        let streamed = frames(&mut session).await.unwrap();
+        for f in &got {
+            let twin = &streamed[f.frame_id as usize];
+            assert_eq!(twin.frame_id, f.frame_id);
+            let diff = f
+                .data
+                .iter()
+                .zip(&twin.data)
+                .map(|(a, b)| a.abs_diff(*b))
+                .max();
+            assert_eq!(
+                diff,
+                Some(0),
+                "frame {} differs from the stream's",
+                f.frame_id
+            );
+        }
+    });
 }

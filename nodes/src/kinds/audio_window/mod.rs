@@ -20,9 +20,10 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use vidflow_engine::node::{SessionState, SessionStore};
 use vidflow_engine::{
-    Emitter, End, Input, NodeError, NodeKind, Payload, PortType, Process, Runtime, Temporal,
-    node::ParamType, params,
+    Emitter, End, Input, NodeError, NodeKind, Payload, PortType, Process, Runtime, SessionId,
+    SessionUse, Temporal, node::ParamType, params,
 };
 
 use crate::audio::mel::{MelStream, N_MELS, SAMPLE_RATE, window_start};
@@ -435,9 +436,11 @@ pub fn kind() -> NodeKind {
             let external = ctx.connected_inputs.get(1).copied().unwrap_or(false);
             Ok(Runtime::Process(Box::new(AudioWindowNode {
                 node: ctx.node_id.to_string(),
-                builder: WindowBuilder::new(cfg, external),
+                streams: SessionState::new(move |_| Stream {
+                    builder: WindowBuilder::new(cfg, external),
+                    fps_set: false,
+                }),
                 external,
-                fps_set: false,
             })))
         },
     )
@@ -445,6 +448,8 @@ pub fn kind() -> NodeKind {
     .optional_input("frames", PortType::FRAMES, "the video frames: one window per frame, at their rate (default: frames at `fps` over the audio's duration)")
     .output("windows", AUDIO_WINDOWS, "one `AudioWindow` per frame (mel: 80x16), in frame order; consecutive windows share one span")
     .params::<AudioWindowParams>()
+    // In a serve graph each session is its own audio stream: one builder per session.
+    .sessions(SessionUse::PerSession)
     // One window per frame: its progress total is the frames' (none without frames).
     .counts_like("frames")
     // A frame's window reaches into the audio around it: `before`/`after` chunks of one
@@ -461,15 +466,37 @@ pub fn kind() -> NodeKind {
 
 struct AudioWindowNode {
     node: String,
-    builder: WindowBuilder,
+    /// One audio stream per session (one, [`SessionId::NONE`], in a batch run).
+    streams: SessionState<Stream>,
     external: bool,
+}
+
+struct Stream {
+    builder: WindowBuilder,
     fps_set: bool,
 }
 
 impl AudioWindowNode {
-    fn emit(&mut self, out: &mut Emitter<'_>) -> Result<(), NodeError> {
-        for w in self.builder.take() {
-            out.emit(0, Payload::Custom(Arc::new(w)))?;
+    fn emit(&mut self, session: SessionId, out: &mut Emitter<'_>) -> Result<(), NodeError> {
+        let Some(s) = self.streams.existing(session) else {
+            return Ok(());
+        };
+        for w in s.builder.take() {
+            out.emit_for(0, session, Payload::Custom(Arc::new(w)))?;
+        }
+        Ok(())
+    }
+
+    /// The end of one stream: every pending frame gets its window.
+    fn end(&mut self, session: SessionId, out: &mut Emitter<'_>) -> Result<(), NodeError> {
+        let Some(s) = self.streams.existing(session) else {
+            return Ok(());
+        };
+        s.builder.finish();
+        let summary = s.builder.summary();
+        self.emit(session, out)?;
+        if session.is_none() {
+            vidflow_engine::progress::say(format!("{}: {summary}", self.node));
         }
         Ok(())
     }
@@ -477,7 +504,13 @@ impl AudioWindowNode {
 
 impl Process for AudioWindowNode {
     fn process(&mut self, input: Input, out: &mut Emitter<'_>) -> Result<(), NodeError> {
-        for item in &input.items {
+        let mut touched: Vec<SessionId> = vec![];
+        for (i, item) in input.items.iter().enumerate() {
+            let session = input.session(i);
+            if !touched.contains(&session) {
+                touched.push(session);
+            }
+            let s = self.streams.get(session);
             match item {
                 Payload::Audio(a) => {
                     let ch = a.channels.max(1) as usize;
@@ -489,16 +522,16 @@ impl Process for AudioWindowNode {
                             .map(|f| f.iter().sum::<f32>() / ch as f32)
                             .collect()
                     };
-                    self.builder
+                    s.builder
                         .push_audio(a.sample_rate, &mono)
                         .map_err(|e| NodeError::input(format!("node `{}`: {e}", self.node)))?;
                 }
                 Payload::Frame(f) if self.external => {
-                    if !self.fps_set {
-                        self.builder.set_fps(f.rate.fps());
-                        self.fps_set = true;
+                    if !s.fps_set {
+                        s.builder.set_fps(f.rate.fps());
+                        s.fps_set = true;
                     }
-                    self.builder.push_frame(f.index, f.pts);
+                    s.builder.push_frame(f.index, f.pts);
                 }
                 other => {
                     return Err(NodeError::runtime(format!(
@@ -509,16 +542,25 @@ impl Process for AudioWindowNode {
                 }
             }
         }
-        self.emit(out)
+        for session in touched {
+            self.emit(session, out)?;
+        }
+        Ok(())
     }
 
     fn finish(&mut self, out: &mut Emitter<'_>, end: End) -> Result<(), NodeError> {
         if end == End::Stopped {
             return Ok(());
         }
-        self.builder.finish();
-        self.emit(out)?;
-        vidflow_engine::progress::say(format!("{}: {}", self.node, self.builder.summary()));
-        Ok(())
+        // A batch run's one stream; sessions ended in `end_session`.
+        self.end(SessionId::NONE, out)
+    }
+
+    fn session_state(&mut self) -> Option<&mut dyn SessionStore> {
+        Some(&mut self.streams)
+    }
+
+    fn end_session(&mut self, session: SessionId, out: &mut Emitter<'_>) -> Result<(), NodeError> {
+        self.end(session, out)
     }
 }

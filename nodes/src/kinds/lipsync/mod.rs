@@ -26,7 +26,7 @@
 use crate::audio::AUDIO_WINDOWS;
 use std::collections::BTreeMap;
 use vidflow_engine::{
-    BatchConfig, Frame, NodeError, NodeKind, PortType, Problem, Temporal, ValidateCtx,
+    BatchConfig, Frame, NodeError, NodeKind, PortType, Problem, SessionUse, Temporal, ValidateCtx,
     node::ParamType, params,
 };
 #[cfg(feature = "neural")]
@@ -36,7 +36,8 @@ use {
     std::path::Path,
     std::sync::Arc,
     std::time::Instant,
-    vidflow_engine::{Emitter, End, Input, Payload, Process, Runtime},
+    vidflow_engine::node::{SessionState, SessionStore},
+    vidflow_engine::{Emitter, End, Input, Payload, Process, Runtime, SessionId},
 };
 
 /// Where users get Wav2Lip weights (shown when `weights` is missing or unreadable).
@@ -89,6 +90,8 @@ pub fn kind() -> NodeKind {
         _ => Temporal::PerItem,
     })
     .batched("frames", Some(BatchConfig { max: 8, wait_ms: 50 }))
+    // In a serve graph each session has its own frames and windows; model batches mix them.
+    .sessions(SessionUse::PerSession)
     .check(validate)
     .example("- id: faces\n  kind: face-detect\n  inputs: { frames: src.frames }\n- id: sync\n  kind: lipsync\n  params: { weights: wav2lip.pth }\n  batch: { max: 8 }\n  inputs: { frames: faces.frames, windows: win.windows }\n")
 }
@@ -476,11 +479,7 @@ fn factory(ctx: &vidflow_engine::BuildCtx<'_>) -> Result<Runtime, NodeError> {
         faces,
         feather: p.feather as f32,
         verbose: p.verbose,
-        frames: VecDeque::new(),
-        rects: VecDeque::new(),
-        history: VecDeque::new(),
-        windows: BTreeMap::new(),
-        last_window: None,
+        streams: SessionState::new(|_| Stream::default()),
         batch: 1,
         latencies: vec![],
         done: 0,
@@ -496,14 +495,9 @@ struct LipSync {
     faces: Faces,
     feather: f32,
     verbose: bool,
-    frames: VecDeque<Frame>,
-    /// For [`Faces::Detected`]: the padded box of each queued frame (parallel to `frames`).
-    rects: VecDeque<Option<Rect>>,
-    /// The padded boxes of the last frames that left, for the smoothing window at the end.
-    history: VecDeque<Option<Rect>>,
-    windows: BTreeMap<u64, Arc<AudioWindow>>,
-    /// The latest window seen, for frames past the end of the audio.
-    last_window: Option<Arc<AudioWindow>>,
+    /// The frames and windows of each stream: one per session in a serve graph (one model
+    /// serves them all, and a model batch takes frames of several sessions), one in a run.
+    streams: SessionState<Stream>,
     /// Largest frame batch the engine delivered: the size model batches are cut to.
     batch: usize,
     /// (frames, seconds) per model call.
@@ -515,8 +509,33 @@ struct LipSync {
     clipped_warned: bool,
 }
 
+/// One stream's frames waiting for their windows (and, for detected boxes, for the frames
+/// their smoothing window reads).
 #[cfg(feature = "neural")]
-impl LipSync {
+#[derive(Default)]
+struct Stream {
+    frames: VecDeque<Frame>,
+    /// For [`Faces::Detected`]: the padded box of each queued frame (parallel to `frames`).
+    rects: VecDeque<Option<Rect>>,
+    /// The padded boxes of the last frames that left, for the smoothing window at the end.
+    history: VecDeque<Option<Rect>>,
+    windows: BTreeMap<u64, Arc<AudioWindow>>,
+    /// The latest window seen, for frames past the end of the audio.
+    last_window: Option<Arc<AudioWindow>>,
+}
+
+/// A frame ready for the model: its stream, its box (`None`: no face, it passes through) and
+/// its window.
+#[cfg(feature = "neural")]
+struct Ready {
+    session: SessionId,
+    frame: Frame,
+    face: Option<FaceBox>,
+    window: Option<Arc<AudioWindow>>,
+}
+
+#[cfg(feature = "neural")]
+impl Stream {
     fn window_of(&self, frame: u64, end: bool) -> Option<Arc<AudioWindow>> {
         match self.windows.get(&frame) {
             Some(w) => Some(w.clone()),
@@ -527,8 +546,8 @@ impl LipSync {
 
     /// The face box of the queued frame at `k`: `None` while it cannot be known yet (its
     /// smoothing window needs frames that have not arrived), `Some(None)` for no face.
-    fn box_at(&self, k: usize, end: bool) -> Option<Option<FaceBox>> {
-        match &self.faces {
+    fn box_at(&self, faces: &Faces, k: usize, end: bool) -> Option<Option<FaceBox>> {
+        match faces {
             Faces::Detected(s) => {
                 if !end && k + s.window > self.frames.len() {
                     return None;
@@ -541,38 +560,78 @@ impl LipSync {
         }
     }
 
-    /// Runs the frames at the queue's front whose windows (and smoothed boxes) are there, in
-    /// model batches.
-    fn drain(&mut self, out: &mut Emitter<'_>, end: bool) -> Result<(), NodeError> {
+    /// Takes the frames at the queue's front whose windows (and smoothed boxes) are there, in
+    /// groups of `batch`: full groups, and a last short one only when every queued frame is
+    /// in it or the stream has ended (the frames after would otherwise make it whole).
+    fn take_ready(
+        &mut self,
+        faces: &Faces,
+        batch: usize,
+        session: SessionId,
+        end: bool,
+        ready: &mut Vec<Ready>,
+    ) {
         loop {
             let mut take = 0;
-            let mut boxes = vec![];
-            while take < self.frames.len() && take < self.batch {
-                let Some(b) = self.box_at(take, end) else {
+            let mut found = vec![];
+            while take < self.frames.len() && take < batch {
+                let Some(b) = self.box_at(faces, take, end) else {
                     break;
                 };
-                let f = &self.frames[take];
-                if b.is_some() && self.window_of(f.index, end).is_none() {
+                let w = self.window_of(self.frames[take].index, end);
+                if b.is_some() && w.is_none() {
                     break;
                 }
-                boxes.push(b);
+                found.push((b, w));
                 take += 1;
             }
-            // A full batch, every queued frame (nothing to wait for), or the end.
-            let run = take > 0 && (take == self.batch || take == self.frames.len() || end);
+            let run = take > 0 && (take == batch || take == self.frames.len() || end);
             if !run {
-                return Ok(());
+                return;
             }
-            let group: Vec<Frame> = self.frames.drain(..take).collect();
-            if let Faces::Detected(s) = &self.faces {
+            if let Faces::Detected(s) = faces {
                 let keep = s.window.saturating_sub(1);
                 self.history.extend(self.rects.drain(..take));
                 while self.history.len() > keep {
                     self.history.pop_front();
                 }
             }
-            self.run_group(group, boxes, out, end)?;
+            for (frame, (face, window)) in self.frames.drain(..take).zip(found) {
+                self.windows.remove(&frame.index);
+                ready.push(Ready {
+                    session,
+                    frame,
+                    face,
+                    window,
+                });
+            }
         }
+    }
+}
+
+#[cfg(feature = "neural")]
+impl LipSync {
+    /// Runs the frames of `sessions` that are ready, in model batches of up to `batch` frames
+    /// taken across the sessions (oldest session first), and hands each frame back to its
+    /// session in order.
+    fn drain(
+        &mut self,
+        sessions: &[SessionId],
+        out: &mut Emitter<'_>,
+        end: bool,
+    ) -> Result<(), NodeError> {
+        let mut ready = vec![];
+        for &session in sessions {
+            if let Some(s) = self.streams.existing(session) {
+                s.take_ready(&self.faces, self.batch, session, end, &mut ready);
+            }
+        }
+        let mut ready = ready.into_iter().peekable();
+        while ready.peek().is_some() {
+            let group: Vec<Ready> = ready.by_ref().take(self.batch).collect();
+            self.run_group(group, out)?;
+        }
+        Ok(())
     }
 
     /// A frame's box clipped to the frame. A box the user gave (`face`, `faces`) that lies
@@ -612,31 +671,41 @@ impl LipSync {
         }
     }
 
-    /// Runs one model batch: the frames of `group` with a box in `boxes`; the others pass
-    /// through unchanged.
-    fn run_group(
-        &mut self,
-        group: Vec<Frame>,
-        boxes: Vec<Option<FaceBox>>,
-        out: &mut Emitter<'_>,
-        end: bool,
-    ) -> Result<(), NodeError> {
+    /// The end of one stream: its frames run with what they have (frames past the audio's
+    /// end take the last window).
+    fn end_stream(&mut self, session: SessionId, out: &mut Emitter<'_>) -> Result<(), NodeError> {
+        if let Some(s) = self.streams.existing(session)
+            && !s.frames.is_empty()
+            && s.last_window.is_none()
+        {
+            return Err(NodeError::input(format!(
+                "node `{}`: {} frames but no audio windows: is the audio input empty?",
+                self.node,
+                s.frames.len()
+            )));
+        }
+        self.drain(&[session], out, true)
+    }
+
+    /// Runs one model batch: the frames of `group` with a face; the others pass through
+    /// unchanged.
+    fn run_group(&mut self, group: Vec<Ready>, out: &mut Emitter<'_>) -> Result<(), NodeError> {
         let mut mel = vec![];
         let mut face = vec![];
         let mut jobs = vec![];
-        for (k, (f, b)) in group.iter().zip(boxes).enumerate() {
-            let Some(b) = self.fit(b, f)? else {
+        for (k, r) in group.iter().enumerate() {
+            let Some(b) = self.fit(r.face, &r.frame)? else {
                 self.no_face += 1;
                 continue;
             };
-            let w = self.window_of(f.index, end).ok_or_else(|| {
+            let w = r.window.as_ref().ok_or_else(|| {
                 NodeError::runtime(format!(
                     "node `{}`: no audio window for frame {}",
-                    self.node, f.index
+                    self.node, r.frame.index
                 ))
             })?;
             mel.extend(w.mel());
-            face_input(&face_crop(f, b), &mut face);
+            face_input(&face_crop(&r.frame, b), &mut face);
             jobs.push((k, b));
         }
         let mut data: Vec<Option<Vec<u8>>> = vec![None; group.len()];
@@ -658,20 +727,24 @@ impl LipSync {
             }
             let n = 3 * FACE * FACE;
             for (j, (k, b)) in jobs.iter().enumerate() {
-                data[*k] = Some(paste(&group[*k], *b, &y[j * n..(j + 1) * n], self.feather));
+                data[*k] = Some(paste(
+                    &group[*k].frame,
+                    *b,
+                    &y[j * n..(j + 1) * n],
+                    self.feather,
+                ));
             }
         }
-        for (f, d) in group.into_iter().zip(data) {
-            self.windows.remove(&f.index);
+        for (r, d) in group.into_iter().zip(data) {
             self.done += 1;
             let f = match d {
                 Some(d) => Frame {
                     data: Arc::new(d),
-                    ..f
+                    ..r.frame
                 },
-                None => f,
+                None => r.frame,
             };
-            out.emit(0, Payload::Frame(f))?;
+            out.emit_for(0, r.session, Payload::Frame(f))?;
         }
         Ok(())
     }
@@ -683,7 +756,13 @@ impl Process for LipSync {
         if input.port == 0 {
             self.batch = self.batch.max(input.items.len());
         }
-        for item in input.items {
+        let mut touched: Vec<SessionId> = vec![];
+        for (i, item) in input.items.into_iter().enumerate() {
+            let session = input.sessions.get(i).copied().unwrap_or_default();
+            if !touched.contains(&session) {
+                touched.push(session);
+            }
+            let stream = self.streams.get(session);
             match item {
                 Payload::Frame(f) if input.port == 0 => {
                     // Read the detected box on arrival, so bad metadata fails at its frame.
@@ -691,8 +770,8 @@ impl Process for LipSync {
                         Faces::Detected(s) => s.padded(&self.node, &f)?,
                         _ => None,
                     };
-                    self.rects.push_back(rect);
-                    self.frames.push_back(f);
+                    stream.rects.push_back(rect);
+                    stream.frames.push_back(f);
                 }
                 Payload::Custom(c) if input.port == 1 => {
                     let Some(w) = c.as_any().downcast_ref::<AudioWindow>() else {
@@ -703,8 +782,8 @@ impl Process for LipSync {
                         )));
                     };
                     let w = Arc::new(w.clone());
-                    self.last_window = Some(w.clone());
-                    self.windows.insert(w.frame, w);
+                    stream.last_window = Some(w.clone());
+                    stream.windows.insert(w.frame, w);
                 }
                 other => {
                     return Err(NodeError::runtime(format!(
@@ -716,21 +795,22 @@ impl Process for LipSync {
                 }
             }
         }
-        self.drain(out, false)
+        self.drain(&touched, out, false)
+    }
+
+    fn session_state(&mut self) -> Option<&mut dyn SessionStore> {
+        Some(&mut self.streams)
+    }
+
+    fn end_session(&mut self, session: SessionId, out: &mut Emitter<'_>) -> Result<(), NodeError> {
+        self.end_stream(session, out)
     }
 
     fn finish(&mut self, out: &mut Emitter<'_>, end: End) -> Result<(), NodeError> {
         if end == End::Stopped {
             return Ok(());
         }
-        if !self.frames.is_empty() && self.last_window.is_none() {
-            return Err(NodeError::input(format!(
-                "node `{}`: {} frames but no audio windows: is the audio input empty?",
-                self.node,
-                self.frames.len()
-            )));
-        }
-        self.drain(out, true)?;
+        self.end_stream(SessionId::NONE, out)?;
         let passed = if self.no_face > 0 {
             format!(
                 "; {} frames without a face passed through unchanged",
