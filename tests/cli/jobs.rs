@@ -2,8 +2,10 @@
 //! decodes to the same frames, timing and audio length as the plain run), a job killed with
 //! SIGKILL resumes without running a recorded chunk again, damaged chunk outputs and
 //! half-written records are redone, a changed graph or input is refused, a failing chunk
-//! leaves the job resumable and a rerun redoes only it, and graphs that cannot be cut get a
-//! located diagnostic.
+//! leaves the job resumable and a rerun redoes only it, a chunk is retried as its failing
+//! node's `on_error` says, a job stopped with SIGINT records nothing as failed and resumes,
+//! and graphs that cannot be cut (one source without a timeline, a whole-stream node, audio
+//! context, a kind that declares no temporal context) get a located diagnostic.
 
 use crate::common::{TmpDir, ffmpeg, probe};
 use std::path::{Path, PathBuf};
@@ -567,4 +569,343 @@ nodes:
     let (a, b) = (frames(&d.path("plain.mp4")), frames(&d.path("job.mp4")));
     assert_eq!(a.len(), 99, "multi 2 on 50 frames");
     assert_eq!(a, b, "frames across the seams differ");
+}
+
+/// Exit code and stderr of a `vidflow check --job` of `yaml`, written as `g.yaml`.
+fn check_job(d: &TmpDir, yaml: &str) -> (Option<i32>, String) {
+    d.write("g.yaml", yaml);
+    let out = vidflow(d, &["check", "--job", "g.yaml"]);
+    // Plain `check` is fine with every one of these graphs: only a job cannot cut them.
+    assert_ok(&vidflow(d, &["check", "g.yaml"]), "check");
+    (out.status.code(), stderr(&out))
+}
+
+#[test]
+fn whole_stream_audio_context_and_undeclared_kinds_cannot_be_cut() {
+    let d = tmp("uncuttable-kinds");
+    // A whole-stream node (stitch).
+    let (code, e) = check_job(
+        &d,
+        "name: g
+nodes:
+  - id: dec
+    kind: decode
+    params: { path: in.mp4 }
+  - id: join
+    kind: stitch
+    params: { overlaps: 4 }
+    inputs: { frames: dec.frames }
+  - id: enc
+    kind: encode
+    params: { path: out.mp4 }
+    inputs: { frames: join.frames }
+",
+    );
+    assert_eq!(code, Some(1), "{e}");
+    assert!(e.contains("error[not-chunkable]"), "{e}");
+    assert!(e.contains("g.yaml:7:11"), "located at `join`'s kind: {e}");
+    assert!(
+        e.contains("node `join` (stitch) needs the whole stream: it joins segments"),
+        "{e}"
+    );
+    assert!(e.contains("g.yaml: 1 error"), "only `join`: {e}");
+
+    // Audio context (audio-window, in chunks mode 8 chunks before and 7 after at 25 fps).
+    let (code, e) = check_job(
+        &d,
+        "name: g
+nodes:
+  - id: dec
+    kind: decode
+    params: { path: in.mp4, audio_rate: 16000 }
+  - id: win
+    kind: audio-window
+    params: { mode: chunks }
+    inputs: { audio: dec.audio, frames: dec.frames }
+  - id: out
+    kind: jsonl
+    params: { path: w.jsonl }
+    inputs: { items: win.windows }
+",
+    );
+    assert_eq!(code, Some(1), "{e}");
+    assert!(e.contains("error[not-chunkable]"), "{e}");
+    assert!(e.contains("g.yaml:7:11"), "located at `win`'s kind: {e}");
+    assert!(
+        e.contains(
+            "node `win` (audio-window) needs 320 ms of audio before and 280 ms after each frame"
+        ) && e.contains("jobs do not cut audio with context"),
+        "{e}"
+    );
+    assert!(e.contains("g.yaml: 1 error"), "only `win`: {e}");
+
+    // A kind that does not declare its temporal context (session-out, a serve graph's exit).
+    let (code, e) = check_job(
+        &d,
+        "name: g
+nodes:
+  - id: dec
+    kind: decode
+    params: { path: in.mp4 }
+  - id: out
+    kind: session-out
+    inputs: { frames: dec.frames }
+",
+    );
+    assert_eq!(code, Some(1), "{e}");
+    assert!(e.contains("error[not-chunkable]"), "{e}");
+    assert!(e.contains("g.yaml:7:11"), "located at `out`'s kind: {e}");
+    assert!(
+        e.contains("node `out` (session-out) does not declare its temporal context")
+            && e.contains("a job cannot tell whether chunk seams would change its output"),
+        "{e}"
+    );
+}
+
+/// Like [`SLOW_COPY`] without the sleep, but the first white frame a run of the program sees
+/// adds a line to the file named by its fourth argument, and the run fails while that file has
+/// at most as many lines as its fifth: the program fails that many runs, then succeeds.
+const FLAKY_COPY: &str = r#"import os, sys
+w, h = int(sys.argv[1]), int(sys.argv[2])
+tries, fails = os.path.join(os.path.dirname(os.path.abspath(__file__)), sys.argv[3]), int(sys.argv[4])
+n = w * h * 3
+counted = False
+while True:
+    f = sys.stdin.buffer.read(n)
+    if len(f) < n:
+        break
+    if f[0] > 240 and f[1] > 240 and f[2] > 240 and not counted:
+        counted = True
+        with open(tries, "a") as t:
+            t.write("try\n")
+        with open(tries) as t:
+            if len(t.readlines()) <= fails:
+                sys.stderr.write("white frame: failing on purpose\n")
+                sys.exit(3)
+    sys.stdout.buffer.write(f)
+    sys.stdout.buffer.flush()
+"#;
+
+fn flaky_graph(tries: &str, fails: u32) -> String {
+    format!(
+        "name: flaky
+params:
+  output: {{ default: out.mp4 }}
+nodes:
+  - id: dec
+    kind: decode
+    params: {{ path: in.mp4 }}
+  - id: copy
+    kind: exec
+    params: {{ command: [python3, flaky.py, \"64\", \"48\", \"{tries}\", \"{fails}\"], format: rgb24 }}
+    on_error: {{ retry: 2 }}
+    inputs: {{ items: dec.frames }}
+  - id: enc
+    kind: encode
+    params: {{ path: \"${{output}}\", crf: 0, pix_fmt: yuv444p, preset: ultrafast }}
+    inputs: {{ frames: copy.frames, audio_packets: dec.audio_packets }}
+"
+    )
+}
+
+#[test]
+fn a_failing_chunk_is_retried_as_on_error_says() {
+    let d = tmp("retry");
+    // A white box in the top-left corner from 2.0 s to 2.4 s: chunk 5 of 0.4 s chunks.
+    clip(
+        &d.path("in.mp4"),
+        "64x48",
+        4,
+        10,
+        ",drawbox=x=0:y=0:w=16:h=16:color=white:t=fill:enable='between(t,2,2.39)'",
+    );
+    d.write("flaky.py", FLAKY_COPY);
+    let tries = |name: &str| {
+        std::fs::read_to_string(d.path(name))
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    let failures = |ev: &[serde_json::Value]| -> Vec<(u64, bool)> {
+        ev.iter()
+            .filter(|e| e["event"] == "chunk_failed")
+            .map(|e| (e["chunk"].as_u64().unwrap(), e["retry"].as_bool().unwrap()))
+            .collect()
+    };
+
+    // The program fails its first run on the white frames: the chunk's second run succeeds.
+    d.write("once.yaml", &flaky_graph("once.tries", 1));
+    let args = [
+        "run",
+        "once.yaml",
+        "--progress",
+        "json",
+        "--job",
+        "once",
+        "--chunk-seconds",
+        "0.4",
+    ];
+    let once = vidflow(&d, &args);
+    assert_ok(&once, "a chunk that fails once");
+    let ev = events(&once);
+    assert_eq!(failures(&ev), vec![(5, true)], "{}", stderr(&once));
+    let starts: Vec<u64> = ev
+        .iter()
+        .filter(|e| e["event"] == "chunk_start" && e["chunk"] == 5)
+        .map(|e| e["attempt"].as_u64().unwrap())
+        .collect();
+    assert_eq!(starts, vec![1, 2]);
+    assert_eq!(
+        tries("once.tries"),
+        2,
+        "one failed run of the program, one good"
+    );
+    assert!(
+        d.path("once/chunks/00005.json").exists(),
+        "chunk 5 recorded"
+    );
+    assert!(!d.path("once/chunks/00005.failed.json").exists());
+    assert_eq!(records(&d.path("once")).len(), 10);
+    assert_eq!(frames(&d.path("out.mp4")).len(), 100);
+
+    // It always fails: `retry: 2` runs the chunk three times in all, then it is failed.
+    d.write("always.yaml", &flaky_graph("always.tries", 1000));
+    let always = vidflow(
+        &d,
+        &[
+            "run",
+            "always.yaml",
+            "--progress",
+            "json",
+            "--set",
+            "output=always.mp4",
+            "--job",
+            "always",
+            "--chunk-seconds",
+            "0.4",
+        ],
+    );
+    assert_eq!(always.status.code(), Some(2), "{}", stderr(&always));
+    assert_eq!(
+        failures(&events(&always)),
+        vec![(5, true), (5, true), (5, false)]
+    );
+    assert_eq!(tries("always.tries"), 3, "retry 2: three tries in all");
+    assert!(d.path("always/chunks/00005.failed.json").exists());
+    assert!(!d.path("always.mp4").exists());
+}
+
+#[test]
+fn an_interrupted_job_records_nothing_as_failed_and_resumes() {
+    let d = tmp("sigint");
+    clip(&d.path("in.mp4"), "64x48", 4, 10, "");
+    d.write("copy.py", SLOW_COPY);
+    d.write("g.yaml", &exec_graph(64, 48, 40));
+    let args = [
+        "run",
+        "g.yaml",
+        "--progress",
+        "json",
+        "--job",
+        "job",
+        "--chunk-seconds",
+        "0.4",
+        "--parallel",
+        "1",
+    ];
+    let log = std::fs::File::create(d.path("stopped.log")).unwrap();
+    let mut child = Command::new(crate::common::BIN)
+        .args(args)
+        .current_dir(&*d)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    // Interrupted once the journal holds some chunks, while the next one runs.
+    let started = Instant::now();
+    while records(&d.path("job")).len() < 2 {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the job ended before it could be interrupted"
+        );
+        assert!(started.elapsed() < Duration::from_secs(60), "no records");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "SIGINT did not stop the job"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let log = std::fs::read_to_string(d.path("stopped.log")).unwrap();
+    // main.rs: "2 runtime failure or interrupted".
+    assert_eq!(status.code(), Some(2), "{log}");
+    let ev: Vec<serde_json::Value> = log
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        chunks_of(&ev, "chunk_failed").is_empty(),
+        "an interrupted chunk was failed: {log}"
+    );
+    let end = ev.iter().find(|e| e["event"] == "job_end").expect(&log);
+    assert_eq!(end["interrupted"], true, "{end}");
+    assert_eq!(end["failed"], serde_json::json!([]), "{end}");
+
+    let recorded: Vec<u64> = records(&d.path("job"))
+        .iter()
+        .map(|p| p.file_stem().unwrap().to_string_lossy().parse().unwrap())
+        .collect();
+    assert!(recorded.len() >= 2 && recorded.len() < 10, "{recorded:?}");
+    let in_flight: Vec<u64> = chunks_of(&ev, "chunk_start")
+        .into_iter()
+        .filter(|c| !recorded.contains(c))
+        .collect();
+    assert_eq!(chunks_of(&ev, "chunk_abandoned"), in_flight, "{log}");
+    // Nothing failed, nothing half-written: no failed record, no partial file in the chunks
+    // or where the output goes, and no output.
+    let mut leftovers = vec![];
+    let mut folders = vec![d.path("job"), d.path("job/chunks"), d.to_path_buf()];
+    while let Some(dir) = folders.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            let name = p.file_name().unwrap().to_string_lossy().into_owned();
+            if p.is_dir() && dir.ends_with("chunks") {
+                folders.push(p.clone());
+            }
+            if name.ends_with(".failed.json") || name.contains(".partial") || name.ends_with(".tmp")
+            {
+                leftovers.push(p);
+            }
+        }
+    }
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    for c in &in_flight {
+        assert!(
+            !d.path(&format!("job/chunks/{c:05}")).exists(),
+            "the abandoned chunk {c} left its folder"
+        );
+    }
+    assert!(!d.path("out.mp4").exists(), "the job finished");
+
+    // The same command resumes: the recorded chunks are reused, the others run, the job ends.
+    let resumed = vidflow(&d, &args);
+    assert_ok(&resumed, "resume");
+    let ev = events(&resumed);
+    assert_eq!(chunks_of(&ev, "chunk_reused"), recorded);
+    let ran = chunks_of(&ev, "chunk_start");
+    let mut all: Vec<u64> = ran.iter().chain(&recorded).copied().collect();
+    all.sort();
+    assert_eq!(all, (0..10).collect::<Vec<_>>(), "ran {ran:?}");
+    assert_eq!(frames(&d.path("out.mp4")).len(), 100);
 }

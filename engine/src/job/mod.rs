@@ -6,8 +6,11 @@
 //! `chunk_seconds`. Each chunk is the graph's [`Plan`] with the source restricted to the chunk
 //! (plus the context frames its nodes need), a [`trim`] before each sink when there is context,
 //! and every sink writing into `DIR/chunks/NNNNN/`. A finished chunk is recorded in the
-//! [`journal`]; when every chunk is recorded the sinks join their chunk files into the real
-//! outputs (video without re-encoding, the source audio muxed once over the whole).
+//! [`journal`] once its output files are synced to disk; when every chunk is recorded the sinks
+//! join their chunk files into the real outputs (video without re-encoding, the source audio
+//! muxed once over the whole). A chunk that fails is run again, whole, as its failing node's
+//! `on_error: retry N` says, then recorded as failed; one stopped from outside (Ctrl-C) is
+//! abandoned, its files removed, and never recorded as failed.
 
 pub mod journal;
 pub mod progress;
@@ -32,6 +35,22 @@ use std::time::{Duration, Instant};
 
 /// Chunk length when the command line gives none.
 pub const DEFAULT_CHUNK_SECONDS: f64 = 10.0;
+
+/// How often a chunk's run looks at its caller's stop flag.
+const STOP_POLL: Duration = Duration::from_millis(10);
+
+/// Where a node's `on_error: retry N` is carried out for a chunk.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ItemRetry {
+    /// Inside the chunk's run: the executor calls the node again on the failing item.
+    InRun,
+    /// By running the whole chunk again (a local job): inside the run the node fails at once.
+    /// Both at once would multiply, N + 1 tries of the item in each of N + 1 runs, (N + 1)²
+    /// in all; and only a new run starts the node afresh (a command that exited is not
+    /// restarted by calling it again), so the chunk is what is retried: each of the N + 1
+    /// tries is one run of the chunk with every node new.
+    ByChunk,
+}
 
 pub struct JobOptions {
     pub dir: PathBuf,
@@ -490,13 +509,26 @@ impl Job {
     }
 
     /// Runs one chunk and records it; `progress` gets the chunk run's ticks (see
-    /// [`JobProgress::chunk_sink`]).
+    /// [`JobProgress::chunk_sink`]). A node's `on_error: retry N` retries the failing item
+    /// within the run, as in a plain run (the workers of a farm, which retry whole chunks by
+    /// redelivery, run chunks this way).
     pub fn run_chunk(
         &self,
         chunk: &ChunkSpec,
         progress: Box<dyn crate::exec::ProgressSink>,
         shared: &Arc<Shared>,
         stop: StopFlag,
+    ) -> ChunkOutcome {
+        self.run_chunk_as(chunk, progress, shared, stop, ItemRetry::InRun)
+    }
+
+    fn run_chunk_as(
+        &self,
+        chunk: &ChunkSpec,
+        progress: Box<dyn crate::exec::ProgressSink>,
+        shared: &Arc<Shared>,
+        stop: StopFlag,
+        retry: ItemRetry,
     ) -> ChunkOutcome {
         let failed = |error: String| ChunkOutcome::Failed { error, node: None };
         let started = Instant::now();
@@ -510,30 +542,57 @@ impl Job {
         if let Err(e) = std::fs::create_dir_all(&cdir) {
             return failed(format!("cannot create `{}`: {e}", cdir.display()));
         }
-        let run = exec::run(
-            &self.chunk_plan(chunk),
-            RunOptions {
-                stop,
-                progress,
-                shared: shared.clone(),
-                ..Default::default()
-            },
-        );
+        // The run gets a flag of its own: a failing node sets the run's flag to stop the other
+        // nodes, so only the caller's flag, which nothing in the run sets, tells a chunk
+        // stopped from outside (Ctrl-C, a worker told to stop) from a chunk that failed.
+        let run_stop = StopFlag::new();
+        let ended = AtomicBool::new(false);
+        let run = std::thread::scope(|scope| {
+            scope.spawn(|| {
+                while !ended.load(Ordering::Relaxed) {
+                    if stop.is_set() {
+                        run_stop.stop();
+                        return;
+                    }
+                    std::thread::sleep(STOP_POLL);
+                }
+            });
+            let run = exec::run(
+                &self.chunk_plan(chunk, retry),
+                RunOptions {
+                    stop: run_stop.clone(),
+                    progress,
+                    shared: shared.clone(),
+                    ..Default::default()
+                },
+            );
+            ended.store(true, Ordering::Relaxed);
+            run
+        });
+        // Stopped from outside first: a node that fails because the run was stopped under it
+        // (a pipe closed, a command killed) is not a failure of the chunk, and an interrupted
+        // chunk is never recorded as failed. A run that finished before the stop reached it
+        // is recorded all the same.
+        if run.interrupted || (run.failure.is_some() && stop.is_set()) {
+            // Nothing of it is kept: its partial files would only be cleared by the next run.
+            let _ = std::fs::remove_dir_all(&cdir);
+            return ChunkOutcome::Stopped;
+        }
         if let Some(f) = run.failure {
             return ChunkOutcome::Failed {
                 error: f.to_string(),
                 node: Some(f.node),
             };
         }
-        if run.interrupted {
-            return ChunkOutcome::Stopped;
-        }
         let mut outputs = vec![];
         for s in &self.shape.sinks {
             let Some(output) = &s.output else { continue };
             let id = &self.plan.nodes[s.node].id;
             let path = chunk_output(&self.dir, chunk.index, id, output);
-            match journal::hash_file(&path) {
+            // The sink renamed its file into place without syncing it: its data reaches the
+            // disk before the record that vouches for it, or a crash could leave a record of
+            // a file whose blocks were never written.
+            match sync_file(&path).and_then(|()| journal::hash_file(&path)) {
                 Ok((bytes, sha256)) => outputs.push(OutputRecord {
                     node: id.clone(),
                     path: path
@@ -552,8 +611,8 @@ impl Job {
                 }
             }
         }
-        // The outputs are in place (each sink renamed its file when complete) and in their
-        // folder on disk; only now is the chunk recorded.
+        // The outputs are in place and their data on disk; with their folder synced too, only
+        // now is the chunk recorded.
         if let Err(e) = journal::sync_dir(&cdir) {
             return failed(format!("cannot sync `{}`: {e}", cdir.display()));
         }
@@ -590,6 +649,15 @@ impl Job {
                 .collect();
             sink.assemble(&n.id, &n.params, &pieces, w, output)
                 .map_err(|e| JobError::Input(e.to_string()))?;
+            // The sink renamed the joined file into place; the job is reported done only once
+            // the file and its name are on disk.
+            let folder = match output.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            sync_file(output)
+                .and_then(|()| journal::sync_dir(folder))
+                .map_err(io_err(format!("cannot sync `{}`", output.display())))?;
             progress.assembled(&n.id, &output.display().to_string());
             written.push(output.clone());
         }
@@ -598,9 +666,17 @@ impl Job {
 
     /// The graph's plan for one chunk: the source restricted to what the chunk reads, each
     /// sink writing into the chunk's folder and fed only per-chunk inputs, and a `trim` before
-    /// each sink input when the chunk reads context frames.
-    fn chunk_plan(&self, chunk: &ChunkSpec) -> Plan {
+    /// each sink input when the chunk reads context frames. With [`ItemRetry::ByChunk`] no node
+    /// retries an item within the run.
+    fn chunk_plan(&self, chunk: &ChunkSpec, retry: ItemRetry) -> Plan {
         let mut nodes: Vec<PlanNode> = self.plan.nodes.clone();
+        if retry == ItemRetry::ByChunk {
+            for n in &mut nodes {
+                if let OnError::Retry(_) = n.on_error {
+                    n.on_error = OnError::Fail;
+                }
+            }
+        }
         let src = &mut nodes[self.shape.source];
         let cutter = src
             .kind
@@ -705,6 +781,7 @@ pub fn run(graph: &CheckedGraph, opts: JobOptions) -> Result<JobReport, JobError
         shared: &opts.shared,
         queue: Mutex::new(pending.into()),
         in_flight: Mutex::new(vec![]),
+        stop: &opts.stop,
         outcome: Mutex::new((vec![], vec![])),
         interrupted: AtomicBool::new(false),
         done: AtomicBool::new(false),
@@ -742,7 +819,8 @@ pub fn run(graph: &CheckedGraph, opts: JobOptions) -> Result<JobReport, JobError
         .unwrap_or_else(|e| e.into_inner());
     report.ran = ran;
     report.failed = failed;
-    report.interrupted = runner.interrupted.load(Ordering::Relaxed);
+    // The flag itself too: a chunk abandoned on it may have ended before the watcher saw it.
+    report.interrupted = runner.interrupted.load(Ordering::Relaxed) || opts.stop.is_set();
     if report.ok() {
         report.outputs = job.assemble(&opts.progress)?;
     }
@@ -765,6 +843,11 @@ fn discard(dir: &Path) -> Result<(), JobError> {
         .map_err(io_err(format!("cannot create `{}`", chunks.display())))
 }
 
+/// Flushes a file's data to disk (the sinks rename their files into place unsynced).
+fn sync_file(path: &Path) -> std::io::Result<()> {
+    std::fs::File::open(path)?.sync_all()
+}
+
 /// Where a sink writes a chunk: `chunks/NNNNN/<node>.<the output's extension>`.
 fn chunk_output(dir: &Path, index: usize, node: &str, output: &Path) -> PathBuf {
     let name = match output.extension() {
@@ -781,6 +864,8 @@ struct Runner<'a> {
     shared: &'a Arc<Shared>,
     queue: Mutex<VecDeque<ChunkSpec>>,
     in_flight: Mutex<Vec<(usize, StopFlag)>>,
+    /// The job's own flag (Ctrl-C sets it); `interrupted` follows it within a poll.
+    stop: &'a StopFlag,
     /// Chunks recorded, chunks failed.
     outcome: Mutex<(Vec<usize>, Vec<Failed>)>,
     interrupted: AtomicBool,
@@ -788,9 +873,13 @@ struct Runner<'a> {
 }
 
 impl Runner<'_> {
+    fn stopping(&self) -> bool {
+        self.stop.is_set() || self.interrupted.load(Ordering::Relaxed)
+    }
+
     fn work(&self) {
         loop {
-            if self.interrupted.load(Ordering::Relaxed) {
+            if self.stopping() {
                 return;
             }
             let Some(chunk) = self
@@ -812,11 +901,13 @@ impl Runner<'_> {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .push((chunk.index, stop.clone()));
-                if self.interrupted.load(Ordering::Relaxed) {
+                if self.stopping() {
                     stop.stop();
                 }
                 let ticks = self.progress.chunk_sink(chunk.index, self.job.source());
-                let outcome = self.job.run_chunk(&chunk, ticks, self.shared, stop);
+                let outcome =
+                    self.job
+                        .run_chunk_as(&chunk, ticks, self.shared, stop, ItemRetry::ByChunk);
                 self.in_flight
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
@@ -840,10 +931,19 @@ impl Runner<'_> {
                         self.progress.chunk_abandoned(chunk.index);
                         return;
                     }
+                    // A chunk that failed while the job was being stopped may have failed
+                    // because of it (before the stop reached its run): it is abandoned, never
+                    // recorded as failed.
+                    ChunkOutcome::Failed { .. } if self.stopping() => {
+                        let _ =
+                            std::fs::remove_dir_all(journal::chunk_dir(&self.job.dir, chunk.index));
+                        self.progress.chunk_abandoned(chunk.index);
+                        return;
+                    }
                     ChunkOutcome::Failed { error, node } => {
-                        // The graph's `on_error: retry N` of the failing node retries the chunk.
-                        let retry = attempt <= self.job.retries(node.as_deref())
-                            && !self.interrupted.load(Ordering::Relaxed);
+                        // The graph's `on_error: retry N` of the failing node retries the chunk
+                        // (and only the chunk: see `ItemRetry::ByChunk`).
+                        let retry = attempt <= self.job.retries(node.as_deref());
                         self.progress
                             .chunk_failed(chunk.index, chunk.range, &error, retry);
                         errors.push(error);

@@ -1,7 +1,11 @@
 //! Jobs with test kinds: a clock source whose timeline a job can cut, a node that makes a frame
-//! between each pair (one frame of context after), and a sink writing one line per frame. A
-//! job's assembled output equals the plain run's, whatever the chunk length and parallelism;
-//! a rerun trusts intact records and redoes damaged ones; chunk cutting follows keyframes.
+//! between each pair (one frame of context after), a node that makes a record per frame from
+//! it and the one before (one frame of context before), and sinks writing one line per frame or
+//! record. A job's assembled output equals the plain run's, whatever the chunk length and
+//! parallelism, records made from context frames included; a rerun trusts intact records and
+//! redoes damaged ones; chunk cutting follows keyframes; a failing item is retried by running
+//! its chunk again, N + 1 tries in all; a chunk whose node fails because the job is stopped
+//! is abandoned, not recorded as failed.
 
 use crate::common::graph;
 use std::path::{Path, PathBuf};
@@ -190,11 +194,165 @@ fn lines_kind() -> NodeKind {
     .chunk_sink(LinesChunks)
 }
 
+/// One record per frame, `{"index", "pts", "prev"}`: the frame's time and the value of the
+/// frame before it (like face-detect's `every: N`, which carries an earlier frame's detection).
+struct Prev(Option<u8>);
+impl Process for Prev {
+    fn process(&mut self, input: Input, out: &mut Emitter<'_>) -> Result<(), NodeError> {
+        for item in input.items {
+            let Payload::Frame(f) = item else { continue };
+            let rec = serde_json::json!({"index": f.index, "pts": f.pts, "prev": self.0});
+            self.0 = Some(f.data[0]);
+            out.emit(0, Payload::record(rec))?;
+        }
+        Ok(())
+    }
+}
+
+fn prev_kind() -> NodeKind {
+    NodeKind::new("prev", "a record per frame with the frame before", |_| {
+        Ok(Runtime::Process(Box::new(Prev(None))))
+    })
+    .input("frames", PortType::FRAMES, "frames")
+    .output("records", PortType::RECORDS, "one record per frame")
+    .temporal(Temporal::Frames {
+        before: 1,
+        after: 0,
+    })
+}
+
+/// Writes each record as a JSON line, to a temporary name renamed at the end.
+struct RecordLines(Lines);
+impl Process for RecordLines {
+    fn process(&mut self, input: Input, _out: &mut Emitter<'_>) -> Result<(), NodeError> {
+        for item in input.items {
+            if let Payload::Record(r) = item {
+                self.0.text.push_str(&format!("{r}\n"));
+            }
+        }
+        Ok(())
+    }
+    fn finish(&mut self, out: &mut Emitter<'_>, end: End) -> Result<(), NodeError> {
+        self.0.finish(out, end)
+    }
+}
+
+fn records_kind() -> NodeKind {
+    NodeKind::new("records", "one JSON line per record", |ctx| {
+        let p: LinesParams = ctx.params()?;
+        Ok(Runtime::Process(Box::new(RecordLines(Lines {
+            path: p.path.into(),
+            text: String::new(),
+        }))))
+    })
+    .input("records", PortType::RECORDS, "records")
+    .params::<LinesParams>()
+    .temporal(Temporal::PerItem)
+    .chunk_sink(LinesChunks)
+}
+
+params! {
+    struct FlakyParams {
+        /// the frame time whose item fails
+        at: f64 = required(ParamType::float()),
+        /// file that gets one line per try of that item
+        tries: String = required(ParamType::Str),
+        /// tries that fail before one succeeds
+        fails: u64 = default(ParamType::int_from(0), 1),
+    }
+}
+
+/// Passes frames on; the frame at `at` fails its first `fails` tries, each try counted in a
+/// file so that tries are counted across every run of its chunk.
+struct Flaky(FlakyParams);
+impl Process for Flaky {
+    fn process(&mut self, input: Input, out: &mut Emitter<'_>) -> Result<(), NodeError> {
+        for item in input.items {
+            if let Payload::Frame(f) = &item
+                && (f.pts - self.0.at).abs() < EPS
+            {
+                let mut tries = std::fs::read_to_string(&self.0.tries).unwrap_or_default();
+                tries.push_str("try\n");
+                std::fs::write(&self.0.tries, &tries).unwrap();
+                if tries.lines().count() as u64 <= self.0.fails {
+                    return Err(NodeError::runtime(format!(
+                        "failing on purpose at {}",
+                        f.pts
+                    )));
+                }
+            }
+            out.emit(0, item)?;
+        }
+        Ok(())
+    }
+}
+
+fn flaky_kind() -> NodeKind {
+    NodeKind::new("flaky", "fails on one frame a few times", |ctx| {
+        Ok(Runtime::Process(Box::new(Flaky(ctx.params()?))))
+    })
+    .input("frames", PortType::FRAMES, "frames")
+    .output("frames", PortType::FRAMES, "the same frames")
+    .params::<FlakyParams>()
+    .temporal(Temporal::PerItem)
+}
+
+params! {
+    struct StallParams {
+        /// the frame time from which it waits for the run to stop
+        at: f64 = required(ParamType::float()),
+    }
+}
+
+/// Passes frames on until the one at `at`; there it waits until the run is stopped and then
+/// fails, as a node whose pipe or command is closed under it does.
+struct Stall(f64);
+impl Process for Stall {
+    fn process(&mut self, input: Input, out: &mut Emitter<'_>) -> Result<(), NodeError> {
+        for item in input.items {
+            if let Payload::Frame(f) = &item
+                && f.pts + EPS >= self.0
+            {
+                let started = std::time::Instant::now();
+                while !out.stopping() {
+                    assert!(
+                        started.elapsed() < std::time::Duration::from_secs(60),
+                        "never stopped"
+                    );
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                return Err(NodeError::runtime("its input was closed"));
+            }
+            out.emit(0, item)?;
+        }
+        Ok(())
+    }
+}
+
+fn stall_kind() -> NodeKind {
+    NodeKind::new(
+        "stall",
+        "waits for the stop at one frame, then fails",
+        |ctx| {
+            let p: StallParams = ctx.params()?;
+            Ok(Runtime::Process(Box::new(Stall(p.at))))
+        },
+    )
+    .input("frames", PortType::FRAMES, "frames")
+    .output("frames", PortType::FRAMES, "the same frames")
+    .params::<StallParams>()
+    .temporal(Temporal::PerItem)
+}
+
 fn registry() -> Registry {
     let mut r = Registry::new();
     r.register(clock_kind());
     r.register(pairs_kind());
     r.register(lines_kind());
+    r.register(prev_kind());
+    r.register(records_kind());
+    r.register(flaky_kind());
+    r.register(stall_kind());
     r
 }
 
@@ -225,6 +383,16 @@ nodes:
 }
 
 fn run_job(yaml: &str, dir: &Path, seconds: f64, parallel: usize) -> job::JobReport {
+    run_job_until(yaml, dir, seconds, parallel, exec::StopFlag::new())
+}
+
+fn run_job_until(
+    yaml: &str,
+    dir: &Path,
+    seconds: f64,
+    parallel: usize,
+    stop: exec::StopFlag,
+) -> job::JobReport {
     let g = graph(&registry(), yaml);
     job::run(
         &g,
@@ -234,7 +402,7 @@ fn run_job(yaml: &str, dir: &Path, seconds: f64, parallel: usize) -> job::JobRep
             parallel: Some(parallel),
             restart: false,
             progress: JobProgress::new(vidflow_engine::progress::Mode::None),
-            stop: exec::StopFlag::new(),
+            stop,
             shared: Arc::new(Default::default()),
         },
     )
@@ -364,4 +532,163 @@ fn chunks_are_cut_at_keyframes() {
     let c = job::cut(&t, 0.0, 2, 0);
     assert_eq!(c.len(), 6);
     assert_eq!(c[1].read.0, pts(2), "two frames of context before");
+}
+
+/// A record made from a chunk's context frame (the frame before its first) belongs to the
+/// chunk before: trimmed by its `pts` like the frame, it is written once, not at every seam.
+#[test]
+fn records_made_from_context_frames_are_written_once() {
+    let d = tmp("records");
+    let y = |out: &Path| {
+        format!(
+            "name: t
+nodes:
+  - id: src
+    kind: clock
+    params: {{ frames: 23, gop: 5 }}
+  - id: prev
+    kind: prev
+    inputs: {{ frames: src.frames }}
+  - id: out
+    kind: records
+    params: {{ path: \"{}\" }}
+    inputs: {{ records: prev.records }}
+",
+            out.display()
+        )
+    };
+    let plain = d.join("plain.jsonl");
+    let report = exec::run(&graph(&registry(), &y(&plain)), Default::default());
+    assert!(report.ok(), "{:?}", report.failure);
+    let expected = std::fs::read_to_string(&plain).unwrap();
+    assert_eq!(expected.lines().count(), 23);
+    for (seconds, parallel) in [(0.5, 2), (1.0, 1)] {
+        let out = d.join(format!("job-{seconds}.jsonl"));
+        let r = run_job(
+            &y(&out),
+            &d.join(format!("job-{seconds}")),
+            seconds,
+            parallel,
+        );
+        assert!(r.ok(), "{r:?}");
+        assert!(r.chunks > 2, "{r:?}");
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            expected,
+            "chunks of {seconds} s: a record made from a context frame is repeated or wrong"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+fn flaky_yaml(out: &Path, tries: &Path, fails: u64) -> String {
+    format!(
+        "name: t
+nodes:
+  - id: src
+    kind: clock
+    params: {{ frames: 20, gop: 5 }}
+  - id: flaky
+    kind: flaky
+    params: {{ at: 1.2, tries: \"{}\", fails: {fails} }}
+    on_error: {{ retry: 2 }}
+    inputs: {{ frames: src.frames }}
+  - id: out
+    kind: lines
+    params: {{ path: \"{}\" }}
+    inputs: {{ frames: flaky.frames }}
+",
+        tries.display(),
+        out.display()
+    )
+}
+
+/// `on_error: retry 2` in a job: the chunk of a failing item runs again, and the item is tried
+/// three times in all, not three times in each of three runs of the chunk.
+#[test]
+fn a_failing_item_is_retried_by_running_its_chunk_again() {
+    let d = tmp("retry");
+    let count = |p: &Path| {
+        std::fs::read_to_string(p)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+
+    // Fails once: the chunk's second run gets past it and the job ends well.
+    let (out, tries) = (d.join("once.txt"), d.join("once.tries"));
+    let r = run_job(&flaky_yaml(&out, &tries, 1), &d.join("once"), 0.5, 2);
+    assert!(r.ok(), "{r:?}");
+    assert_eq!(r.ran.len(), 4);
+    assert_eq!(count(&tries), 2, "one failed try, one good one");
+    assert!(journal::record_path(&d.join("once"), 2).exists());
+    assert_eq!(std::fs::read_to_string(&out).unwrap().lines().count(), 20);
+
+    // Fails always: three tries, then the chunk is recorded as failed with the three errors.
+    let (out, tries) = (d.join("always.txt"), d.join("always.tries"));
+    let jd = d.join("always");
+    let r = run_job(&flaky_yaml(&out, &tries, 1000), &jd, 0.5, 2);
+    assert_eq!(count(&tries), 3, "retry 2: three tries of the item in all");
+    assert_eq!(r.failed.len(), 1, "{r:?}");
+    assert_eq!(r.failed[0].index, 2);
+    assert_eq!(r.failed[0].errors.len(), 3, "{:?}", r.failed[0].errors);
+    assert!(
+        r.failed[0].errors[2].contains("failing on purpose"),
+        "{:?}",
+        r.failed[0].errors
+    );
+    assert!(journal::failed_path(&jd, 2).exists());
+    assert!(!out.exists());
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+/// A node that fails because the job was stopped under it (Ctrl-C) leaves its chunk abandoned:
+/// the job is interrupted, nothing is recorded as failed and the chunk's files are removed.
+#[test]
+fn a_chunk_failing_as_the_job_stops_is_abandoned_not_failed() {
+    let d = tmp("stop");
+    let out = d.join("out.txt");
+    let jd = d.join("job");
+    let y = format!(
+        "name: t
+nodes:
+  - id: src
+    kind: clock
+    params: {{ frames: 20, gop: 5 }}
+  - id: stall
+    kind: stall
+    params: {{ at: 1.0 }}
+    on_error: {{ retry: 3 }}
+    inputs: {{ frames: src.frames }}
+  - id: out
+    kind: lines
+    params: {{ path: \"{}\" }}
+    inputs: {{ frames: stall.frames }}
+",
+        out.display()
+    );
+    let stop = exec::StopFlag::new();
+    let report = std::thread::scope(|s| {
+        let job = s.spawn(|| run_job_until(&y, &jd, 0.5, 1, stop.clone()));
+        // Stopped once chunk 0 and 1 are recorded and chunk 2 waits in `stall`.
+        let started = std::time::Instant::now();
+        while !journal::record_path(&jd, 1).exists() {
+            assert!(started.elapsed() < std::time::Duration::from_secs(60));
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        stop.stop();
+        job.join().unwrap()
+    });
+    assert!(report.interrupted, "{report:?}");
+    assert!(report.failed.is_empty(), "recorded as failed: {report:?}");
+    assert_eq!(report.ran, vec![0, 1]);
+    assert!(!journal::failed_path(&jd, 2).exists());
+    assert!(!journal::record_path(&jd, 2).exists());
+    assert!(
+        !journal::chunk_dir(&jd, 2).exists(),
+        "the abandoned chunk's files are left"
+    );
+    assert!(!out.exists());
+    let _ = std::fs::remove_dir_all(&d);
 }
