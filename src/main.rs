@@ -85,6 +85,10 @@ enum Command {
     /// stop admitting, finish the sessions in flight, exit.
     #[command(after_help = EXIT_CODES)]
     Serve(serve::ServeArgs),
+    /// Load a `vidflow serve` server with K synthetic sessions played in real time (lip sync:
+    /// a face and audio; or frames) and report per-session fps, latency p50/p99, late frames
+    /// and, with `--metrics`, the server's mean batch size.
+    ServeBench(serve::bench::BenchArgs),
     /// Run chunks of jobs for coordinators (`vidflow run GRAPH --job DIR --nats URL`), taken
     /// from a NATS JetStream server; the job folders must be on storage this machine sees at
     /// the same path. SIGTERM or Ctrl-C: finish the chunks in hand and exit (twice: give them
@@ -372,6 +376,7 @@ fn dispatch(command: Command, registry: &Registry) -> anyhow::Result<ExitCode> {
         } => run(&file, &set, progress, device, job, registry),
         Command::Job(JobCommand::Status { dir, json, nats }) => job_status(&dir, json, &nats),
         Command::Serve(args) => serve::run(args, registry),
+        Command::ServeBench(args) => serve::bench::run(args),
         Command::LocalWorker { name, device } => {
             let shared = std::sync::Arc::new(vidflow_engine::node::Shared::default());
             if let Some(device) = device {
@@ -711,11 +716,29 @@ fn job_status(
         Some(_) => Some(farm::coordinator::workers(nats)?),
         None => None,
     };
+    // Why the chunks still pending did not run yet: the last failed delivery each had (a
+    // worker that lacks a node kind, a file it cannot find), from the workers' error logs.
+    let retried: Vec<(usize, usize, job::journal::ErrorLine)> = s
+        .pending
+        .iter()
+        .filter(|&&i| !s.failed.iter().any(|f| f.index == i))
+        .filter_map(|&i| {
+            let lines = job::journal::error_lines(dir, i);
+            let n = lines.len();
+            lines.into_iter().last().map(|l| (i, n, l))
+        })
+        .collect();
     if json {
         let mut v = serde_json::to_value(&s)?;
         if let Some(w) = &workers {
             v["workers"] = serde_json::to_value(w)?;
         }
+        v["retried"] = retried
+            .iter()
+            .map(|(i, n, l)| {
+                serde_json::json!({"chunk": i, "failed_deliveries": n, "last_error": l})
+            })
+            .collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }
@@ -744,6 +767,12 @@ fn job_status(
     }
     if !s.pending.is_empty() {
         println!("pending: {}", list(&s.pending));
+    }
+    for (i, n, l) in &retried {
+        println!(
+            "pending: chunk {i} after {n} failed deliver{}, the last: {l}",
+            if *n == 1 { "y" } else { "ies" }
+        );
     }
     if let Some(w) = &workers {
         println!("live workers on {}: {}", nats.shown(), w.len());

@@ -232,9 +232,9 @@ pub fn run(c: Local<'_>) -> anyhow::Result<JobReport> {
                         w.name,
                         status.map_or("unknown status".into(), |s| s.to_string())
                     );
-                    append_error(&dir, chunk, &w.name, delivered, &why);
-                    let spec = &job.chunks()[chunk];
                     let last = delivered >= c.max_deliver;
+                    append_error(&dir, chunk, &w.name, delivered, &why, last);
+                    let spec = &job.chunks()[chunk];
                     c.progress.chunk_failed(chunk, spec.range, &why, !last);
                     if last {
                         let errors = journal::chunk_errors(&dir, chunk, c.max_deliver as usize);
@@ -335,15 +335,26 @@ fn start(
     })
 }
 
-/// Appends a failed delivery to the chunk's error log, as farm workers do.
-fn append_error(dir: &std::path::Path, chunk: usize, worker: &str, delivered: i64, error: &str) {
-    let line = serde_json::json!({"worker": worker, "delivered": delivered, "error": error});
-    if let Ok(mut f) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(journal::chunk_errors_path(dir, chunk))
-    {
-        let _ = writeln!(f, "{line}");
+/// Appends a failed delivery to the chunk's error log, as farm workers do; a log that cannot
+/// be written (a full disk) is said, not ignored.
+fn append_error(
+    dir: &std::path::Path,
+    chunk: usize,
+    worker: &str,
+    delivered: i64,
+    error: &str,
+    last: bool,
+) {
+    let line = journal::ErrorLine {
+        worker: worker.to_string(),
+        delivered,
+        error: error.to_string(),
+        last,
+    };
+    if let Err(e) = journal::append_error(dir, chunk, &line) {
+        vidflow_engine::progress::say(format!(
+            "warning: chunk {chunk}: cannot log the failure of worker `{worker}`: {e}"
+        ));
     }
 }
 
@@ -451,8 +462,8 @@ fn failed(
     error: String,
     say: &dyn Fn(&Event),
 ) {
-    append_error(&task.dir, task.chunk, name, delivered, &error);
     let last = task.max_deliver > 0 && delivered >= task.max_deliver;
+    append_error(&task.dir, task.chunk, name, delivered, &error, last);
     if last {
         let errors = journal::chunk_errors(&task.dir, task.chunk, task.max_deliver as usize);
         match job.and_then(|j| j.chunks().get(task.chunk).map(|c| (j, c))) {

@@ -5,9 +5,10 @@
 //! This module owns everything asynchronous in vidflow (tokio, async-nats) and the wire
 //! format: one work-queue stream of chunk tasks ([`STREAM`]) read through one durable pull
 //! consumer that every worker shares ([`CONSUMER`]: explicit acks, redelivery after the ack
-//! deadline, `max_deliver`), `Nats-Msg-Id` = job id + chunk (+ the failures it already had)
-//! so nothing is published twice, events on `vidflow.events.<job>` for the coordinator's
-//! display, and a key-value bucket ([`WORKERS`]) the workers heartbeat into.
+//! deadline, `max_deliver`), `Nats-Msg-Id` = job id + chunk + how many times the job gave up
+//! on the chunk (so a rerun retries it, and a restarted coordinator publishes nothing twice),
+//! events on `vidflow.events.<job>` for the coordinator's display, and a key-value bucket
+//! ([`WORKERS`]) the workers heartbeat into.
 
 pub mod coordinator;
 pub mod local;
@@ -42,14 +43,20 @@ pub struct NatsArgs {
     #[arg(long, value_name = "TOKEN", env = "NATS_TOKEN", hide_env_values = true)]
     pub nats_token: Option<String>,
     /// User name the server requires (with `--nats-password`).
-    #[arg(long, value_name = "USER", env = "NATS_USER")]
+    #[arg(
+        long,
+        value_name = "USER",
+        env = "NATS_USER",
+        requires = "nats_password"
+    )]
     pub nats_user: Option<String>,
     /// Password of `--nats-user`.
     #[arg(
         long,
         value_name = "PASSWORD",
         env = "NATS_PASSWORD",
-        hide_env_values = true
+        hide_env_values = true,
+        requires = "nats_user"
     )]
     pub nats_password: Option<String>,
     /// NKey seed the server requires.

@@ -5,19 +5,24 @@
 //! given back for another try (nak) until its last delivery, which records it as failed with
 //! every worker's error. First SIGTERM/Ctrl-C: finish the chunks in hand, then exit; second:
 //! give them back at once.
+//!
+//! Relative paths in a graph are the coordinator's, from its working folder ([`Task::cwd`]).
+//! Nodes open them (and `exec` starts its programs) relative to this process's working
+//! folder, which is one for the whole process: [`CwdGate`] lets chunks run at once only when
+//! they share that folder, so `--slots N` never runs a chunk against another task's folder.
 
 use super::{BEAT, Beat, Event, NatsArgs, Task, events_subject};
 use async_nats::jetstream::{self, AckKind};
 use futures_util::StreamExt as _;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 use vidflow_engine::exec::{NodeReport, ProgressSink, StopFlag};
-use vidflow_engine::job::{ChunkOutcome, Job, journal};
+use vidflow_engine::job::{ChunkOutcome, Job, JobError, journal};
 use vidflow_engine::node::Shared;
 use vidflow_engine::{Mode, Registry, SourceFile};
 
@@ -53,6 +58,73 @@ struct State {
     /// First signal: take no more chunks. Second: give back the ones in hand.
     draining: AtomicBool,
     shared: Arc<Shared>,
+    cwd: CwdGate,
+}
+
+/// The process's working folder, shared by the chunks running at once: a chunk enters with
+/// its task's folder and holds it until it ends; a chunk of another folder waits until none
+/// is held. Tickets keep the order, so a stream of one folder's chunks cannot starve another.
+struct CwdGate {
+    state: Mutex<Gate>,
+    turn: Condvar,
+}
+
+struct Gate {
+    current: Option<PathBuf>,
+    holders: usize,
+    next: u64,
+    waiting: VecDeque<u64>,
+}
+
+/// A chunk's hold on the working folder, released on drop.
+struct CwdLease<'a>(&'a CwdGate);
+
+impl CwdGate {
+    fn new() -> CwdGate {
+        CwdGate {
+            state: Mutex::new(Gate {
+                current: std::env::current_dir().ok(),
+                holders: 0,
+                next: 0,
+                waiting: VecDeque::new(),
+            }),
+            turn: Condvar::new(),
+        }
+    }
+
+    /// Waits until the process may be in `dir`, and goes there.
+    fn enter(&self, dir: &Path) -> Result<CwdLease<'_>, String> {
+        let mut g = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let ticket = g.next;
+        g.next += 1;
+        g.waiting.push_back(ticket);
+        loop {
+            let here = g.current.as_deref() == Some(dir);
+            if g.waiting.front() == Some(&ticket) && (g.holders == 0 || here) {
+                g.waiting.pop_front();
+                let moved = if here {
+                    Ok(())
+                } else {
+                    std::env::set_current_dir(dir).map_err(|e| e.to_string())
+                };
+                // The next ticket may share this folder: let it look.
+                self.turn.notify_all();
+                moved?;
+                g.current = Some(dir.to_path_buf());
+                g.holders += 1;
+                return Ok(CwdLease(self));
+            }
+            g = self.turn.wait(g).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+}
+
+impl Drop for CwdLease<'_> {
+    fn drop(&mut self) {
+        let mut g = self.0.state.lock().unwrap_or_else(|e| e.into_inner());
+        g.holders -= 1;
+        self.0.turn.notify_all();
+    }
 }
 
 fn say(name: &str, line: String) {
@@ -69,6 +141,7 @@ pub fn run(opts: Options, registry: Registry) -> anyhow::Result<ExitCode> {
         jobs: Mutex::new(HashMap::new()),
         draining: AtomicBool::new(false),
         shared: opts.shared.clone(),
+        cwd: CwdGate::new(),
     });
     let handler = state.clone();
     ctrlc::set_handler(move || {
@@ -212,8 +285,19 @@ impl ProgressSink for Frames {
     }
 }
 
+/// Why a worker does not run a task.
+enum Refusal {
+    /// It cannot run it here (a folder it does not see, a graph it cannot load, a graph that
+    /// is not the job's): a failed delivery, given back for another worker.
+    Fail(String),
+    /// The job folder was started over (`--restart`) since the task was published: the task
+    /// is obsolete and is dropped without touching the folder, which is another job's now.
+    Stale(String),
+}
+
 /// Loads the task's graph as the coordinator did and attaches to its job (cached per job).
-fn attach(state: &State, registry: &Registry, task: &Task) -> Result<Arc<Attached>, String> {
+/// Called with the working folder held at the task's.
+fn attach(state: &State, registry: &Registry, task: &Task) -> Result<Arc<Attached>, JobError> {
     if let Some(a) = state
         .jobs
         .lock()
@@ -222,24 +306,7 @@ fn attach(state: &State, registry: &Registry, task: &Task) -> Result<Arc<Attache
     {
         return Ok(a.clone());
     }
-    if !task.dir.join(journal::JOB_FILE).exists() {
-        return Err(format!(
-            "the job folder `{}` is not visible from worker `{}`; put it on storage every worker sees (NFS, SMB, a shared disk) at the same path",
-            task.dir.display(),
-            state.name
-        ));
-    }
-    // Relative paths in the graph are the coordinator's, from its working folder.
-    if std::env::current_dir().ok().as_deref() != Some(task.cwd.as_path()) {
-        std::env::set_current_dir(&task.cwd).map_err(|e| {
-            format!(
-                "worker `{}` cannot enter the coordinator's working folder `{}`: {e}",
-                state.name,
-                task.cwd.display()
-            )
-        })?;
-    }
-    let set = vidflow_engine::parse_overrides(&task.set)?;
+    let set = vidflow_engine::parse_overrides(&task.set).map_err(JobError::Input)?;
     let graph = vidflow_engine::check_source(
         SourceFile::new(task.file.clone(), task.text.clone()),
         registry,
@@ -247,20 +314,13 @@ fn attach(state: &State, registry: &Registry, task: &Task) -> Result<Arc<Attache
         Mode::Run,
     )
     .map_err(|e| {
-        format!(
+        JobError::Input(format!(
             "worker `{}` cannot run the graph:\n{}",
             state.name,
             e.render()
-        )
+        ))
     })?;
-    let job =
-        Job::attach(&graph, &task.dir).map_err(|e| format!("worker `{}`: {e}", state.name))?;
-    if job.file.id != task.job {
-        return Err(format!(
-            "the task belongs to an earlier run of job folder `{}`, which was started over since",
-            task.dir.display()
-        ));
-    }
+    let job = Job::attach(&graph, &task.dir)?;
     let a = Arc::new(Attached { job: Arc::new(job) });
     state
         .jobs
@@ -270,17 +330,111 @@ fn attach(state: &State, registry: &Registry, task: &Task) -> Result<Arc<Attache
     Ok(a)
 }
 
-/// Appends a failed attempt to the chunk's error log (all workers, all deliveries).
-fn log_error(dir: &Path, chunk: usize, worker: &str, delivered: i64, error: &str) {
-    let path = journal::chunk_errors_path(dir, chunk);
-    let line = serde_json::json!({"worker": worker, "delivered": delivered, "error": error});
-    if let Ok(mut f) = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-    {
-        let _ = writeln!(f, "{line}");
+/// Runs one task's chunk: checks that the job folder is there and is still the task's job,
+/// takes the working folder, attaches, runs.
+fn run_task(
+    state: &State,
+    registry: &Registry,
+    task: &Task,
+    frames: Arc<AtomicU64>,
+    stop: StopFlag,
+) -> Result<ChunkOutcome, Refusal> {
+    let job_file = task.dir.join(journal::JOB_FILE);
+    if !job_file.exists() {
+        return Err(Refusal::Fail(format!(
+            "the job folder `{}` is not visible from worker `{}`; put it on storage every worker sees (NFS, SMB, a shared disk) at the same path",
+            task.dir.display(),
+            state.name
+        )));
     }
+    let file = journal::read_json::<journal::JobFile>(&job_file).map_err(|e| {
+        Refusal::Fail(format!(
+            "worker `{}` cannot read `{}`: {e}",
+            state.name,
+            job_file.display()
+        ))
+    })?;
+    let _cwd = state.cwd.enter(&task.cwd).map_err(|e| {
+        Refusal::Fail(format!(
+            "worker `{}` cannot enter the coordinator's working folder `{}`: {e}",
+            state.name,
+            task.cwd.display()
+        ))
+    })?;
+    // The job's own id comes first: a folder started over since the task was published is
+    // another job, whatever its graph (the graph's hash says what changed).
+    if file.id != task.job {
+        let why = match attach(state, registry, task) {
+            Err(e @ JobError::Changed { .. }) => format!(":\n{e}"),
+            _ => String::new(),
+        };
+        return Err(Refusal::Stale(format!(
+            "the task belongs to an earlier run of job folder `{}`, which was started over since{why}",
+            task.dir.display()
+        )));
+    }
+    let a = attach(state, registry, task)
+        .map_err(|e| Refusal::Fail(format!("worker `{}`: {e}", state.name)))?;
+    let chunk = a
+        .job
+        .chunks()
+        .get(task.chunk)
+        .cloned()
+        .ok_or_else(|| Refusal::Fail(format!("the job has no chunk {}", task.chunk)))?;
+    let ticks = Box::new(Frames {
+        source: a.job.source(),
+        frames,
+    });
+    Ok(a.job.run_chunk(&chunk, ticks, &state.shared, stop))
+}
+
+/// Records a failed delivery in the job folder: a line of the chunk's error log, and on its
+/// last delivery the chunk's `failed.json` with every worker's error. What could not be
+/// written comes back, to be said with the failure (the coordinator then records it).
+fn record_failed(
+    task: &Task,
+    worker: &str,
+    delivered: i64,
+    error: &str,
+    last: bool,
+) -> Vec<String> {
+    let mut problems = vec![];
+    let line = journal::ErrorLine {
+        worker: worker.to_string(),
+        delivered,
+        error: error.to_string(),
+        last,
+    };
+    if let Err(e) = journal::append_error(&task.dir, task.chunk, &line) {
+        problems.push(e);
+    }
+    if last {
+        let mut errors =
+            journal::chunk_errors(&task.dir, task.chunk, task.max_deliver.max(1) as usize);
+        if !errors.contains(&line.to_string()) {
+            errors.push(line.to_string());
+        }
+        let range = journal::read_json::<journal::JobFile>(&task.dir.join(journal::JOB_FILE))
+            .ok()
+            .and_then(|f| f.chunks.get(task.chunk).map(|c| c.range));
+        match range {
+            Some(range) => {
+                let failed = journal::Failed {
+                    index: task.chunk,
+                    range,
+                    errors,
+                };
+                if let Err(e) = journal::try_write_failed(&task.dir, &failed) {
+                    problems.push(e);
+                }
+            }
+            None => problems.push(format!(
+                "cannot read the chunk's range from `{}`",
+                task.dir.join(journal::JOB_FILE).display()
+            )),
+        }
+    }
+    problems
 }
 
 async fn handle(
@@ -344,20 +498,7 @@ async fn handle(
             frames.clone(),
             stop.clone(),
         );
-        tokio::task::spawn_blocking(move || -> Result<ChunkOutcome, String> {
-            let a = attach(&state, &registry, &task)?;
-            let chunk = a
-                .job
-                .chunks()
-                .get(task.chunk)
-                .cloned()
-                .ok_or_else(|| format!("the job has no chunk {}", task.chunk))?;
-            let ticks = Box::new(Frames {
-                source: a.job.source(),
-                frames,
-            });
-            Ok(a.job.run_chunk(&chunk, ticks, &state.shared, stop))
-        })
+        tokio::task::spawn_blocking(move || run_task(&state, &registry, &task, frames, stop))
     };
     tokio::pin!(work);
     // In-progress acks keep the chunk ours while it runs; the coordinator hears the progress.
@@ -365,7 +506,10 @@ async fn handle(
     let every = (ack_wait / 3).clamp(Duration::from_millis(200), BEAT);
     let outcome = loop {
         tokio::select! {
-            r = &mut work => break r.unwrap_or_else(|e| Err(format!("the chunk's thread failed: {e}"))),
+            r = &mut work => {
+                let failed = |e| Err(Refusal::Fail(format!("the chunk's thread failed: {e}")));
+                break r.unwrap_or_else(failed);
+            }
             _ = tokio::time::sleep(every) => {
                 let _ = msg.ack_with(AckKind::Progress).await;
                 publish(Event::Progress {
@@ -381,7 +525,24 @@ async fn handle(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .retain(|r| !(r.job == task.job && r.chunk == task.chunk));
-    let outcome = outcome.unwrap_or_else(|error| ChunkOutcome::Failed { error, node: None });
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(Refusal::Fail(error)) => ChunkOutcome::Failed { error, node: None },
+        Err(Refusal::Stale(error)) => {
+            let _ = msg.ack_with(AckKind::Term).await;
+            say(&name, format!("chunk {} dropped: {error}", task.chunk));
+            // Said on the old job's subject: a coordinator of it that still runs ends.
+            publish(Event::Failed {
+                worker: name.clone(),
+                chunk: task.chunk,
+                error,
+                delivered,
+                last: true,
+            })
+            .await;
+            return;
+        }
+    };
     match outcome {
         ChunkOutcome::Recorded(r) => {
             let secs = started.elapsed().as_secs_f64();
@@ -421,26 +582,8 @@ async fn handle(
         }
         ChunkOutcome::Failed { error, .. } => {
             let last = max_deliver > 0 && delivered >= max_deliver;
-            log_error(&task.dir, task.chunk, &name, delivered, &error);
+            let problems = record_failed(&task, &name, delivered, &error, last);
             if last {
-                // Every worker's error of this round, oldest first.
-                let errors = journal::chunk_errors(&task.dir, task.chunk, max_deliver as usize);
-                let attached = state
-                    .jobs
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .get(&task.job)
-                    .cloned();
-                match attached {
-                    Some(a) => {
-                        if let Some(c) = a.job.chunks().get(task.chunk) {
-                            a.job.record_failure(c, errors);
-                        }
-                    }
-                    // It could not even attach (a kind it lacks, another graph): the job
-                    // folder, if it sees it, still says which chunk and why.
-                    None => journal::write_failed(&task.dir, task.chunk, errors),
-                }
                 let _ = msg.ack_with(AckKind::Term).await;
             } else {
                 let _ = msg
@@ -454,6 +597,23 @@ async fn handle(
                     task.chunk
                 ),
             );
+            // A folder it cannot see at all is the error itself; any other write that failed
+            // (a full disk) is said with it, and the coordinator records what is missing.
+            let unrecorded = !problems.is_empty() && task.dir.join(journal::JOB_FILE).exists();
+            let error = if unrecorded {
+                for p in &problems {
+                    say(
+                        &name,
+                        format!("chunk {}: could not record the failure: {p}", task.chunk),
+                    );
+                }
+                format!(
+                    "{error} (and worker `{name}` could not record it in the job folder: {})",
+                    problems.join("; ")
+                )
+            } else {
+                error
+            };
             publish(Event::Failed {
                 worker: name.clone(),
                 chunk: task.chunk,

@@ -102,27 +102,67 @@ pub fn failed_path(job: &Path, index: usize) -> PathBuf {
     job.join(CHUNKS_DIR).join(format!("{index:05}.failed.json"))
 }
 
-/// Every failed attempt of a chunk by a worker, one JSON line each (`worker`, `delivered`,
-/// `error`), appended by the workers.
+/// Every failed attempt of a chunk by a worker, one JSON line each ([`ErrorLine`]), appended
+/// by the workers (and by a coordinator for a delivery whose worker could not say it).
 pub fn chunk_errors_path(job: &Path, index: usize) -> PathBuf {
     job.join(CHUNKS_DIR)
         .join(format!("{index:05}.errors.jsonl"))
 }
 
+/// One failed delivery of a chunk, a line of its `NNNNN.errors.jsonl`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ErrorLine {
+    pub worker: String,
+    pub delivered: i64,
+    pub error: String,
+    /// The job gave up on the chunk with this failure (its last allowed delivery). Lines
+    /// written before this field existed read as `false`.
+    #[serde(default)]
+    pub last: bool,
+}
+
+impl std::fmt::Display for ErrorLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "worker `{}` (delivery {}): {}",
+            self.worker, self.delivered, self.error
+        )
+    }
+}
+
+/// Every failed delivery a chunk has had so far, oldest first (lines that do not parse, such
+/// as a half-written last one, are skipped).
+pub fn error_lines(job: &Path, index: usize) -> Vec<ErrorLine> {
+    std::fs::read_to_string(chunk_errors_path(job, index))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// Appends a failed delivery to the chunk's error log. `Err` says why it could not (a job
+/// folder this machine does not see, a full disk): the caller must report it, since the
+/// failure is then known only to whoever holds the message.
+pub fn append_error(job: &Path, index: usize, line: &ErrorLine) -> Result<(), String> {
+    let path = chunk_errors_path(job, index);
+    let mut text = serde_json::to_vec(line).map_err(|e| e.to_string())?;
+    text.push(b'\n');
+    // One `write` of a whole line to a file opened for appending: lines of workers writing
+    // at once do not interleave.
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&path)
+        .and_then(|mut f| f.write_all(&text))
+        .map_err(|e| format!("cannot append to `{}`: {e}", path.display()))
+}
+
 /// The errors of a chunk's last `n` failed attempts, oldest first, each naming its worker.
 pub fn chunk_errors(job: &Path, index: usize, n: usize) -> Vec<String> {
-    let text = std::fs::read_to_string(chunk_errors_path(job, index)).unwrap_or_default();
-    let lines: Vec<String> = text
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .map(|v| {
-            format!(
-                "worker `{}` (delivery {}): {}",
-                v["worker"].as_str().unwrap_or("?"),
-                v["delivered"],
-                v["error"].as_str().unwrap_or("?")
-            )
-        })
+    let lines: Vec<String> = error_lines(job, index)
+        .iter()
+        .map(ToString::to_string)
         .collect();
     lines[lines.len().saturating_sub(n)..].to_vec()
 }
@@ -132,6 +172,13 @@ pub fn attempts(job: &Path, index: usize) -> usize {
     std::fs::read_to_string(chunk_errors_path(job, index))
         .map(|t| t.lines().count())
         .unwrap_or(0)
+}
+
+/// How many times the job gave up on a chunk (its failures on a last allowed delivery). A
+/// rerun retries such a chunk under a new task id; failures on earlier deliveries do not
+/// change the id, so a restarted coordinator finds a task still queued as a duplicate.
+pub fn final_failures(job: &Path, index: usize) -> usize {
+    error_lines(job, index).iter().filter(|l| l.last).count()
 }
 
 /// Records a chunk as failed, its range read from the job's `job.json` (for a worker that
@@ -148,6 +195,12 @@ pub fn write_failed(job: &Path, index: usize, errors: Vec<String>) {
         };
         let _ = write_json(&failed_path(job, index), &failed);
     }
+}
+
+/// Writes a chunk's `failed.json`; `Err` says why it could not.
+pub fn try_write_failed(job: &Path, failed: &Failed) -> Result<(), String> {
+    let path = failed_path(job, failed.index);
+    write_json(&path, failed).map_err(|e| format!("cannot write `{}`: {e}", path.display()))
 }
 
 /// Writes `value` as pretty JSON to `path` durably: a unique temporary file beside it,
