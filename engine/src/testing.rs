@@ -151,6 +151,7 @@ impl NodeTest {
             connected_inputs: self.connected_inputs.clone(),
             output_consumers: self.output_consumers.clone(),
             replica: self.replica,
+            batch: self.kind.default_batch,
             workers: self.workers,
             shared: &self.shared,
         })?;

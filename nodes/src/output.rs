@@ -82,8 +82,18 @@ impl AtomicPath {
         })?;
         Ok(AtomicPath { target, temp })
     }
-    /// Moves the finished temporary file into place.
+    /// Moves the finished temporary file into place, its data on disk first, so a crash
+    /// never leaves the real name on a file whose blocks were not written (and a full disk
+    /// that only shows at the flush is an error here, not a silently short file).
     pub fn commit(&self, node: &str) -> Result<(), vidflow_engine::NodeError> {
+        std::fs::File::open(&self.temp)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| {
+                vidflow_engine::NodeError::runtime(format!(
+                    "node `{node}`: cannot flush the output `{}` to disk: {e}",
+                    self.temp.display()
+                ))
+            })?;
         std::fs::rename(&self.temp, &self.target).map_err(|e| {
             vidflow_engine::NodeError::runtime(format!(
                 "node `{node}`: cannot move the finished output to `{}`: {e}",

@@ -115,7 +115,7 @@ impl Avatar {
                 .collect()
         } else {
             data.chunks_exact(2)
-                .map(|b| i16::from_le_bytes([b[0], b[1]]) as f32 / 32768.0)
+                .map(|b| i16::from_le_bytes([b[0], b[1]]) as f32 / 32767.0)
                 .collect()
         };
         if samples.iter().any(|v| !v.is_finite()) {
@@ -145,6 +145,23 @@ impl Avatar {
         frames
     }
 
+    /// Frames made so far.
+    pub fn made(&self) -> u64 {
+        self.frames
+    }
+
+    /// How many frames, from the first, have all the audio their mel window reads: 16 columns
+    /// of 12.5 ms from the frame's start, the last one centred half an FFT (25 ms) before the
+    /// audio it needs ends. (The unary call and the load generator use the same rule.)
+    pub fn complete(&self) -> u64 {
+        let secs = self.samples as f64 / self.sample_rate as f64;
+        let mut n = 0;
+        while mel_window_end(n, self.fps) <= secs + 1e-9 {
+            n += 1;
+        }
+        n
+    }
+
     /// The face as frame `index`.
     pub fn frame(&self, index: u64) -> Frame {
         Frame {
@@ -157,4 +174,11 @@ impl Avatar {
             meta: Some(self.meta.clone()),
         }
     }
+}
+
+/// The second of audio that completes frame `i`'s Wav2Lip mel window at `fps`: 16 columns of
+/// 12.5 ms from the frame's start column, plus half an FFT window (25 ms) of the last one.
+pub fn mel_window_end(i: u64, fps: f64) -> f64 {
+    let start_col = (i as f64 * 80.0 / fps + 1e-9).floor();
+    (start_col + 16.0) * 0.0125 + 0.025
 }

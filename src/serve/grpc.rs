@@ -8,10 +8,11 @@
 //! for `serve.idle_timeout_s` is ended with DEADLINE_EXCEEDED.
 
 use super::avatar::Avatar;
+use super::metrics::Latency;
 use super::pb::{self, Encoding, stream_reply, stream_request};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
@@ -35,6 +36,7 @@ pub struct Service {
     /// The graph takes audio (its `session-in` node's `audio` output is connected): sessions
     /// are lip-sync sessions, configured with a face and fed audio.
     takes_audio: bool,
+    latency: Arc<Latency>,
 }
 
 impl Service {
@@ -43,12 +45,14 @@ impl Service {
         graph: String,
         config: ServeConfig,
         takes_audio: bool,
+        latency: Arc<Latency>,
     ) -> Service {
         Service {
             hub,
             graph,
             config,
             takes_audio,
+            latency,
         }
     }
 }
@@ -87,6 +91,7 @@ impl pb::serve_server::Serve for Service {
             guard,
             graph: self.graph.clone(),
             takes_audio: self.takes_audio,
+            latency: self.latency.clone(),
             idle: match self.config.idle_timeout_s {
                 0 => None,
                 s => Some(Duration::from_secs(s)),
@@ -193,12 +198,16 @@ impl Service {
             }
         };
         let frames = match deadline {
-            Some(d) => tokio::time::timeout(d, collect).await.map_err(|_| {
-                Status::deadline_exceeded(format!(
-                    "the call's deadline ({:.3} s) passed before its {n} frames were made",
-                    d.as_secs_f64()
-                ))
-            })??,
+            // A little before the deadline, so that the answer is this DEADLINE_EXCEEDED and
+            // not the transport's own cut at the deadline (which says CANCELLED).
+            Some(d) => tokio::time::timeout(d.saturating_sub(Duration::from_millis(10)), collect)
+                .await
+                .map_err(|_| {
+                    Status::deadline_exceeded(format!(
+                        "the call's deadline ({:.3} s) passed before its {n} frames were made",
+                        d.as_secs_f64()
+                    ))
+                })??,
             None => collect.await?,
         };
         Ok(Response::new(pb::GenerateBatchReply { frames }))
@@ -260,6 +269,7 @@ struct Session {
     guard: Guard,
     graph: String,
     takes_audio: bool,
+    latency: Arc<Latency>,
     idle: Option<Duration>,
     out: mpsc::Sender<Result<pb::StreamReply, Status>>,
 }
@@ -327,6 +337,9 @@ impl Session {
         }
         let mut in_flight = 0usize;
         let mut input_open = true;
+        // The frames in the graph, in order, with the moment their last input arrived (`None`
+        // while a lip-sync frame's window still waits for audio).
+        let mut waiting: std::collections::VecDeque<Option<Instant>> = Default::default();
         loop {
             let idle = async {
                 match self.idle {
@@ -354,7 +367,16 @@ impl Session {
                                 if !hub.push(id, item) {
                                     return End::Status(Status::unavailable("the session was ended by the server"));
                                 }
-                                in_flight += frame as usize;
+                                if frame {
+                                    in_flight += 1;
+                                    waiting.push_back(None);
+                                }
+                            }
+                            // Frames whose windows this audio completed: their clocks start.
+                            let now = Instant::now();
+                            let complete = a.complete().saturating_sub(a.made() - waiting.len() as u64);
+                            for w in waiting.iter_mut().take(complete as usize) {
+                                w.get_or_insert(now);
                             }
                         }
                         Some(stream_request::Msg::Frame(_)) if avatar.is_some() => {
@@ -368,6 +390,7 @@ impl Session {
                                     return End::Status(Status::unavailable("the session was ended by the server"));
                                 }
                                 in_flight += 1;
+                                waiting.push_back(Some(Instant::now()));
                             }
                             Err(why) => return End::Status(Status::invalid_argument(why)),
                         },
@@ -386,6 +409,12 @@ impl Session {
                                 return End::Status(Status::unavailable("the session was ended by the server"));
                             }
                             in_flight += 1;
+                            waiting.push_back(None);
+                        }
+                        // The end of the audio completes every window.
+                        let now = Instant::now();
+                        for w in waiting.iter_mut() {
+                            w.get_or_insert(now);
                         }
                         hub.finish_input(id);
                     }
@@ -395,6 +424,9 @@ impl Session {
                 r = replies.recv() => match r {
                     Some(Reply::Item(item)) => {
                         in_flight = in_flight.saturating_sub(1);
+                        if let Some(Some(t)) = waiting.pop_front() {
+                            self.latency.record(t.elapsed());
+                        }
                         let frame = match encode(&item, encoding) {
                             Ok(f) => f,
                             Err(why) => return End::Status(Status::internal(why)),

@@ -1,6 +1,7 @@
 //! Prometheus text at `GET /metrics` (exposition format 0.0.4, written by hand): the sessions
 //! (holding a slot, admitted, refused, failed), frames out in all and per live session, and
-//! per node the batch-size histogram, batches that mixed sessions, items in and out. Node
+//! the latency of frames through the server and the late ones ([`Latency`]), and per node the
+//! batch-size histogram, batches that mixed sessions, items in and out and busy time. Node
 //! counters are the executor's, at most a progress tick (0.1 s) old. `GET /live` answers 200
 //! while the process runs, `GET /ready` 200 once the warm-up frame has gone through the graph
 //! (503 before). With a token (`--token-file`) every path needs `Authorization: Bearer`.
@@ -9,15 +10,62 @@ use super::LiveNodes;
 use super::access::Gate;
 use std::fmt::Write as _;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use vidflow_engine::exec::stats::BATCH_BUCKETS;
 use vidflow_engine::session::SessionHub;
+
+/// Upper bounds of the frame latency histogram's buckets, in seconds.
+const LATENCY_BUCKETS: [f64; 12] = [
+    0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.25, 0.35, 0.5, 1.0, 2.5, 5.0,
+];
+
+/// The server's latency of each frame it sends back: from the moment the last input it needs
+/// arrived (a frames session: the frame; lip sync: the audio that completes its mel window) to
+/// the moment it leaves for its client; a frame later than `late_after` is counted as late.
+pub struct Latency {
+    /// Per bucket (and one past the last for +Inf), not cumulative.
+    buckets: Vec<AtomicU64>,
+    sum_us: AtomicU64,
+    count: AtomicU64,
+    late: AtomicU64,
+    late_after: Duration,
+}
+
+impl Latency {
+    pub fn new(late_after: Duration) -> Latency {
+        Latency {
+            buckets: (0..=LATENCY_BUCKETS.len())
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+            sum_us: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+            late: AtomicU64::new(0),
+            late_after,
+        }
+    }
+    pub fn record(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_us
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+        if d > self.late_after {
+            self.late.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
 
 pub async fn serve(
     listener: tokio::net::TcpListener,
     hub: Arc<SessionHub>,
     live: LiveNodes,
+    latency: Arc<Latency>,
     ready: Arc<AtomicBool>,
     gate: Gate,
 ) {
@@ -26,6 +74,7 @@ pub async fn serve(
             continue;
         };
         let (hub, live, ready, gate) = (hub.clone(), live.clone(), ready.clone(), gate.clone());
+        let latency = latency.clone();
         tokio::spawn(async move {
             let mut buf = vec![0u8; 4096];
             let mut n = 0;
@@ -51,7 +100,7 @@ pub async fn serve(
                     "401 Unauthorized",
                     "send the header `Authorization: Bearer <token>`\n".to_string(),
                 ),
-                "/metrics" => ("200 OK", render(&hub, &live)),
+                "/metrics" => ("200 OK", render(&hub, &live, &latency)),
                 "/live" => ("200 OK", "ok\n".to_string()),
                 "/ready" if ready.load(Ordering::SeqCst) => ("200 OK", "ready\n".to_string()),
                 "/ready" => (
@@ -77,7 +126,7 @@ pub async fn serve(
     }
 }
 
-fn render(hub: &SessionHub, live: &LiveNodes) -> String {
+fn render(hub: &SessionHub, live: &LiveNodes, latency: &Latency) -> String {
     let s = hub.stats();
     let mut o = String::new();
     let mut metric = |name: &str, kind: &str, help: &str, lines: &[(String, String)]| {
@@ -132,6 +181,38 @@ fn render(hub: &SessionHub, live: &LiveNodes) -> String {
             .map(|(id, n)| (format!("{{session=\"{}\"}}", id.0), n.to_string()))
             .collect::<Vec<_>>(),
     );
+    let mut lat = vec![];
+    let mut cumulative = 0;
+    for (i, b) in latency.buckets.iter().enumerate() {
+        cumulative += b.load(Ordering::Relaxed);
+        let le = LATENCY_BUCKETS
+            .get(i)
+            .map_or("+Inf".to_string(), |b| b.to_string());
+        lat.push((format!("_bucket{{le=\"{le}\"}}"), cumulative.to_string()));
+    }
+    lat.push((
+        "_sum".to_string(),
+        (latency.sum_us.load(Ordering::Relaxed) as f64 / 1e6).to_string(),
+    ));
+    lat.push((
+        "_count".to_string(),
+        latency.count.load(Ordering::Relaxed).to_string(),
+    ));
+    metric(
+        "vidflow_serve_frame_latency_seconds",
+        "histogram",
+        "From a frame's last input arriving (lip sync: the audio completing its window) to the frame leaving the server.",
+        &lat,
+    );
+    metric(
+        "vidflow_serve_late_frames_total",
+        "counter",
+        &format!(
+            "Frames whose latency exceeded {} ms (--late-ms).",
+            latency.late_after.as_millis()
+        ),
+        &one(latency.late.load(Ordering::Relaxed).to_string()),
+    );
     let nodes = live.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let mut hist = vec![];
     for n in nodes.iter().filter(|n| n.batches > 0) {
@@ -184,6 +265,20 @@ fn render(hub: &SessionHub, live: &LiveNodes) -> String {
         "counter",
         "Items a node emitted.",
         &per_node(|n| n.items_out),
+    );
+    metric(
+        "vidflow_node_busy_seconds_total",
+        "counter",
+        "Time a node spent in its own code (for a model node: model time), all replicas.",
+        &nodes
+            .iter()
+            .map(|n| {
+                (
+                    format!("{{node=\"{}\"}}", n.id),
+                    n.busy.as_secs_f64().to_string(),
+                )
+            })
+            .collect::<Vec<_>>(),
     );
     o
 }

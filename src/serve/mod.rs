@@ -19,6 +19,7 @@
 
 pub mod access;
 pub mod avatar;
+pub mod bench;
 pub mod grpc;
 pub mod metrics;
 
@@ -67,6 +68,10 @@ pub struct ServeArgs {
     /// can reach the port can use the server.
     #[arg(long)]
     pub insecure: bool,
+    /// A frame whose latency through the server exceeds this many milliseconds is counted as
+    /// late in `/metrics`.
+    #[arg(long, value_name = "MS", default_value_t = 250.0, value_parser = late_ms)]
+    pub late_ms: f64,
     /// Where neural nodes run (as for `run`).
     #[arg(
         long,
@@ -77,6 +82,13 @@ pub struct ServeArgs {
         )
     )]
     pub device: Option<vidflow_nodes::gpu::device::DevicePreference>,
+}
+
+fn late_ms(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
+        _ => Err(format!("`{s}` is not a number of milliseconds above 0")),
+    }
 }
 
 /// The latest counters of every node, kept for `/metrics`.
@@ -211,7 +223,16 @@ pub fn run(args: ServeArgs, registry: &Registry) -> anyhow::Result<ExitCode> {
         ))
     );
     let warmup = serve.warmup_size;
-    let service = grpc::Service::new(hub.clone(), graph.name.clone(), serve, takes_audio);
+    let latency = Arc::new(metrics::Latency::new(Duration::from_secs_f64(
+        args.late_ms / 1000.0,
+    )));
+    let service = grpc::Service::new(
+        hub.clone(),
+        graph.name.clone(),
+        serve,
+        takes_audio,
+        latency.clone(),
+    );
     let shutdown_hub = hub.clone();
     let metrics_hub = hub.clone();
     let warm_hub = hub.clone();
@@ -258,6 +279,7 @@ pub fn run(args: ServeArgs, registry: &Registry) -> anyhow::Result<ExitCode> {
                 l,
                 metrics_hub,
                 live.clone(),
+                latency.clone(),
                 metrics_ready,
                 metrics_gate,
             ));

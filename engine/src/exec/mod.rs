@@ -322,6 +322,7 @@ fn build(
         connected_inputs: connected,
         output_consumers: out_consumers,
         replica,
+        batch: node.batch.map(|(_, b)| b),
         workers: node.workers,
         shared,
     };

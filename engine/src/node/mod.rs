@@ -44,6 +44,9 @@ pub struct BuildCtx<'a> {
     pub output_consumers: Vec<usize>,
     /// Which replica this is (0-based) when the node has `workers: N`.
     pub replica: usize,
+    /// The batching of the node's batched input, as the graph sets it (or the kind's
+    /// default): a node that forms batches of its own (across sessions) uses the same limits.
+    pub batch: Option<crate::config::BatchConfig>,
     pub workers: usize,
     /// Run-wide shared objects (the compute device, caches…), created once per run.
     pub shared: &'a Shared,

@@ -22,6 +22,12 @@
 //! Frames and windows arrive on two inputs and are paired by frame index; frames wait until
 //! their window is there, then run in batches (`batch: { max: 8 }`). At the end the node prints
 //! the batches it ran and their latency.
+//!
+//! In a serve graph every session has its own frames and windows, and a model batch takes the
+//! ready frames of all sessions: they gather until `max` are ready or the oldest has waited
+//! `wait_ms` (the node's `batch:`), the dynamic batcher's contract, looked at whenever an item
+//! arrives (live sessions send one every frame's duration), and a session's end runs what it
+//! left. So K sessions at 25 fps fill a batch K times sooner than one.
 
 use crate::audio::AUDIO_WINDOWS;
 use std::collections::BTreeMap;
@@ -35,7 +41,7 @@ use {
     std::collections::VecDeque,
     std::path::Path,
     std::sync::Arc,
-    std::time::Instant,
+    std::time::{Duration, Instant},
     vidflow_engine::node::{SessionState, SessionStore},
     vidflow_engine::{Emitter, End, Input, Payload, Process, Runtime, SessionId},
 };
@@ -481,6 +487,11 @@ fn factory(ctx: &vidflow_engine::BuildCtx<'_>) -> Result<Runtime, NodeError> {
         verbose: p.verbose,
         streams: SessionState::new(|_| Stream::default()),
         batch: 1,
+        session_batch: ctx.batch.unwrap_or(BatchConfig {
+            max: 8,
+            wait_ms: 50,
+        }),
+        pool: VecDeque::new(),
         latencies: vec![],
         done: 0,
         no_face: 0,
@@ -500,6 +511,11 @@ struct LipSync {
     streams: SessionState<Stream>,
     /// Largest frame batch the engine delivered: the size model batches are cut to.
     batch: usize,
+    /// Serve graphs: the batching of the node's `batch:` (max frames, longest wait).
+    session_batch: BatchConfig,
+    /// Serve graphs: ready frames of all sessions waiting for a model batch, with the moment
+    /// each became ready.
+    pool: VecDeque<(Ready, Instant)>,
     /// (frames, seconds) per model call.
     latencies: Vec<(usize, f64)>,
     done: u64,
@@ -585,7 +601,9 @@ impl Stream {
                 found.push((b, w));
                 take += 1;
             }
-            let run = take > 0 && (take == batch || take == self.frames.len() || end);
+            // In a session (`batch` unbounded) every ready frame goes to the shared pool.
+            let eager = batch == usize::MAX;
+            let run = take > 0 && (eager || take == batch || take == self.frames.len() || end);
             if !run {
                 return;
             }
@@ -620,18 +638,50 @@ impl LipSync {
         out: &mut Emitter<'_>,
         end: bool,
     ) -> Result<(), NodeError> {
-        let mut ready = vec![];
+        if sessions.iter().all(|s| s.is_none()) {
+            // A run: each stream's own full batches, as the frames arrive.
+            let mut ready = vec![];
+            for &session in sessions {
+                if let Some(s) = self.streams.existing(session) {
+                    s.take_ready(&self.faces, self.batch, session, end, &mut ready);
+                }
+            }
+            let mut ready = ready.into_iter().peekable();
+            while ready.peek().is_some() {
+                let group: Vec<Ready> = ready.by_ref().take(self.batch).collect();
+                self.run_group(group, out)?;
+            }
+            return Ok(());
+        }
+        // Sessions: every ready frame joins the pool the batches are cut from.
+        let now = Instant::now();
         for &session in sessions {
             if let Some(s) = self.streams.existing(session) {
-                s.take_ready(&self.faces, self.batch, session, end, &mut ready);
+                let mut ready = vec![];
+                s.take_ready(&self.faces, usize::MAX, session, end, &mut ready);
+                self.pool.extend(ready.into_iter().map(|r| (r, now)));
             }
         }
-        let mut ready = ready.into_iter().peekable();
-        while ready.peek().is_some() {
-            let group: Vec<Ready> = ready.by_ref().take(self.batch).collect();
+        self.run_pool(out, end)
+    }
+
+    /// Runs full batches from the pool, and the rest too when its oldest frame has waited
+    /// `wait_ms` or `all` (a session ended, the run ends).
+    fn run_pool(&mut self, out: &mut Emitter<'_>, all: bool) -> Result<(), NodeError> {
+        let BatchConfig { max, wait_ms } = self.session_batch;
+        let max = max.max(1);
+        loop {
+            let waited = self
+                .pool
+                .front()
+                .is_some_and(|(_, t)| t.elapsed() >= Duration::from_millis(wait_ms));
+            if self.pool.len() < max && !(all || waited) || self.pool.is_empty() {
+                return Ok(());
+            }
+            let n = self.pool.len().min(max);
+            let group: Vec<Ready> = self.pool.drain(..n).map(|(r, _)| r).collect();
             self.run_group(group, out)?;
         }
-        Ok(())
     }
 
     /// A frame's box clipped to the frame. A box the user gave (`face`, `faces`) that lies
@@ -684,7 +734,8 @@ impl LipSync {
                 s.frames.len()
             )));
         }
-        self.drain(&[session], out, true)
+        self.drain(&[session], out, true)?;
+        self.run_pool(out, true)
     }
 
     /// Runs one model batch: the frames of `group` with a face; the others pass through
