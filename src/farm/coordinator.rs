@@ -51,20 +51,7 @@ pub fn run(c: Coordinate<'_>) -> anyhow::Result<JobReport> {
     let cwd = std::env::current_dir()
         .map_err(|e| anyhow::anyhow!("{}: {e}", "cannot read the working folder"))?;
     same_graph(&c, &dir)?;
-    let (reused, pending) = job.scan(c.progress);
-    let total: u64 = job.chunks().iter().map(|c| c.frames as u64).sum();
-    let done_frames: u64 = reused.iter().map(|&i| job.chunks()[i].frames as u64).sum();
-    c.progress.start(
-        &job.dir.display().to_string(),
-        (reused.len(), job.chunks().len()),
-        (done_frames, total),
-        0,
-    );
-    let mut report = JobReport {
-        chunks: job.chunks().len(),
-        reused,
-        ..Default::default()
-    };
+    let (mut report, pending) = super::begin(job, c.progress, 0);
     // The job's own id names its tasks and events: the same graph in another folder, or
     // this folder started over, is another job.
     let hash = job.file.id.clone();

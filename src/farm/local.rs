@@ -18,15 +18,14 @@
 use super::{Event, Task};
 use std::collections::{BTreeSet, VecDeque};
 use std::io::{BufRead as _, BufReader, Write as _};
-use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use vidflow_engine::Registry;
 use vidflow_engine::exec::{NodeReport, ProgressSink, StopFlag};
 use vidflow_engine::job::{ChunkOutcome, Job, JobReport, journal, progress::JobProgress};
 use vidflow_engine::node::Shared;
-use vidflow_engine::{Mode, Registry, SourceFile};
 
 /// One chunk for a local worker: the task as the farm publishes it, and which delivery this is.
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -68,20 +67,7 @@ enum Heard {
 pub fn run(c: Local<'_>) -> anyhow::Result<JobReport> {
     let started = Instant::now();
     let job = c.job;
-    let (reused, pending) = job.scan(c.progress);
-    let total: u64 = job.chunks().iter().map(|c| c.frames as u64).sum();
-    let done_frames: u64 = reused.iter().map(|&i| job.chunks()[i].frames as u64).sum();
-    c.progress.start(
-        &job.dir.display().to_string(),
-        (reused.len(), job.chunks().len()),
-        (done_frames, total),
-        c.workers,
-    );
-    let mut report = JobReport {
-        chunks: job.chunks().len(),
-        reused,
-        ..Default::default()
-    };
+    let (mut report, pending) = super::begin(job, c.progress, c.workers);
     let dir = std::path::absolute(&job.dir)
         .map_err(|e| anyhow::anyhow!("{}: {e}", "cannot resolve the job folder"))?;
     let cwd = std::env::current_dir()
@@ -482,26 +468,11 @@ fn failed(
     });
 }
 
-/// Loads the task's graph as the coordinator did and attaches to its job.
+/// Loads the task's graph as the coordinator did and attaches to its job. Relative paths in
+/// the graph are the coordinator's, from its working folder: the one this process started in.
 fn attach(name: &str, registry: &Registry, task: &Task) -> Result<Job, String> {
-    let set = vidflow_engine::parse_overrides(&task.set)?;
-    // Relative paths in the graph are the coordinator's, from its working folder: the same
-    // folder this process was started in.
-    let file = PathBuf::from(&task.file);
-    let graph = vidflow_engine::check_source(
-        SourceFile::new(task.file.clone(), task.text.clone()),
-        registry,
-        &set,
-        Mode::Run,
-    )
-    .map_err(|e| {
-        format!(
-            "worker `{name}` cannot run `{}`:\n{}",
-            file.display(),
-            e.render()
-        )
-    })?;
-    let job = Job::attach(&graph, &task.dir).map_err(|e| format!("worker `{name}`: {e}"))?;
+    let job =
+        super::load_task_job(name, registry, task).map_err(|e| format!("worker `{name}`: {e}"))?;
     if job.file.id != task.job {
         return Err(format!(
             "the task belongs to an earlier run of job folder `{}`, which was started over since",

@@ -271,3 +271,54 @@ pub fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()
         .map_err(|e| anyhow::anyhow!("{}: {e}", "cannot start the async runtime"))
 }
+
+/// A task's graph, checked from the text the coordinator sent as the coordinator checked it,
+/// and the job in the task's folder (refused if the folder holds another graph's job).
+pub(crate) fn load_task_job(
+    worker: &str,
+    registry: &vidflow_engine::Registry,
+    task: &Task,
+) -> Result<vidflow_engine::job::Job, vidflow_engine::job::JobError> {
+    use vidflow_engine::job::JobError;
+    let set = vidflow_engine::parse_overrides(&task.set).map_err(JobError::Input)?;
+    let graph = vidflow_engine::check_source(
+        vidflow_engine::SourceFile::new(task.file.clone(), task.text.clone()),
+        registry,
+        &set,
+        vidflow_engine::Mode::Run,
+    )
+    .map_err(|e| {
+        JobError::Input(format!(
+            "worker `{worker}` cannot run the graph:\n{}",
+            e.render()
+        ))
+    })?;
+    vidflow_engine::job::Job::attach(&graph, &task.dir)
+}
+
+/// The start of a coordinator's run: the chunks the journal already has and the ones to run,
+/// shown on the job's display, and the report that will say how it went.
+pub(crate) fn begin(
+    job: &vidflow_engine::job::Job,
+    progress: &vidflow_engine::job::progress::JobProgress,
+    parallel: usize,
+) -> (
+    vidflow_engine::job::JobReport,
+    Vec<vidflow_engine::job::journal::ChunkSpec>,
+) {
+    let (reused, pending) = job.scan(progress);
+    let total: u64 = job.chunks().iter().map(|c| c.frames as u64).sum();
+    let done_frames: u64 = reused.iter().map(|&i| job.chunks()[i].frames as u64).sum();
+    progress.start(
+        &job.dir.display().to_string(),
+        (reused.len(), job.chunks().len()),
+        (done_frames, total),
+        parallel,
+    );
+    let report = vidflow_engine::job::JobReport {
+        chunks: job.chunks().len(),
+        reused,
+        ..Default::default()
+    };
+    (report, pending)
+}

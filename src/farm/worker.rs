@@ -21,10 +21,10 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
+use vidflow_engine::Registry;
 use vidflow_engine::exec::{NodeReport, ProgressSink, StopFlag};
 use vidflow_engine::job::{ChunkOutcome, Job, JobError, journal};
 use vidflow_engine::node::Shared;
-use vidflow_engine::{Mode, Registry, SourceFile};
 
 /// What `vidflow worker` was asked.
 pub struct Options {
@@ -306,21 +306,7 @@ fn attach(state: &State, registry: &Registry, task: &Task) -> Result<Arc<Attache
     {
         return Ok(a.clone());
     }
-    let set = vidflow_engine::parse_overrides(&task.set).map_err(JobError::Input)?;
-    let graph = vidflow_engine::check_source(
-        SourceFile::new(task.file.clone(), task.text.clone()),
-        registry,
-        &set,
-        Mode::Run,
-    )
-    .map_err(|e| {
-        JobError::Input(format!(
-            "worker `{}` cannot run the graph:\n{}",
-            state.name,
-            e.render()
-        ))
-    })?;
-    let job = Job::attach(&graph, &task.dir)?;
+    let job = super::load_task_job(&state.name, registry, task)?;
     let a = Arc::new(Attached { job: Arc::new(job) });
     state
         .jobs

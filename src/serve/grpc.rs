@@ -74,18 +74,7 @@ impl pb::serve_server::Serve for Service {
         &self,
         request: Request<Streaming<pb::StreamRequest>>,
     ) -> Result<Response<ReplyStream>, Status> {
-        let (reply_tx, replies) = mpsc::unbounded_channel::<Reply>();
-        let reply: ReplyFn = Arc::new(move |r| {
-            let _ = reply_tx.send(r);
-        });
-        let id = self.hub.open(reply).map_err(|e| match e {
-            AdmitError::Full(_) => Status::resource_exhausted(e.to_string()),
-            AdmitError::ShuttingDown => Status::unavailable(e.to_string()),
-        })?;
-        let guard = Guard {
-            hub: self.hub.clone(),
-            id,
-        };
+        let (guard, replies) = self.admit()?;
         let (out, out_rx) = mpsc::channel(WINDOW * 2);
         let session = Session {
             guard,
@@ -106,6 +95,24 @@ impl pb::serve_server::Serve for Service {
 }
 
 impl Service {
+    /// Admits a session (RESOURCE_EXHAUSTED past `max_sessions`): the guard that cancels it
+    /// when dropped, and where its replies arrive.
+    fn admit(&self) -> Result<(Guard, mpsc::UnboundedReceiver<Reply>), Status> {
+        let (reply_tx, replies) = mpsc::unbounded_channel::<Reply>();
+        let reply: ReplyFn = Arc::new(move |r| {
+            let _ = reply_tx.send(r);
+        });
+        let id = self.hub.open(reply).map_err(|e| match e {
+            AdmitError::Full(_) => Status::resource_exhausted(e.to_string()),
+            AdmitError::ShuttingDown => Status::unavailable(e.to_string()),
+        })?;
+        let guard = Guard {
+            hub: self.hub.clone(),
+            id,
+        };
+        Ok((guard, replies))
+    }
+
     /// `GenerateBatchWithAudio`: one short session of `frame_count` frames from the request's
     /// audio chunks, answered at once.
     async fn generate_batch(
@@ -156,19 +163,9 @@ impl Service {
             .audio(&req.audio_chunks.concat())
             .map_err(Status::invalid_argument)?;
 
-        let (reply_tx, mut replies) = mpsc::unbounded_channel::<Reply>();
-        let reply: ReplyFn = Arc::new(move |r| {
-            let _ = reply_tx.send(r);
-        });
-        let id = self.hub.open(reply).map_err(|e| match e {
-            AdmitError::Full(_) => Status::resource_exhausted(e.to_string()),
-            AdmitError::ShuttingDown => Status::unavailable(e.to_string()),
-        })?;
         // Dropped with the call (a deadline, a client gone): the session is cancelled.
-        let _guard = Guard {
-            hub: self.hub.clone(),
-            id,
-        };
+        let (guard, mut replies) = self.admit()?;
+        let id = guard.id;
         // Chunk 0 is the audio of frame `start - 8`: in the session's own count, the first
         // frame asked for is frame 8.
         let first = CHUNKS_BEFORE;

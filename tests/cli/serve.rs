@@ -204,22 +204,10 @@ struct Session {
 
 /// Opens a session and reads its `ready`; the gRPC status if it was refused.
 async fn open(url: &str) -> Result<Session, tonic::Status> {
-    let mut client = ServeClient::connect(url.to_string())
-        .await
-        .expect("connect");
-    let (tx, rx) = mpsc::channel(64);
-    tx.send(config()).await.unwrap();
-    let mut replies = client.stream(ReceiverStream::new(rx)).await?.into_inner();
-    match replies.message().await? {
-        Some(StreamReply {
-            msg: Some(stream_reply::Msg::Ready(r)),
-        }) => Ok(Session {
-            tx,
-            replies,
-            id: r.session_id,
-        }),
-        other => panic!("expected `ready`, got {other:?}"),
-    }
+    let Some(stream_request::Msg::Config(c)) = config().msg else {
+        unreachable!()
+    };
+    open_with(url, c).await
 }
 
 impl Session {
@@ -808,8 +796,8 @@ fn lip_graph(dir: &Path) -> String {
     path.display().to_string()
 }
 
-/// Opens a lip-sync session with `config`; its `ready`, or the status it was refused with.
-async fn open_lip(url: &str, config: pb::SessionConfig) -> Result<Session, tonic::Status> {
+/// Opens a session configured with `config`; its `ready`, or the status it was refused with.
+async fn open_with(url: &str, config: pb::SessionConfig) -> Result<Session, tonic::Status> {
     let mut client = ServeClient::connect(url.to_string())
         .await
         .expect("connect");
@@ -864,8 +852,8 @@ fn live_lip_sync_sessions_with_different_faces_each_get_their_own_frames() {
         fb.face.as_ref().unwrap().data.clone(),
     );
     let (a, b) = rt.block_on(async {
-        let a = open_lip(&s.url(), fa).await.expect("session a");
-        let b = open_lip(&s.url(), fb).await.expect("session b");
+        let a = open_with(&s.url(), fa).await.expect("session a");
+        let b = open_with(&s.url(), fb).await.expect("session b");
         // 0.8 s of speech each, interleaved chunk by chunk; b's is the same speech.
         for (k, chunk) in speech(20).into_iter().enumerate() {
             a.tx.send(audio_msg(k as u64, chunk.clone())).await.unwrap();
@@ -915,21 +903,21 @@ fn lip_sync_sessions_with_a_bad_config_or_audio_fail_alone() {
     let rt = runtime();
     rt.block_on(async {
         // A box outside the face image.
-        let bad = open_lip(&s.url(), lip_config(64, 64, 1, [40, 40, 40, 40])).await;
+        let bad = open_with(&s.url(), lip_config(64, 64, 1, [40, 40, 40, 40])).await;
         let e = bad.err().expect("refused");
         assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
         assert!(e.message().contains("face_box"), "{}", e.message());
         // No face at all.
         let mut plain = lip_config(64, 64, 1, [8, 8, 40, 40]);
         plain.face = None;
-        let e = open_lip(&s.url(), plain).await.err().expect("refused");
+        let e = open_with(&s.url(), plain).await.err().expect("refused");
         assert_eq!(e.code(), Code::InvalidArgument);
         assert!(e.message().contains("config.face"), "{}", e.message());
         // Audio that is not whole samples fails that session while another goes on.
-        let good = open_lip(&s.url(), lip_config(64, 64, 1, [8, 8, 40, 40]))
+        let good = open_with(&s.url(), lip_config(64, 64, 1, [8, 8, 40, 40]))
             .await
             .unwrap();
-        let mut broken = open_lip(&s.url(), lip_config(64, 64, 2, [8, 8, 40, 40]))
+        let mut broken = open_with(&s.url(), lip_config(64, 64, 2, [8, 8, 40, 40]))
             .await
             .unwrap();
         broken.tx.send(audio_msg(0, vec![1, 2, 3])).await.unwrap();
@@ -1022,7 +1010,7 @@ fn generate_batch_with_audio_needs_n_plus_15_chunks_and_matches_the_stream() {
         assert_eq!(e.code(), Code::DeadlineExceeded, "{e:?}");
         s.wait_metrics(|m| metric(m, "vidflow_serve_sessions") == Some(0.0));
         // The same frames as a streaming session of the whole speech.
-        let session = open_lip(&s.url(), lip_config(64, 64, 10, box_))
+        let session = open_with(&s.url(), lip_config(64, 64, 10, box_))
             .await
             .unwrap();
         for (k, chunk) in chunks.iter().enumerate() {
