@@ -161,7 +161,7 @@ pub fn graph(name: &str) -> String {
 }
 
 /// `vidflow run` must have succeeded; its stderr otherwise.
-#[cfg(all(feature = "media", feature = "neural"))]
+#[cfg(feature = "media")]
 pub fn assert_ok(out: &std::process::Output, what: &str) {
     assert!(
         out.status.success(),
@@ -222,6 +222,158 @@ pub fn files(dir: &Path) -> Vec<PathBuf> {
         .collect();
     v.sort();
     v
+}
+
+/// A running `vidflow` whose stderr lines arrive on a channel (stdin and stdout closed), killed
+/// when dropped: a test that fails leaves no process behind.
+#[cfg(feature = "media")]
+pub struct Proc {
+    pub child: Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+#[cfg(feature = "media")]
+impl Proc {
+    /// Starts `vidflow args` in `dir`.
+    pub fn start(dir: &Path, args: &[&str]) -> Proc {
+        use std::io::{BufRead, BufReader};
+        let mut child = Command::new(BIN)
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("vidflow starts");
+        let (tx, lines) = std::sync::mpsc::channel();
+        let err = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for l in BufReader::new(err).lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        Proc {
+            child,
+            lines,
+            seen: vec![],
+        }
+    }
+
+    /// Waits for a line that `pred` accepts (at most 2 minutes); returns it.
+    pub fn wait_for(&mut self, what: &str, mut pred: impl FnMut(&str) -> bool) -> String {
+        use std::sync::mpsc::RecvTimeoutError;
+        let started = Instant::now();
+        loop {
+            match self.lines.recv_timeout(Duration::from_millis(100)) {
+                Ok(l) => {
+                    self.seen.push(l.clone());
+                    if pred(&l) {
+                        return l;
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => {
+                    panic!("ended before {what}:\n{}", self.seen.join("\n"))
+                }
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(120),
+                "no {what} within 2 minutes:\n{}",
+                self.seen.join("\n")
+            );
+        }
+    }
+
+    /// Every stderr line seen so far, for a failure message.
+    pub fn seen(&self) -> String {
+        self.seen.join("\n")
+    }
+
+    /// Waits until `done` holds (at most a minute), failing the test if the process ends first.
+    pub fn wait_until(&mut self, what: &str, done: impl Fn() -> bool) {
+        let started = Instant::now();
+        while !done() {
+            assert!(
+                self.child.try_wait().unwrap().is_none(),
+                "the process ended before {what}"
+            );
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "no {what} within a minute"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits for the process to end (at most 3 minutes); its exit code and every stderr line.
+    pub fn finish(self) -> (i32, Vec<String>) {
+        self.finish_within(Duration::from_secs(180))
+    }
+
+    /// As [`Proc::finish`], failing the test if it runs longer than `limit` (a hang).
+    pub fn finish_within(mut self, limit: Duration) -> (i32, Vec<String>) {
+        let started = Instant::now();
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            if started.elapsed() > limit {
+                let _ = self.child.kill();
+                while let Ok(l) = self.lines.try_recv() {
+                    self.seen.push(l);
+                }
+                panic!("did not end within {limit:?}:\n{}", self.seen.join("\n"));
+            }
+            while let Ok(l) = self.lines.try_recv() {
+                self.seen.push(l);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        while let Ok(l) = self.lines.recv_timeout(Duration::from_millis(500)) {
+            self.seen.push(l);
+        }
+        (status.code().unwrap_or(-1), std::mem::take(&mut self.seen))
+    }
+
+    /// As [`Proc::finish`], failing the test with every stderr line unless it exits `code`.
+    pub fn exits(self, code: i32) -> Vec<String> {
+        let (c, lines) = self.finish();
+        assert_eq!(c, code, "{}", lines.join("\n"));
+        lines
+    }
+
+    /// SIGTERM, then it must exit 0; its stderr lines.
+    pub fn stop(self) -> Vec<String> {
+        self.term();
+        self.exits(0)
+    }
+
+    /// Sends `kill -SIGNAL` (`-TERM`, `-INT`); whether `kill` succeeded.
+    pub fn signal(&self, signal: &str) -> bool {
+        Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
+    pub fn term(&self) {
+        self.signal("-TERM");
+    }
+
+    /// SIGKILL, and reaped.
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+#[cfg(feature = "media")]
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 /// A server process a test started (an LLM server), killed when dropped; its output goes to

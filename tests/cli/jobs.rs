@@ -7,10 +7,10 @@
 //! and graphs that cannot be cut (one source without a timeline, a whole-stream node, audio
 //! context, a kind that declares no temporal context) get a located diagnostic.
 
-use crate::common::{TmpDir, ffmpeg, probe};
+use crate::common::{Proc, TmpDir, assert_ok, ffmpeg, probe};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
+use std::time::Duration;
 
 fn tmp(name: &str) -> TmpDir {
     crate::common::tmp("jobs", name)
@@ -44,7 +44,8 @@ pub(crate) fn clip(path: &Path, size: &str, secs: u32, gop: u32, filter: &str) {
     ]);
 }
 
-fn vidflow(dir: &Path, args: &[&str]) -> Output {
+/// Runs `vidflow args` in `dir` to its end.
+pub(crate) fn vidflow(dir: &Path, args: &[&str]) -> Output {
     Command::new(crate::common::BIN)
         .args(args)
         .current_dir(dir)
@@ -56,13 +57,47 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-fn assert_ok(o: &Output, what: &str) {
-    assert!(
-        o.status.success(),
-        "{what}: exit {:?}\n{}",
-        o.status.code(),
-        stderr(o)
+pub(crate) fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// `run g.yaml --progress json --job JOB --chunk-seconds 0.4`, then `extra`.
+pub(crate) fn job_args<'a>(job: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut v = vec![
+        "run",
+        "g.yaml",
+        "--progress",
+        "json",
+        "--job",
+        job,
+        "--chunk-seconds",
+        "0.4",
+    ];
+    v.extend_from_slice(extra);
+    v
+}
+
+/// The frames of `g.yaml` run in `dir` as job `name` in one process (the reference a farm's
+/// output must equal): `--set output=NAME.mp4 --job NAME --chunk-seconds 0.4`.
+pub(crate) fn local_job_frames(dir: &Path, name: &str) -> Vec<(String, String)> {
+    let output = format!("output={name}.mp4");
+    let o = vidflow(
+        dir,
+        &[
+            "run",
+            "g.yaml",
+            "--progress",
+            "none",
+            "--set",
+            &output,
+            "--job",
+            name,
+            "--chunk-seconds",
+            "0.4",
+        ],
     );
+    assert_ok(&o, "the job run in one process");
+    frames(&dir.join(format!("{name}.mp4")))
 }
 
 /// Every decoded video frame of a file: (pts, MD5 of its pixels), from ffmpeg's framemd5.
@@ -92,13 +127,33 @@ fn duration(path: &Path, stream: &str) -> f64 {
         .unwrap_or_else(|| panic!("no duration for {stream} of {}: {p}", path.display()))
 }
 
+/// The JSON events among the lines of `text` (those starting with `{`).
+pub(crate) fn json_events(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
 /// The JSON events of a `--progress json` run.
 fn events(o: &Output) -> Vec<serde_json::Value> {
-    stderr(o)
-        .lines()
-        .filter(|l| l.starts_with('{'))
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    json_events(&stderr(o))
+}
+
+/// Every chunk of `0..n` has exactly one `chunk_done` event.
+pub(crate) fn assert_each_chunk_done_once(events: &[serde_json::Value], n: u64) {
+    for c in 0..n {
+        let done: Vec<&serde_json::Value> = events
+            .iter()
+            .filter(|e| e["event"] == "chunk_done" && e["chunk"] == c)
+            .collect();
+        assert_eq!(
+            done.len(),
+            1,
+            "chunk {c} recorded {} times: {done:?}",
+            done.len()
+        );
+    }
 }
 
 /// Chunk indices of the events named `name`.
@@ -224,9 +279,25 @@ while True:
     sys.stdout.buffer.flush()
 "#;
 
-pub(crate) fn exec_graph(w: u32, h: u32, ms: u32) -> String {
+/// A white box in the top-left corner from 2.0 s to 2.4 s (chunk 5 of 0.4 s chunks), a
+/// [`clip`] filter: [`SLOW_COPY`] fails on it while its marker exists.
+pub(crate) const WHITE_CORNER: &str =
+    ",drawbox=x=0:y=0:w=16:h=16:color=white:t=fill:enable='between(t,2,2.39)'";
+
+/// A clip of 4 s at 25 fps with a keyframe every 10 frames (ten chunks of 0.4 s), the copying
+/// program and a graph running it at `ms` per frame.
+pub(crate) fn setup(d: &TmpDir, ms: u32, filter: &str) {
+    clip(&d.path("in.mp4"), "64x48", 4, 10, filter);
+    d.write("copy.py", SLOW_COPY);
+    d.write("g.yaml", &exec_graph(64, 48, ms));
+}
+
+/// A graph `name` that decodes `${input}`, runs `python3 ARGS…` (`args`, YAML list items) on
+/// every frame as node `copy` (`copy_extra`: more lines of that node) and encodes the result
+/// losslessly to `${output}` with the source audio.
+fn copy_graph(name: &str, args: &str, copy_extra: &str) -> String {
     format!(
-        "name: slow
+        "name: {name}
 params:
   input: {{ default: in.mp4 }}
   output: {{ default: out.mp4 }}
@@ -236,8 +307,8 @@ nodes:
     params: {{ path: \"${{input}}\" }}
   - id: copy
     kind: exec
-    params: {{ command: [python3, copy.py, \"{w}\", \"{h}\", \"{ms}\"], format: rgb24 }}
-    inputs: {{ items: dec.frames }}
+    params: {{ command: [python3, {args}], format: rgb24 }}
+{copy_extra}    inputs: {{ items: dec.frames }}
   - id: enc
     kind: encode
     params: {{ path: \"${{output}}\", crf: 0, pix_fmt: yuv444p, preset: ultrafast }}
@@ -246,43 +317,22 @@ nodes:
     )
 }
 
+/// [`SLOW_COPY`] on `w`×`h` frames at `ms` per frame, as graph `slow`.
+pub(crate) fn exec_graph(w: u32, h: u32, ms: u32) -> String {
+    copy_graph("slow", &format!("copy.py, \"{w}\", \"{h}\", \"{ms}\""), "")
+}
+
 #[test]
 fn a_killed_job_resumes_without_rerunning_recorded_chunks() {
     let d = tmp("kill");
-    clip(&d.path("in.mp4"), "64x48", 4, 10, "");
-    d.write("copy.py", SLOW_COPY);
-    d.write("g.yaml", &exec_graph(64, 48, 40));
-    let args = [
-        "run",
-        "g.yaml",
-        "--progress",
-        "json",
-        "--job",
-        "job",
-        "--chunk-seconds",
-        "0.4",
-        "--parallel",
-        "1",
-    ];
-    let mut child = Command::new(crate::common::BIN)
-        .args(args)
-        .current_dir(&*d)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    setup(&d, 40, "");
+    let args = job_args("job", &["--parallel", "1"]);
+    let mut child = Proc::start(&d, &args);
     // Killed once the journal holds some chunks, not after a fixed time.
-    let started = Instant::now();
-    while records(&d.path("job")).len() < 3 {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the job ended before it could be killed"
-        );
-        assert!(started.elapsed() < Duration::from_secs(60), "no records");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    child.wait_until("3 records to kill it at", || {
+        records(&d.path("job")).len() >= 3
+    });
+    child.kill(); // SIGKILL
     assert!(
         !d.path("out.mp4").exists(),
         "the job finished before the kill"
@@ -324,23 +374,7 @@ fn a_killed_job_resumes_without_rerunning_recorded_chunks() {
     }
 
     // The same as a job that was never interrupted.
-    let clean = vidflow(
-        &d,
-        &[
-            "run",
-            "g.yaml",
-            "--progress",
-            "none",
-            "--set",
-            "output=clean.mp4",
-            "--job",
-            "job2",
-            "--chunk-seconds",
-            "0.4",
-        ],
-    );
-    assert_ok(&clean, "uninterrupted job");
-    assert_eq!(frames(&d.path("out.mp4")), frames(&d.path("clean.mp4")));
+    assert_eq!(frames(&d.path("out.mp4")), local_job_frames(&d, "clean"));
 }
 
 #[test]
@@ -348,16 +382,7 @@ fn damaged_chunks_are_redone_and_a_changed_job_is_refused() {
     let d = tmp("damage");
     clip(&d.path("in.mp4"), "64x48", 4, 10, "");
     d.write("g.yaml", LOSSLESS);
-    let args = [
-        "run",
-        "g.yaml",
-        "--progress",
-        "json",
-        "--job",
-        "job",
-        "--chunk-seconds",
-        "0.4",
-    ];
+    let args = job_args("job", &[]);
     assert_ok(&vidflow(&d, &args), "first run");
     let reference = frames(&d.path("out.mp4"));
     assert_eq!(reference.len(), 100);
@@ -419,26 +444,9 @@ fn damaged_chunks_are_redone_and_a_changed_job_is_refused() {
 fn a_failing_chunk_is_reported_and_only_it_is_rerun() {
     let d = tmp("fail");
     // A white box in the top-left corner from 2.0 s to 2.4 s: chunk 5 of 0.4 s chunks.
-    clip(
-        &d.path("in.mp4"),
-        "64x48",
-        4,
-        10,
-        ",drawbox=x=0:y=0:w=16:h=16:color=white:t=fill:enable='between(t,2,2.39)'",
-    );
-    d.write("copy.py", SLOW_COPY);
-    d.write("g.yaml", &exec_graph(64, 48, 0));
+    setup(&d, 0, WHITE_CORNER);
     d.write("fail-marker", "");
-    let args = [
-        "run",
-        "g.yaml",
-        "--progress",
-        "json",
-        "--job",
-        "job",
-        "--chunk-seconds",
-        "0.4",
-    ];
+    let args = job_args("job", &[]);
     let failed = vidflow(&d, &args);
     assert_eq!(failed.status.code(), Some(2), "{}", stderr(&failed));
     let e = stderr(&failed);
@@ -452,12 +460,7 @@ fn a_failing_chunk_is_reported_and_only_it_is_rerun() {
     assert!(!d.path("out.mp4").exists());
     assert_eq!(chunks_of(&events(&failed), "chunk_failed"), vec![5]);
 
-    let status = Command::new(crate::common::BIN)
-        .args(["job", "status", "job"])
-        .current_dir(&*d)
-        .output()
-        .unwrap();
-    let s = String::from_utf8_lossy(&status.stdout);
+    let s = stdout(&vidflow(&d, &["job", "status", "job"]));
     assert!(
         s.contains("9 of 10 chunks done") && s.contains("1 failed"),
         "{s}"
@@ -687,24 +690,10 @@ while True:
 "#;
 
 fn flaky_graph(tries: &str, fails: u32) -> String {
-    format!(
-        "name: flaky
-params:
-  output: {{ default: out.mp4 }}
-nodes:
-  - id: dec
-    kind: decode
-    params: {{ path: in.mp4 }}
-  - id: copy
-    kind: exec
-    params: {{ command: [python3, flaky.py, \"64\", \"48\", \"{tries}\", \"{fails}\"], format: rgb24 }}
-    on_error: {{ retry: 2 }}
-    inputs: {{ items: dec.frames }}
-  - id: enc
-    kind: encode
-    params: {{ path: \"${{output}}\", crf: 0, pix_fmt: yuv444p, preset: ultrafast }}
-    inputs: {{ frames: copy.frames, audio_packets: dec.audio_packets }}
-"
+    copy_graph(
+        "flaky",
+        &format!("flaky.py, \"64\", \"48\", \"{tries}\", \"{fails}\""),
+        "    on_error: { retry: 2 }\n",
     )
 }
 
@@ -712,13 +701,7 @@ nodes:
 fn a_failing_chunk_is_retried_as_on_error_says() {
     let d = tmp("retry");
     // A white box in the top-left corner from 2.0 s to 2.4 s: chunk 5 of 0.4 s chunks.
-    clip(
-        &d.path("in.mp4"),
-        "64x48",
-        4,
-        10,
-        ",drawbox=x=0:y=0:w=16:h=16:color=white:t=fill:enable='between(t,2,2.39)'",
-    );
+    clip(&d.path("in.mp4"), "64x48", 4, 10, WHITE_CORNER);
     d.write("flaky.py", FLAKY_COPY);
     let tries = |name: &str| {
         std::fs::read_to_string(d.path(name))
@@ -798,62 +781,20 @@ fn a_failing_chunk_is_retried_as_on_error_says() {
 #[test]
 fn an_interrupted_job_records_nothing_as_failed_and_resumes() {
     let d = tmp("sigint");
-    clip(&d.path("in.mp4"), "64x48", 4, 10, "");
-    d.write("copy.py", SLOW_COPY);
-    d.write("g.yaml", &exec_graph(64, 48, 40));
-    let args = [
-        "run",
-        "g.yaml",
-        "--progress",
-        "json",
-        "--job",
-        "job",
-        "--chunk-seconds",
-        "0.4",
-        "--parallel",
-        "1",
-    ];
-    let log = std::fs::File::create(d.path("stopped.log")).unwrap();
-    let mut child = Command::new(crate::common::BIN)
-        .args(args)
-        .current_dir(&*d)
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    setup(&d, 40, "");
+    let args = job_args("job", &["--parallel", "1"]);
+    let mut child = Proc::start(&d, &args);
     // Interrupted once the journal holds some chunks, while the next one runs.
-    let started = Instant::now();
-    while records(&d.path("job")).len() < 2 {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the job ended before it could be interrupted"
-        );
-        assert!(started.elapsed() < Duration::from_secs(60), "no records");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let kill = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "SIGINT did not stop the job"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    let log = std::fs::read_to_string(d.path("stopped.log")).unwrap();
+    child.wait_until("2 records to interrupt it at", || {
+        records(&d.path("job")).len() >= 2
+    });
+    assert!(child.signal("-INT"));
+    // SIGINT stops the job (a hang fails the test).
+    let (code, lines) = child.finish_within(Duration::from_secs(120));
+    let log = lines.join("\n");
     // main.rs: "2 runtime failure or interrupted".
-    assert_eq!(status.code(), Some(2), "{log}");
-    let ev: Vec<serde_json::Value> = log
-        .lines()
-        .filter(|l| l.starts_with('{'))
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    assert_eq!(code, 2, "{log}");
+    let ev = json_events(&log);
     assert!(
         chunks_of(&ev, "chunk_failed").is_empty(),
         "an interrupted chunk was failed: {log}"
