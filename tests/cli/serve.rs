@@ -789,7 +789,7 @@ fn lip_graph(dir: &Path) -> String {
     let path = dir.join("serve-lipsync.yaml");
     std::fs::write(
         &path,
-        "name: lip-test\nserve: { max_sessions: 4, idle_timeout_s: 30, warmup_size: 96 }\nnodes:\n  - id: in\n    kind: session-in\n  - id: windows\n    kind: audio-window\n    params: { mode: mel }\n    inputs: { audio: in.audio, frames: in.frames }\n  - id: sync\n    kind: lipsync\n    params: { weights: WEIGHTS, smooth: 1 }\n    batch: { max: 8, wait_ms: 150 }\n    inputs: { frames: in.frames, windows: windows.windows }\n  - id: out\n    kind: session-out\n    inputs: { frames: sync.frames }\n"
+        "name: lip-test\nserve: { max_sessions: 4, idle_timeout_s: 30, warmup_size: 96 }\nnodes:\n  - id: in\n    kind: session-in\n  - id: windows\n    kind: audio-window\n    params: { mode: mel, span: 1 }\n    inputs: { audio: in.audio, frames: in.frames }\n  - id: sync\n    kind: lipsync\n    params: { weights: WEIGHTS, smooth: 1 }\n    batch: { max: 8, wait_ms: 150 }\n    inputs: { frames: in.frames, windows: windows.windows }\n  - id: out\n    kind: session-out\n    inputs: { frames: sync.frames }\n"
             .replace("WEIGHTS", &wav2lip_fixture()),
     )
     .unwrap();
