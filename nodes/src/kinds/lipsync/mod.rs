@@ -20,14 +20,15 @@
 //! metadata says no face (`face: null`) passes through unchanged and is counted in the summary.
 //!
 //! Frames and windows arrive on two inputs and are paired by frame index; frames wait until
-//! their window is there, then run in batches (`batch: { max: 8 }`). At the end the node prints
-//! the batches it ran and their latency.
+//! their window is there, then run in model batches of `batch: { max }` frames (8 by default;
+//! fewer only at the end). At the end the node prints the batches it ran and their latency.
 //!
-//! In a serve graph every session has its own frames and windows, and a model batch takes the
-//! ready frames of all sessions: they gather until `max` are ready or the oldest has waited
-//! `wait_ms` (the node's `batch:`), the dynamic batcher's contract, looked at whenever an item
-//! arrives (live sessions send one every frame's duration), and a session's end runs what it
-//! left. So K sessions at 25 fps fill a batch K times sooner than one.
+//! The batched input is `windows`: a frame can run once its window is there, so the window is
+//! what paces the model. In a serve graph every session has its own frames and windows, and the
+//! engine gathers the windows of all sessions into one input (up to `max`, waiting at most
+//! `wait_ms` for the oldest, the dynamic batcher's contract); the frames they make ready, of
+//! whichever sessions, run at once as one model batch. So K live sessions fill a batch K times
+//! sooner than one, and no frame waits longer than `wait_ms` for company.
 
 use crate::audio::AUDIO_WINDOWS;
 use std::collections::BTreeMap;
@@ -41,7 +42,7 @@ use {
     std::collections::VecDeque,
     std::path::Path,
     std::sync::Arc,
-    std::time::{Duration, Instant},
+    std::time::Instant,
     vidflow_engine::node::{SessionState, SessionStore},
     vidflow_engine::{Emitter, End, Input, Payload, Process, Runtime, SessionId},
 };
@@ -95,7 +96,7 @@ pub fn kind() -> NodeKind {
         }
         _ => Temporal::PerItem,
     })
-    .batched("frames", Some(BatchConfig { max: 8, wait_ms: 50 }))
+    .batched("windows", Some(BatchConfig { max: 8, wait_ms: 50 }))
     // In a serve graph each session has its own frames and windows; model batches mix them.
     .sessions(SessionUse::PerSession)
     .check(validate)
@@ -486,12 +487,7 @@ fn factory(ctx: &vidflow_engine::BuildCtx<'_>) -> Result<Runtime, NodeError> {
         feather: p.feather as f32,
         verbose: p.verbose,
         streams: SessionState::new(|_| Stream::default()),
-        batch: 1,
-        session_batch: ctx.batch.unwrap_or(BatchConfig {
-            max: 8,
-            wait_ms: 50,
-        }),
-        pool: VecDeque::new(),
+        batch: ctx.batch.map_or(8, |b| b.max).max(1),
         latencies: vec![],
         done: 0,
         no_face: 0,
@@ -509,13 +505,8 @@ struct LipSync {
     /// The frames and windows of each stream: one per session in a serve graph (one model
     /// serves them all, and a model batch takes frames of several sessions), one in a run.
     streams: SessionState<Stream>,
-    /// Largest frame batch the engine delivered: the size model batches are cut to.
+    /// Frames per model batch: the node's `batch: { max }`.
     batch: usize,
-    /// Serve graphs: the batching of the node's `batch:` (max frames, longest wait).
-    session_batch: BatchConfig,
-    /// Serve graphs: ready frames of all sessions waiting for a model batch, with the moment
-    /// each became ready.
-    pool: VecDeque<(Ready, Instant)>,
     /// (frames, seconds) per model call.
     latencies: Vec<(usize, f64)>,
     done: u64,
@@ -577,8 +568,7 @@ impl Stream {
     }
 
     /// Takes the frames at the queue's front whose windows (and smoothed boxes) are there, in
-    /// groups of `batch`: full groups, and a last short one only when every queued frame is
-    /// in it or the stream has ended (the frames after would otherwise make it whole).
+    /// groups of `batch`, a short one only at the stream's end; `usize::MAX`: every one ready.
     fn take_ready(
         &mut self,
         faces: &Faces,
@@ -601,9 +591,10 @@ impl Stream {
                 found.push((b, w));
                 take += 1;
             }
-            // In a session (`batch` unbounded) every ready frame goes to the shared pool.
+            // In a session every ready frame runs now (the engine already waited for company
+            // on the windows input); in a run, only whole batches until the end.
             let eager = batch == usize::MAX;
-            let run = take > 0 && (eager || take == batch || take == self.frames.len() || end);
+            let run = take > 0 && (eager || take == batch || end);
             if !run {
                 return;
             }
@@ -638,50 +629,23 @@ impl LipSync {
         out: &mut Emitter<'_>,
         end: bool,
     ) -> Result<(), NodeError> {
-        if sessions.iter().all(|s| s.is_none()) {
-            // A run: each stream's own full batches, as the frames arrive.
-            let mut ready = vec![];
-            for &session in sessions {
-                if let Some(s) = self.streams.existing(session) {
-                    s.take_ready(&self.faces, self.batch, session, end, &mut ready);
-                }
-            }
-            let mut ready = ready.into_iter().peekable();
-            while ready.peek().is_some() {
-                let group: Vec<Ready> = ready.by_ref().take(self.batch).collect();
-                self.run_group(group, out)?;
-            }
-            return Ok(());
-        }
-        // Sessions: every ready frame joins the pool the batches are cut from.
-        let now = Instant::now();
+        // A run takes whole batches of its one stream; sessions every frame that is ready.
+        let take = match sessions.iter().all(|s| s.is_none()) {
+            true => self.batch,
+            false => usize::MAX,
+        };
+        let mut ready = vec![];
         for &session in sessions {
             if let Some(s) = self.streams.existing(session) {
-                let mut ready = vec![];
-                s.take_ready(&self.faces, usize::MAX, session, end, &mut ready);
-                self.pool.extend(ready.into_iter().map(|r| (r, now)));
+                s.take_ready(&self.faces, take, session, end, &mut ready);
             }
         }
-        self.run_pool(out, end)
-    }
-
-    /// Runs full batches from the pool, and the rest too when its oldest frame has waited
-    /// `wait_ms` or `all` (a session ended, the run ends).
-    fn run_pool(&mut self, out: &mut Emitter<'_>, all: bool) -> Result<(), NodeError> {
-        let BatchConfig { max, wait_ms } = self.session_batch;
-        let max = max.max(1);
-        loop {
-            let waited = self
-                .pool
-                .front()
-                .is_some_and(|(_, t)| t.elapsed() >= Duration::from_millis(wait_ms));
-            if self.pool.len() < max && !(all || waited) || self.pool.is_empty() {
-                return Ok(());
-            }
-            let n = self.pool.len().min(max);
-            let group: Vec<Ready> = self.pool.drain(..n).map(|(r, _)| r).collect();
+        let mut ready = ready.into_iter().peekable();
+        while ready.peek().is_some() {
+            let group: Vec<Ready> = ready.by_ref().take(self.batch).collect();
             self.run_group(group, out)?;
         }
+        Ok(())
     }
 
     /// A frame's box clipped to the frame. A box the user gave (`face`, `faces`) that lies
@@ -734,8 +698,7 @@ impl LipSync {
                 s.frames.len()
             )));
         }
-        self.drain(&[session], out, true)?;
-        self.run_pool(out, true)
+        self.drain(&[session], out, true)
     }
 
     /// Runs one model batch: the frames of `group` with a face; the others pass through
@@ -804,9 +767,6 @@ impl LipSync {
 #[cfg(feature = "neural")]
 impl Process for LipSync {
     fn process(&mut self, input: Input, out: &mut Emitter<'_>) -> Result<(), NodeError> {
-        if input.port == 0 {
-            self.batch = self.batch.max(input.items.len());
-        }
         let mut touched: Vec<SessionId> = vec![];
         for (i, item) in input.items.into_iter().enumerate() {
             let session = input.sessions.get(i).copied().unwrap_or_default();
