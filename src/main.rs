@@ -520,6 +520,14 @@ fn run_job(
     let stop = exec::StopFlag::new();
     let handler_stop = stop.clone();
     let quiet = matches!(mode, progress::Mode::Json | progress::Mode::None);
+    // What the first Ctrl-C does depends on where the chunks run.
+    let first = if args.nats.nats.is_some() {
+        "vidflow: leaving; the queued chunks stay with the workers and a rerun picks the job up (press Ctrl-C again to leave at once)"
+    } else if args.workers.is_some() {
+        "vidflow: no new chunks; the workers finish the ones in hand (press Ctrl-C again to abort at once)"
+    } else {
+        "vidflow: stopping the chunks in flight (press Ctrl-C again to abort at once)"
+    };
     ctrlc::set_handler(move || {
         if handler_stop.is_set() {
             eprintln!("\nvidflow: aborted; the chunks in flight were not recorded");
@@ -527,9 +535,7 @@ fn run_job(
         }
         handler_stop.stop();
         if !quiet {
-            eprintln!(
-                "vidflow: stopping the chunks in flight (press Ctrl-C again to abort at once)"
-            );
+            eprintln!("{first}");
         }
     })
     .context("cannot install the Ctrl-C handler")?;

@@ -334,7 +334,7 @@ fn stalled(
 }
 
 /// Whether chunk `i`'s record is in the journal and its outputs match it.
-fn recorded(job: &Job, dir: &Path, i: usize) -> bool {
+pub(super) fn recorded(job: &Job, dir: &Path, i: usize) -> bool {
     journal::read_json::<journal::Record>(&journal::record_path(dir, i))
         .and_then(|r| journal::verify(dir, &job.chunks()[i], &r))
         .is_ok()

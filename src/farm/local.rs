@@ -138,11 +138,14 @@ pub fn run(c: Local<'_>) -> anyhow::Result<JobReport> {
             }
             if workers.iter().all(|w| !w.alive) {
                 // Every worker died and none may be started: what is left fails.
-                for (chunk, _) in queue.drain(..) {
-                    let spec = &job.chunks()[chunk];
-                    let mut errors = journal::chunk_errors(&dir, chunk, c.max_deliver as usize);
-                    errors.push("every local worker exited".into());
-                    report.failed.push(job.record_failure(spec, errors));
+                for (chunk, delivered) in queue.drain(..) {
+                    let why = "every local worker exited, and no more may be started";
+                    for p in super::record_failed(&task(chunk), "-", delivered, why, true) {
+                        vidflow_engine::progress::say(format!("warning: chunk {chunk}: {p}"));
+                    }
+                    report
+                        .failed
+                        .push(failed_record(job, &dir, chunk, c.max_deliver));
                     open.remove(&chunk);
                 }
                 if open.is_empty() {
@@ -160,18 +163,40 @@ pub fn run(c: Local<'_>) -> anyhow::Result<JobReport> {
                 super::coordinator::show(c.progress, job, &e);
                 match e {
                     Event::Done { chunk, .. } => {
-                        workers[k].busy = None;
-                        let spec = &job.chunks()[chunk];
-                        let record = journal::read_json::<journal::Record>(&journal::record_path(
-                            &dir, chunk,
-                        ));
-                        match record.map(|r| journal::verify(&dir, spec, &r)) {
-                            Ok(Ok(())) => {
-                                open.remove(&chunk);
-                                report.ran.push(chunk);
+                        let delivered = workers[k].busy.take().map_or(1, |b| b.1);
+                        if super::coordinator::recorded(job, &dir, chunk) {
+                            open.remove(&chunk);
+                            report.ran.push(chunk);
+                        } else {
+                            // Its record does not hold: a failed delivery like any other.
+                            let why = format!(
+                                "worker `{}` said it was done, but its record does not match its outputs",
+                                workers[k].name
+                            );
+                            let last = delivered >= c.max_deliver;
+                            let task = task(chunk);
+                            let problems = super::record_failed(
+                                &task,
+                                &workers[k].name,
+                                delivered,
+                                &why,
+                                last,
+                            );
+                            for p in problems {
+                                vidflow_engine::progress::say(format!(
+                                    "warning: chunk {chunk}: {p}"
+                                ));
                             }
-                            // Its record does not hold: run it again.
-                            _ => queue.push_back((chunk, 0)),
+                            c.progress
+                                .chunk_failed(chunk, job.chunks()[chunk].range, &why, !last);
+                            if last {
+                                open.remove(&chunk);
+                                report
+                                    .failed
+                                    .push(failed_record(job, &dir, chunk, c.max_deliver));
+                            } else {
+                                queue.push_back((chunk, delivered));
+                            }
                         }
                     }
                     Event::Failed {
@@ -182,18 +207,10 @@ pub fn run(c: Local<'_>) -> anyhow::Result<JobReport> {
                     } => {
                         workers[k].busy = None;
                         if last {
-                            let spec = &job.chunks()[chunk];
-                            let failed = journal::read_json::<journal::Failed>(
-                                &journal::failed_path(&dir, chunk),
-                            )
-                            .unwrap_or_else(|_| {
-                                job.record_failure(
-                                    spec,
-                                    journal::chunk_errors(&dir, chunk, c.max_deliver as usize),
-                                )
-                            });
                             open.remove(&chunk);
-                            report.failed.push(failed);
+                            report
+                                .failed
+                                .push(failed_record(job, &dir, chunk, c.max_deliver));
                         } else {
                             queue.push_back((chunk, delivered));
                         }
@@ -219,12 +236,15 @@ pub fn run(c: Local<'_>) -> anyhow::Result<JobReport> {
                         status.map_or("unknown status".into(), |s| s.to_string())
                     );
                     let last = delivered >= c.max_deliver;
-                    append_error(&dir, chunk, &w.name, delivered, &why, last);
-                    let spec = &job.chunks()[chunk];
-                    c.progress.chunk_failed(chunk, spec.range, &why, !last);
+                    for p in super::record_failed(&task(chunk), &w.name, delivered, &why, last) {
+                        vidflow_engine::progress::say(format!("warning: chunk {chunk}: {p}"));
+                    }
+                    c.progress
+                        .chunk_failed(chunk, job.chunks()[chunk].range, &why, !last);
                     if last {
-                        let errors = journal::chunk_errors(&dir, chunk, c.max_deliver as usize);
-                        report.failed.push(job.record_failure(spec, errors));
+                        report
+                            .failed
+                            .push(failed_record(job, &dir, chunk, c.max_deliver));
                         open.remove(&chunk);
                     } else {
                         queue.push_front((chunk, delivered));
@@ -321,27 +341,21 @@ fn start(
     })
 }
 
-/// Appends a failed delivery to the chunk's error log, as farm workers do; a log that cannot
-/// be written (a full disk) is said, not ignored.
-fn append_error(
+/// The chunk's `failed.json` as its last delivery recorded it (or, if it could not be
+/// written, what it would have said).
+fn failed_record(
+    job: &Job,
     dir: &std::path::Path,
     chunk: usize,
-    worker: &str,
-    delivered: i64,
-    error: &str,
-    last: bool,
-) {
-    let line = journal::ErrorLine {
-        worker: worker.to_string(),
-        delivered,
-        error: error.to_string(),
-        last,
-    };
-    if let Err(e) = journal::append_error(dir, chunk, &line) {
-        vidflow_engine::progress::say(format!(
-            "warning: chunk {chunk}: cannot log the failure of worker `{worker}`: {e}"
-        ));
-    }
+    max_deliver: i64,
+) -> journal::Failed {
+    journal::read_json::<journal::Failed>(&journal::failed_path(dir, chunk)).unwrap_or_else(|_| {
+        journal::Failed {
+            index: chunk,
+            range: job.chunks()[chunk].range,
+            errors: journal::chunk_errors(dir, chunk, max_deliver.max(1) as usize),
+        }
+    })
 }
 
 /// `vidflow local-worker`: runs the chunks its coordinator writes on stdin, one at a time,
@@ -378,7 +392,8 @@ pub fn worker(name: String, registry: Registry, shared: Arc<Shared>) -> anyhow::
             let _ = o.flush();
         }
     };
-    let mut jobs: Vec<(String, Arc<Job>)> = vec![];
+    // A local worker serves one job.
+    let mut attached: Option<Arc<Job>> = None;
     for Assign { task, delivered } in rx {
         let stop = StopFlag::new();
         *running.lock().unwrap_or_else(|e| e.into_inner()) = Some(stop.clone());
@@ -388,15 +403,15 @@ pub fn worker(name: String, registry: Registry, shared: Arc<Shared>) -> anyhow::
             delivered,
         });
         let started = Instant::now();
-        let attached = match jobs.iter().find(|(id, _)| *id == task.job) {
-            Some((_, j)) => Ok(j.clone()),
-            None => attach(&name, &registry, &task).map(|j| {
+        let job = match &attached {
+            Some(j) if j.file.id == task.job => Ok(j.clone()),
+            _ => attach(&name, &registry, &task).map(|j| {
                 let j = Arc::new(j);
-                jobs.push((task.job.clone(), j.clone()));
+                attached = Some(j.clone());
                 j
             }),
         };
-        let outcome = attached.and_then(|job| {
+        let outcome = job.and_then(|job| {
             let chunk = job
                 .chunks()
                 .get(task.chunk)
@@ -429,43 +444,24 @@ pub fn worker(name: String, registry: Registry, shared: Arc<Shared>) -> anyhow::
                 });
                 break;
             }
-            Ok((job, ChunkOutcome::Failed { error, .. })) => {
-                failed(&name, &task, delivered, Some(&job), error, &say)
+            Ok((_, ChunkOutcome::Failed { error, .. })) | Err(error) => {
+                let last = task.max_deliver > 0 && delivered >= task.max_deliver;
+                let problems = super::record_failed(&task, &name, delivered, &error, last);
+                let error = match problems.is_empty() {
+                    true => error,
+                    false => format!("{error} (and: {})", problems.join("; ")),
+                };
+                say(&Event::Failed {
+                    worker: name.clone(),
+                    chunk: task.chunk,
+                    error,
+                    delivered,
+                    last,
+                });
             }
-            Err(error) => failed(&name, &task, delivered, None, error, &say),
         }
     }
     Ok(())
-}
-
-/// A failed delivery: logged with the others, and on the last one the chunk is recorded as
-/// failed with every delivery's error.
-fn failed(
-    name: &str,
-    task: &Task,
-    delivered: i64,
-    job: Option<&Job>,
-    error: String,
-    say: &dyn Fn(&Event),
-) {
-    let last = task.max_deliver > 0 && delivered >= task.max_deliver;
-    append_error(&task.dir, task.chunk, name, delivered, &error, last);
-    if last {
-        let errors = journal::chunk_errors(&task.dir, task.chunk, task.max_deliver as usize);
-        match job.and_then(|j| j.chunks().get(task.chunk).map(|c| (j, c))) {
-            Some((j, c)) => {
-                j.record_failure(c, errors);
-            }
-            None => journal::write_failed(&task.dir, task.chunk, errors),
-        }
-    }
-    say(&Event::Failed {
-        worker: name.to_string(),
-        chunk: task.chunk,
-        error,
-        delivered,
-        last,
-    });
 }
 
 /// Loads the task's graph as the coordinator did and attaches to its job. Relative paths in

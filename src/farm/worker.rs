@@ -374,55 +374,6 @@ fn run_task(
     Ok(a.job.run_chunk(&chunk, ticks, &state.shared, stop))
 }
 
-/// Records a failed delivery in the job folder: a line of the chunk's error log, and on its
-/// last delivery the chunk's `failed.json` with every worker's error. What could not be
-/// written comes back, to be said with the failure (the coordinator then records it).
-fn record_failed(
-    task: &Task,
-    worker: &str,
-    delivered: i64,
-    error: &str,
-    last: bool,
-) -> Vec<String> {
-    let mut problems = vec![];
-    let line = journal::ErrorLine {
-        worker: worker.to_string(),
-        delivered,
-        error: error.to_string(),
-        last,
-    };
-    if let Err(e) = journal::append_error(&task.dir, task.chunk, &line) {
-        problems.push(e);
-    }
-    if last {
-        let mut errors =
-            journal::chunk_errors(&task.dir, task.chunk, task.max_deliver.max(1) as usize);
-        if !errors.contains(&line.to_string()) {
-            errors.push(line.to_string());
-        }
-        let range = journal::read_json::<journal::JobFile>(&task.dir.join(journal::JOB_FILE))
-            .ok()
-            .and_then(|f| f.chunks.get(task.chunk).map(|c| c.range));
-        match range {
-            Some(range) => {
-                let failed = journal::Failed {
-                    index: task.chunk,
-                    range,
-                    errors,
-                };
-                if let Err(e) = journal::try_write_failed(&task.dir, &failed) {
-                    problems.push(e);
-                }
-            }
-            None => problems.push(format!(
-                "cannot read the chunk's range from `{}`",
-                task.dir.join(journal::JOB_FILE).display()
-            )),
-        }
-    }
-    problems
-}
-
 async fn handle(
     state: &Arc<State>,
     client: &async_nats::Client,
@@ -568,7 +519,7 @@ async fn handle(
         }
         ChunkOutcome::Failed { error, .. } => {
             let last = max_deliver > 0 && delivered >= max_deliver;
-            let problems = record_failed(&task, &name, delivered, &error, last);
+            let problems = super::record_failed(&task, &name, delivered, &error, last);
             if last {
                 let _ = msg.ack_with(AckKind::Term).await;
             } else {

@@ -27,6 +27,8 @@ pub struct Avatar {
     samples: u64,
     /// Frames made so far.
     frames: u64,
+    /// Frames, from the first, whose mel window has all its audio (only grows).
+    complete: u64,
 }
 
 impl Avatar {
@@ -87,13 +89,16 @@ impl Avatar {
             f32le,
             samples: 0,
             frames: 0,
+            complete: 0,
         })
     }
 
-    /// Samples per channel in one frame's duration (a unary call's chunk), when whole.
-    pub fn chunk_samples(&self) -> Option<u64> {
+    /// Bytes of one frame's duration of audio (a unary call's chunk), when that is a whole
+    /// number of samples.
+    pub fn chunk_bytes(&self) -> Option<usize> {
         let n = self.sample_rate as f64 / self.fps;
-        (n.fract() == 0.0).then_some(n as u64)
+        let width = if self.f32le { 4 } else { 2 };
+        (n.fract() == 0.0).then_some(n as usize * self.channels as usize * width)
     }
 
     /// Decodes a piece of audio into the graph's payload.
@@ -153,13 +158,12 @@ impl Avatar {
     /// How many frames, from the first, have all the audio their mel window reads: 16 columns
     /// of 12.5 ms from the frame's start, the last one centred half an FFT (25 ms) before the
     /// audio it needs ends. (The unary call and the load generator use the same rule.)
-    pub fn complete(&self) -> u64 {
+    pub fn complete(&mut self) -> u64 {
         let secs = self.samples as f64 / self.sample_rate as f64;
-        let mut n = 0;
-        while mel_window_end(n, self.fps) <= secs + 1e-9 {
-            n += 1;
+        while mel_window_end(self.complete, self.fps) <= secs + 1e-9 {
+            self.complete += 1;
         }
-        n
+        self.complete
     }
 
     /// The face as frame `index`.

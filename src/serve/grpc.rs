@@ -129,9 +129,7 @@ impl Service {
         let config = req
             .config
             .ok_or_else(|| Status::invalid_argument("`config` is missing"))?;
-        let rate = Rate::from_fps(if config.fps > 0.0 { config.fps } else { 25.0 });
-        let encoding = output_encoding(&config).map_err(Status::invalid_argument)?;
-        let mut avatar = Avatar::new(&config, rate).map_err(Status::invalid_argument)?;
+        // The cheap checks first, before the face image is decoded.
         let n = req.frame_count;
         if n == 0 || n > MAX_BATCH_FRAMES {
             return Err(Status::invalid_argument(format!(
@@ -145,19 +143,20 @@ impl Service {
                 req.audio_chunks.len()
             )));
         }
-        if let Some(samples) = avatar.chunk_samples() {
-            let want = chunk_bytes(&config, samples);
-            if let Some((k, c)) = req
+        let rate = Rate::from_fps(if config.fps > 0.0 { config.fps } else { 25.0 });
+        let encoding = output_encoding(&config).map_err(Status::invalid_argument)?;
+        let mut avatar = Avatar::new(&config, rate).map_err(Status::invalid_argument)?;
+        if let Some(want) = avatar.chunk_bytes()
+            && let Some((k, c)) = req
                 .audio_chunks
                 .iter()
                 .enumerate()
                 .find(|(_, c)| c.len() != want)
-            {
-                return Err(Status::invalid_argument(format!(
-                    "audio chunk {k} is {} bytes; a chunk is one frame's audio: {samples} samples per channel, {want} bytes",
-                    c.len()
-                )));
-            }
+        {
+            return Err(Status::invalid_argument(format!(
+                "audio chunk {k} is {} bytes; a chunk is one frame's audio, {want} bytes",
+                c.len()
+            )));
         }
         let audio = avatar
             .audio(&req.audio_chunks.concat())
@@ -211,24 +210,14 @@ impl Service {
     }
 }
 
-/// Bytes of one frame's audio chunk in the session's format.
-fn chunk_bytes(config: &pb::SessionConfig, samples: u64) -> usize {
-    let a = config.audio.unwrap_or_default();
-    let width = match pb::AudioEncoding::try_from(a.encoding) {
-        Ok(pb::AudioEncoding::PcmF32le) => 4,
-        _ => 2,
-    };
-    samples as usize * a.channels.max(1) as usize * width
-}
-
 /// The call's deadline from its `grpc-timeout` header (`<digits><unit>`, units H M S m u n).
 fn deadline(meta: &tonic::metadata::MetadataMap) -> Option<Duration> {
     let v = meta.get("grpc-timeout")?.to_str().ok()?;
     let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
     let n: u64 = digits.parse().ok()?;
     Some(match unit {
-        "H" => Duration::from_secs(n * 3600),
-        "M" => Duration::from_secs(n * 60),
+        "H" => Duration::from_secs(n.checked_mul(3600)?),
+        "M" => Duration::from_secs(n.checked_mul(60)?),
         "S" => Duration::from_secs(n),
         "m" => Duration::from_millis(n),
         "u" => Duration::from_micros(n),

@@ -126,6 +126,37 @@ pub async fn serve(
     }
 }
 
+/// A histogram's lines after its name: cumulative `_bucket`s for the upper `bounds` (and
+/// +Inf, the count past the last) from per-bucket `counts`, then `_sum` and `_count`, each with
+/// `labels` (`node="sr"`, or none).
+fn histogram<B: ToString>(
+    labels: &str,
+    bounds: &[B],
+    counts: &[u64],
+    sum: String,
+    count: u64,
+) -> Vec<(String, String)> {
+    let with = |extra: &str| match (labels.is_empty(), extra.is_empty()) {
+        (true, true) => String::new(),
+        (true, false) => format!("{{{extra}}}"),
+        (false, true) => format!("{{{labels}}}"),
+        (false, false) => format!("{{{labels},{extra}}}"),
+    };
+    let mut lines = vec![];
+    let mut cumulative = 0;
+    for (i, c) in counts.iter().enumerate() {
+        cumulative += c;
+        let le = bounds.get(i).map_or("+Inf".to_string(), |b| b.to_string());
+        lines.push((
+            format!("_bucket{}", with(&format!("le=\"{le}\""))),
+            cumulative.to_string(),
+        ));
+    }
+    lines.push((format!("_sum{}", with("")), sum));
+    lines.push((format!("_count{}", with("")), count.to_string()));
+    lines
+}
+
 fn render(hub: &SessionHub, live: &LiveNodes, latency: &Latency) -> String {
     let s = hub.stats();
     let mut o = String::new();
@@ -181,23 +212,18 @@ fn render(hub: &SessionHub, live: &LiveNodes, latency: &Latency) -> String {
             .map(|(id, n)| (format!("{{session=\"{}\"}}", id.0), n.to_string()))
             .collect::<Vec<_>>(),
     );
-    let mut lat = vec![];
-    let mut cumulative = 0;
-    for (i, b) in latency.buckets.iter().enumerate() {
-        cumulative += b.load(Ordering::Relaxed);
-        let le = LATENCY_BUCKETS
-            .get(i)
-            .map_or("+Inf".to_string(), |b| b.to_string());
-        lat.push((format!("_bucket{{le=\"{le}\"}}"), cumulative.to_string()));
-    }
-    lat.push((
-        "_sum".to_string(),
+    let counts: Vec<u64> = latency
+        .buckets
+        .iter()
+        .map(|b| b.load(Ordering::Relaxed))
+        .collect();
+    let lat = histogram(
+        "",
+        &LATENCY_BUCKETS,
+        &counts,
         (latency.sum_us.load(Ordering::Relaxed) as f64 / 1e6).to_string(),
-    ));
-    lat.push((
-        "_count".to_string(),
-        latency.count.load(Ordering::Relaxed).to_string(),
-    ));
+        latency.count.load(Ordering::Relaxed),
+    );
     metric(
         "vidflow_serve_frame_latency_seconds",
         "histogram",
@@ -216,24 +242,12 @@ fn render(hub: &SessionHub, live: &LiveNodes, latency: &Latency) -> String {
     let nodes = live.0.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let mut hist = vec![];
     for n in nodes.iter().filter(|n| n.batches > 0) {
-        let mut cumulative = 0;
-        for (i, count) in n.batch_sizes.iter().enumerate() {
-            cumulative += count;
-            let le = BATCH_BUCKETS
-                .get(i)
-                .map_or("+Inf".to_string(), |b| b.to_string());
-            hist.push((
-                format!("_bucket{{node=\"{}\",le=\"{le}\"}}", n.id),
-                cumulative.to_string(),
-            ));
-        }
-        hist.push((
-            format!("_sum{{node=\"{}\"}}", n.id),
+        hist.extend(histogram(
+            &format!("node=\"{}\"", n.id),
+            &BATCH_BUCKETS,
+            &n.batch_sizes,
             n.batch_items.to_string(),
-        ));
-        hist.push((
-            format!("_count{{node=\"{}\"}}", n.id),
-            n.batches.to_string(),
+            n.batches,
         ));
     }
     metric(

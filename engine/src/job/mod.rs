@@ -589,9 +589,10 @@ impl Job {
             let Some(output) = &s.output else { continue };
             let id = &self.plan.nodes[s.node].id;
             let path = chunk_output(&self.dir, chunk.index, id, output);
-            // The sink renamed its file into place without syncing it: its data reaches the
-            // disk before the record that vouches for it, or a crash could leave a record of
-            // a file whose blocks were never written.
+            // Its data must be on disk before the record that vouches for it, or a crash could
+            // leave a record of a file whose blocks were never written. Sinks that write
+            // through `AtomicPath` already synced it (then this costs nothing); this holds for
+            // any sink.
             match sync_file(&path).and_then(|()| journal::hash_file(&path)) {
                 Ok((bytes, sha256)) => outputs.push(OutputRecord {
                     node: id.clone(),
@@ -649,8 +650,8 @@ impl Job {
                 .collect();
             sink.assemble(&n.id, &n.params, &pieces, w, output)
                 .map_err(|e| JobError::Input(e.to_string()))?;
-            // The sink renamed the joined file into place; the job is reported done only once
-            // the file and its name are on disk.
+            // The job is reported done only once the joined file and its name are on disk
+            // (whatever the sink did before its rename).
             let folder = match output.parent() {
                 Some(p) if !p.as_os_str().is_empty() => p,
                 _ => Path::new("."),
@@ -843,7 +844,7 @@ fn discard(dir: &Path) -> Result<(), JobError> {
         .map_err(io_err(format!("cannot create `{}`", chunks.display())))
 }
 
-/// Flushes a file's data to disk (the sinks rename their files into place unsynced).
+/// Flushes a file's data to disk.
 fn sync_file(path: &Path) -> std::io::Result<()> {
     std::fs::File::open(path)?.sync_all()
 }

@@ -67,19 +67,22 @@ pub struct Shared {
     keyed: Mutex<HashMap<(TypeId, String), Arc<Slot>>>,
 }
 
-/// One entry of [`Shared::keyed`], filled once; its own lock, so loading one model does not
-/// hold up nodes that load another.
-type Slot = Mutex<Option<Arc<dyn Any + Send + Sync>>>;
+/// One entry of [`Shared::keyed`]: the version it was made for and the value; its own lock, so
+/// loading one model does not hold up nodes that load another.
+type Slot = Mutex<Option<(String, Arc<dyn Any + Send + Sync>)>>;
 
 impl Shared {
-    /// The instance of `T` stored under `key` (e.g. a network under its weights file, size and
-    /// modification time, and its options), made with `init` the first time, and whether it
-    /// was already there. A `Shared` lives as long as a run, a job (all its chunks) or a worker
-    /// (all the chunks it takes), so a model is loaded once for all of them, and replicas of a
-    /// node share one copy. A failed `init` stores nothing.
+    /// The instance of `T` stored under `key` (e.g. a network under its weights file and
+    /// options) for `version` (e.g. the file's size and modification time), made with `init`
+    /// when there is none for that version, and whether it was already there. A `Shared` lives
+    /// as long as a run, a job (all its chunks) or a worker (all the chunks it takes), so a
+    /// model is loaded once for all of them, and replicas of a node share one copy; a new
+    /// version replaces the old one, so a long-lived worker holds one copy per key. A failed
+    /// `init` stores nothing.
     pub fn keyed<T: Any + Send + Sync, E>(
         &self,
         key: &str,
+        version: &str,
         init: impl FnOnce() -> Result<T, E>,
     ) -> Result<(Arc<T>, bool), E> {
         let slot = self
@@ -90,11 +93,16 @@ impl Shared {
             .or_default()
             .clone();
         let mut slot = slot.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(v) = slot.as_ref() {
-            return Ok((v.clone().downcast::<T>().expect("keyed by TypeId"), true));
+        if let Some((v, value)) = slot.as_ref()
+            && v == version
+        {
+            return Ok((
+                value.clone().downcast::<T>().expect("keyed by TypeId"),
+                true,
+            ));
         }
         let value = Arc::new(init()?);
-        *slot = Some(value.clone());
+        *slot = Some((version.to_string(), value.clone()));
         Ok((value, false))
     }
 

@@ -87,22 +87,24 @@ pub fn load(path: &Path) -> Result<Checkpoint, WeightsError> {
     from_bytes(path, &bytes)
 }
 
-/// The key a loaded network is kept under in a run's `Shared` (see
-/// `vidflow_engine::node::Shared::keyed`): the file as it is now (absolute path, size and
-/// modification time, so a checkpoint replaced between a worker's chunks is loaded again), or
-/// the built-in weights, and the options the network was built with.
-pub fn cache_key(kind: &str, path: Option<&Path>, options: impl std::fmt::Debug) -> String {
-    let file = match path {
-        None => "built-in".to_string(),
-        Some(p) => {
-            let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
-            match std::fs::metadata(p) {
-                Ok(m) => format!("{} {} {:?}", abs.display(), m.len(), m.modified().ok()),
-                Err(_) => abs.display().to_string(),
-            }
-        }
+/// The key and version a loaded network is kept under in a run's `Shared` (see
+/// `vidflow_engine::node::Shared::keyed`): the key names the file (absolute path, or the
+/// built-in weights) and the options the network was built with; the version is the file's
+/// size and modification time, so a checkpoint replaced between a worker's chunks is loaded
+/// again, in place of the old one.
+pub fn cache_key(
+    kind: &str,
+    path: Option<&Path>,
+    options: impl std::fmt::Debug,
+) -> (String, String) {
+    let Some(p) = path else {
+        return (format!("{kind} built-in {options:?}"), String::new());
     };
-    format!("{kind} {file} {options:?}")
+    let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let version = std::fs::metadata(p)
+        .map(|m| format!("{} {:?}", m.len(), m.modified().ok()))
+        .unwrap_or_default();
+    (format!("{kind} {} {options:?}", abs.display()), version)
 }
 
 /// Parses checkpoint bytes; `path` is used in messages.

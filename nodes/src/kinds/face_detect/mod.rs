@@ -185,7 +185,7 @@ mod imp {
         // Loaded once per run, job or worker: later chunks share the networks.
         let (detector, _) = ctx
             .shared
-            .keyed("face-detect built-in MTCNN", || {
+            .keyed("face-detect built-in MTCNN", "", || {
                 builtin_detector(&compute.device)
             })
             .map_err(|e| NodeError::input(format!("node `{node}`: {e}")))?;

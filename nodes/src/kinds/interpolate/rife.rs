@@ -54,10 +54,10 @@ pub(crate) fn load_rife(ctx: &BuildCtx<'_>, p: &InterpolateParams) -> Result<Rif
         .map(std::path::PathBuf::from);
     // Loaded once per run, job or worker: later chunks (and other nodes on the same file)
     // share the network.
-    let key = crate::weights::cache_key("rife", path.as_deref(), p.scale);
+    let (key, version) = crate::weights::cache_key("rife", path.as_deref(), p.scale);
     let (rife, _) = ctx
         .shared
-        .keyed(&key, || {
+        .keyed(&key, &version, || {
             let ck = load_checkpoint(path.as_deref())?;
             Rife::new(&ck, &compute.device, p.scale as f32)
         })

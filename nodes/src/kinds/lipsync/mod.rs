@@ -472,10 +472,10 @@ fn factory(ctx: &vidflow_engine::BuildCtx<'_>) -> Result<Runtime, NodeError> {
     };
     let compute = Compute::for_run(ctx.shared)?;
     // Loaded once per run, job or worker: later chunks share the network.
-    let key = crate::weights::cache_key("wav2lip", Some(Path::new(weights)), ());
+    let (key, version) = crate::weights::cache_key("wav2lip", Some(Path::new(weights)), ());
     let (model, _) = ctx
         .shared
-        .keyed(&key, || {
+        .keyed(&key, &version, || {
             let ck = crate::weights::load(Path::new(weights)).map_err(|e| e.to_string())?;
             crate::models::wav2lip::Wav2Lip::load(&ck, &compute.device)
         })
@@ -769,6 +769,7 @@ impl Process for LipSync {
     fn process(&mut self, input: Input, out: &mut Emitter<'_>) -> Result<(), NodeError> {
         let mut touched: Vec<SessionId> = vec![];
         for (i, item) in input.items.into_iter().enumerate() {
+            // `Input::session` would borrow `input`, whose items this loop has taken.
             let session = input.sessions.get(i).copied().unwrap_or_default();
             if !touched.contains(&session) {
                 touched.push(session);

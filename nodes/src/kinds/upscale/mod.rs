@@ -367,21 +367,22 @@ mod imp {
         };
         let compute = Compute::for_run(ctx.shared)?;
         // Loaded once per run, job or worker: replicas and later chunks share it.
-        let key = crate::weights::cache_key("upscale", path, opts);
+        let (key, version) = crate::weights::cache_key("upscale", path, opts);
         let (up, kept) = ctx
             .shared
-            .keyed(&key, || {
+            .keyed(&key, &version, || {
                 let ck = load_checkpoint(path)?;
                 let up = Upscaler::new(&ck, &compute.device, opts)?;
-                Ok::<_, WeightsError>((up, ck.path))
+                Ok::<_, WeightsError>(Loaded { up, path: ck.path })
             })
             .map_err(|e| NodeError::input(format!("node `{node}`: {e}")))?;
         if !kept {
             vidflow_engine::progress::say(format!(
                 "node `{node}`: {} from {}{}",
-                up.0.arch,
-                up.1.display(),
-                up.0.note
+                up.up.arch,
+                up.path.display(),
+                up.up
+                    .note
                     .as_ref()
                     .map(|n| format!(" ({n})"))
                     .unwrap_or_default()
@@ -390,10 +391,16 @@ mod imp {
         Ok(Runtime::Process(Box::new(UpscaleNode { node, up })))
     }
 
+    /// A network as a run's `Shared` keeps it, with the file it came from (for the log).
+    struct Loaded {
+        up: Upscaler,
+        path: PathBuf,
+    }
+
     struct UpscaleNode {
         node: String,
         /// The network and the file it came from, shared through the run's `Shared`.
-        up: Arc<(Upscaler, PathBuf)>,
+        up: Arc<Loaded>,
     }
 
     impl Process for UpscaleNode {
@@ -420,7 +427,7 @@ mod imp {
                     .position(|f| (f.width, f.height) != (w, h))
                     .map_or(frames.len(), |k| start + k);
                 let outs = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    self.up.0.upscale_frames(&frames[start..end])
+                    self.up.up.upscale_frames(&frames[start..end])
                 }))
                 .map_err(|e| {
                     let msg = e
