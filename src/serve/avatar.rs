@@ -14,7 +14,8 @@ const MAX_RATE: u32 = 192_000;
 const MAX_CHANNELS: u32 = 8;
 
 pub struct Avatar {
-    face: Arc<Vec<u8>>,
+    /// The face image, or the frames of the face clip, output frame i showing i mod N.
+    faces: Vec<Arc<Vec<u8>>>,
     width: u32,
     height: u32,
     meta: Arc<serde_json::Value>,
@@ -39,6 +40,17 @@ impl Avatar {
             .as_ref()
             .ok_or("config.face is missing: this graph takes audio, so a session's config needs `face` (the image to animate), `face_box` and `audio`")?;
         let image = decode(face, rate).map_err(|e| format!("config.face: {e}"))?;
+        let mut faces = vec![image.data.clone()];
+        for (k, f) in config.face_clip.iter().enumerate() {
+            let f = decode(f, rate).map_err(|e| format!("config.face_clip[{k}]: {e}"))?;
+            if (f.width, f.height) != (image.width, image.height) {
+                return Err(format!(
+                    "config.face_clip[{k}] is {}x{}, the face {}x{}: the clip's frames must all be the face's size",
+                    f.width, f.height, image.width, image.height
+                ));
+            }
+            faces.push(f.data);
+        }
         let b = config
             .face_box
             .as_ref()
@@ -78,7 +90,7 @@ impl Avatar {
             "face": {"box": [b.x, b.y, b.width, b.height]}
         });
         Ok(Avatar {
-            face: image.data,
+            faces,
             width: image.width,
             height: image.height,
             meta: Arc::new(meta),
@@ -174,7 +186,7 @@ impl Avatar {
             rate: self.rate,
             width: self.width,
             height: self.height,
-            data: self.face.clone(),
+            data: self.faces[(index % self.faces.len() as u64) as usize].clone(),
             meta: Some(self.meta.clone()),
         }
     }

@@ -177,6 +177,7 @@ async fn play(
             channels: 1,
             encoding: pb::AudioEncoding::PcmS16le as i32,
         }),
+        face_clip: vec![],
     };
     let (tx, rx) = mpsc::channel::<pb::StreamRequest>(4);
     let mut request = tonic::Request::new(ReceiverStream::new(rx));

@@ -896,6 +896,49 @@ fn live_lip_sync_sessions_with_different_faces_each_get_their_own_frames() {
 }
 
 #[test]
+fn a_lip_sync_session_with_a_face_clip_loops_the_clip() {
+    let dir = tmp("lipsync-clip");
+    let s = Server::spawn(&dir, &lip_graph(&dir), "127.0.0.1", &[]);
+    s.wait_ready();
+    let rt = runtime();
+    let b = [8, 8, 40, 40];
+    // Three frames: the face and two more of other colours; a fourth of another size is refused.
+    let mut config = lip_config(64, 64, 10, b);
+    let frame = |seed| match raw(0, 64, 64, seed).msg {
+        Some(stream_request::Msg::Frame(f)) => f,
+        _ => unreachable!(),
+    };
+    config.face_clip = vec![frame(80), frame(160)];
+    let faces: Vec<Vec<u8>> = [10, 80, 160].map(|seed| frame(seed).data).to_vec();
+    let got = rt.block_on(async {
+        let mut wrong = config.clone();
+        wrong.face_clip.push(match raw(0, 32, 32, 1).msg {
+            Some(stream_request::Msg::Frame(f)) => f,
+            _ => unreachable!(),
+        });
+        let e = open_with(&s.url(), wrong).await.err().expect("refused");
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert!(e.message().contains("face_clip[2]"), "{}", e.message());
+        let session = open_with(&s.url(), config).await.expect("session");
+        for (k, chunk) in speech(7).into_iter().enumerate() {
+            session.tx.send(audio_msg(k as u64, chunk)).await.unwrap();
+        }
+        let mut session = session.closed();
+        frames(&mut session).await.expect("ends ok")
+    });
+    assert_eq!(got.len(), 7);
+    for f in &got {
+        let face = &faces[f.frame_id as usize % 3];
+        assert!(
+            only_the_box_changed(f, face, 64, b, 64),
+            "frame {} is not clip frame {}",
+            f.frame_id,
+            f.frame_id % 3
+        );
+    }
+}
+
+#[test]
 fn lip_sync_sessions_with_a_bad_config_or_audio_fail_alone() {
     let dir = tmp("lipsync-bad");
     let s = Server::spawn(&dir, &lip_graph(&dir), "127.0.0.1", &[]);
