@@ -4,7 +4,7 @@
 //! whose metadata carries the box the way `face-detect` writes it (`meta.face.box`), so a
 //! serve graph runs the same nodes (`audio-window`, `lipsync`) as a file graph.
 
-use super::grpc::{MAX_SIDE, decode};
+use super::frames::{MAX_SIDE, decode};
 use super::pb::{self, AudioEncoding};
 use std::sync::Arc;
 use vidflow_engine::{AudioChunk, Frame, Payload, Rate};

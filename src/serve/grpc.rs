@@ -1,13 +1,16 @@
-//! The `vidflow.serve.v1.Serve` service: one `Stream` call per session. Admission happens
-//! before the first message is read (RESOURCE_EXHAUSTED past `serve.max_sessions`); the first
-//! message must configure the session; each frame is checked and decoded here, so a malformed
-//! one ends only its own session (INVALID_ARGUMENT) before it reaches the shared graph. A
+//! The `vidflow.serve.v1.Serve` service: one `Stream` call per session, and the unary
+//! `GenerateBatchWithAudio` as a short session of its own. Admission happens before the first
+//! message is read (RESOURCE_EXHAUSTED past `serve.max_sessions`); the first message must
+//! configure the session; each frame ([`super::frames`]) or audio chunk ([`super::avatar`]) is
+//! checked and decoded before it reaches the shared graph, so a malformed one ends only its own
+//! session (INVALID_ARGUMENT). A
 //! session keeps at most [`WINDOW`] frames in the graph at once (it reads its client's next
 //! frame only when a result has come back), so a fast client cannot crowd the others out. A
 //! dropped call cancels its session at once, freeing its slot; one whose client sends nothing
 //! for `serve.idle_timeout_s` is ended with DEADLINE_EXCEEDED.
 
 use super::avatar::Avatar;
+use super::frames::{decode, encode};
 use super::metrics::Latency;
 use super::pb::{self, Encoding, stream_reply, stream_request};
 use std::pin::Pin;
@@ -21,8 +24,6 @@ use vidflow_engine::{Frame, Payload, Rate, ServeConfig, SessionId};
 
 /// Frames of one session in the graph at once.
 pub const WINDOW: usize = 16;
-/// The largest frame side accepted.
-pub const MAX_SIDE: u32 = 16_384;
 /// The most frames one `GenerateBatchWithAudio` call may ask for.
 const MAX_BATCH_FRAMES: u32 = 4096;
 /// Audio chunks a lip-sync frame reads before its own, and after.
@@ -454,88 +455,6 @@ impl Session {
         };
         r.map_err(|_| End::Done)
     }
-}
-
-/// An input frame as the graph takes it: its id as the frame index, its timestamp as pts.
-pub(super) fn decode(f: &pb::Frame, rate: Rate) -> Result<Frame, String> {
-    let id = f.frame_id;
-    let encoding = Encoding::try_from(f.encoding)
-        .map_err(|_| format!("frame {id}: unknown encoding {}", f.encoding))?;
-    let raw = match encoding {
-        Encoding::RawRgb => true,
-        Encoding::Unspecified => f.width > 0 || f.height > 0,
-        Encoding::Jpeg | Encoding::Png => false,
-    };
-    let (width, height, data) = if raw {
-        if f.width == 0 || f.height == 0 || f.width > MAX_SIDE || f.height > MAX_SIDE {
-            return Err(format!(
-                "frame {id}: raw RGB needs a width and height from 1 to {MAX_SIDE}, got {}x{}",
-                f.width, f.height
-            ));
-        }
-        let want = Frame::byte_len(f.width, f.height);
-        if f.data.len() != want {
-            return Err(format!(
-                "frame {id}: {}x{} raw RGB is {want} bytes, got {}",
-                f.width,
-                f.height,
-                f.data.len()
-            ));
-        }
-        (f.width, f.height, f.data.clone())
-    } else {
-        let format = match encoding {
-            Encoding::Jpeg => Some(image::ImageFormat::Jpeg),
-            Encoding::Png => Some(image::ImageFormat::Png),
-            _ => None,
-        };
-        let img = match format {
-            Some(fmt) => image::load_from_memory_with_format(&f.data, fmt),
-            None => image::load_from_memory(&f.data),
-        }
-        .map_err(|e| format!("frame {id}: cannot decode the image: {e}"))?
-        .to_rgb8();
-        if img.width() > MAX_SIDE || img.height() > MAX_SIDE {
-            return Err(format!(
-                "frame {id}: {}x{} is larger than {MAX_SIDE} pixels a side",
-                img.width(),
-                img.height()
-            ));
-        }
-        (img.width(), img.height(), img.into_raw())
-    };
-    Ok(Frame::new(id, f.timestamp, rate, width, height, data))
-}
-
-/// A result as its client gets it.
-fn encode(item: &Payload, encoding: Encoding) -> Result<pb::Frame, String> {
-    let f = item
-        .as_frame()
-        .ok_or_else(|| format!("the graph gave {}, not a frame", item.describe()))?;
-    let data = match encoding {
-        Encoding::Jpeg | Encoding::Png => {
-            let mut buf = std::io::Cursor::new(Vec::new());
-            let img = image::RgbImage::from_raw(f.width, f.height, f.data.to_vec())
-                .ok_or("a frame whose size does not match its pixels")?;
-            let fmt = if encoding == Encoding::Jpeg {
-                image::ImageFormat::Jpeg
-            } else {
-                image::ImageFormat::Png
-            };
-            img.write_to(&mut buf, fmt)
-                .map_err(|e| format!("cannot encode frame {}: {e}", f.index))?;
-            buf.into_inner()
-        }
-        _ => f.data.to_vec(),
-    };
-    Ok(pb::Frame {
-        frame_id: f.index,
-        timestamp: f.pts,
-        encoding: encoding as i32,
-        width: f.width,
-        height: f.height,
-        data,
-    })
 }
 
 /// Sends one mid-gray `size`x`size` frame through the graph as a session of its own and

@@ -20,6 +20,7 @@
 pub mod access;
 pub mod avatar;
 pub mod bench;
+pub mod frames;
 pub mod grpc;
 pub mod metrics;
 
