@@ -131,7 +131,11 @@ pub fn run(args: BenchArgs) -> anyhow::Result<std::process::ExitCode> {
         }
         let wall = started.elapsed().as_secs_f64();
         let batches = match (&args.metrics, before) {
-            (Some(m), Some(before)) => mean_batches(&before, &scrape(m).await?),
+            (Some(m), Some(before)) => {
+                // The server's node counters are up to one progress tick (0.1 s) old.
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                mean_batches(&before, &scrape(m).await?)
+            }
             _ => vec![],
         };
         report(&args, &mut results, wall, &batches);

@@ -294,6 +294,69 @@ fn interleaved_sessions_each_get_their_own_frames_in_order_from_shared_batches()
 }
 
 #[test]
+fn serve_bench_plays_real_time_sessions_and_reports_what_it_measured() {
+    let dir = tmp("serve-bench");
+    let server = Server::start(&dir, 4);
+    let out = Command::new(env!("CARGO_BIN_EXE_vidflow"))
+        .args([
+            "serve-bench",
+            "--target",
+            &format!("127.0.0.1:{}", server.port),
+            "--metrics",
+            &format!("127.0.0.1:{}", server.metrics),
+            "--kind",
+            "frames",
+            "--sessions",
+            "2",
+            "--fps",
+            "10",
+            "--seconds",
+            "1",
+            "--size",
+            "16x16",
+            "--json",
+        ])
+        .output()
+        .expect("serve-bench runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_str(text.trim()).expect("one JSON object");
+    // Two sessions of 10 frames each, every frame back and timed.
+    assert_eq!(v["frames"], 20, "{v}");
+    let sessions = v["per_session"].as_array().unwrap();
+    assert_eq!(sessions.len(), 2);
+    for s in sessions {
+        assert_eq!(
+            (s["sent"].as_u64(), s["frames"].as_u64()),
+            (Some(10), Some(10)),
+            "{v}"
+        );
+        assert!(s["error"].is_null(), "{v}");
+    }
+    let p50 = v["latency_ms"]["p50"].as_f64().unwrap();
+    assert!(
+        p50 > 0.0 && p50 <= v["latency_ms"]["p99"].as_f64().unwrap(),
+        "{v}"
+    );
+    // The server's batches over the run, from its counters: 20 frames through `sr`.
+    let sr = v["batches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["node"] == "sr")
+        .unwrap_or_else(|| panic!("no batches of `sr`: {v}"));
+    let (n, mean) = (
+        sr["batches"].as_f64().unwrap(),
+        sr["mean"].as_f64().unwrap(),
+    );
+    assert!((n * mean - 20.0).abs() < 1e-6, "{v}");
+}
+
+#[test]
 fn admission_refuses_one_too_many_and_a_disconnect_frees_the_slot_at_once() {
     let dir = tmp("admission");
     let server = Server::start(&dir, 2);
