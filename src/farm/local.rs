@@ -89,11 +89,17 @@ pub fn run(c: Local<'_>) -> anyhow::Result<JobReport> {
         // A chunk recorded as failed by an earlier run is tried again.
         let _ = std::fs::remove_file(journal::failed_path(&dir, chunk.index));
     }
-    let mut queue: VecDeque<(usize, i64)> = pending.iter().map(|c| (c.index, 0)).collect();
-    let mut open: BTreeSet<usize> = pending.iter().map(|c| c.index).collect();
+    let mut book = Book {
+        job,
+        dir: &dir,
+        max_deliver: c.max_deliver,
+        queue: pending.iter().map(|c| (c.index, 0)).collect(),
+        open: pending.iter().map(|c| c.index).collect(),
+        report: &mut report,
+    };
     let (tx, rx) = mpsc::channel::<Heard>();
     let mut workers: Vec<Worker> = vec![];
-    let wanted = c.workers.min(open.len()).max(1);
+    let wanted = c.workers.min(book.open.len()).max(1);
     // A worker that dies is replaced, but not without end (a build that cannot start).
     let mut spawns_left = wanted + wanted * c.max_deliver.max(1) as usize;
     let spawn = |workers: &mut Vec<Worker>, spawns_left: &mut usize| -> anyhow::Result<()> {
@@ -104,21 +110,21 @@ pub fn run(c: Local<'_>) -> anyhow::Result<JobReport> {
         workers.push(w);
         Ok(())
     };
-    if !open.is_empty() {
+    if !book.open.is_empty() {
         for _ in 0..wanted {
             spawn(&mut workers, &mut spawns_left)?;
         }
     }
 
-    while !open.is_empty() {
+    while !book.open.is_empty() {
         if c.stop.is_set() {
-            report.interrupted = true;
+            book.report.interrupted = true;
             if workers.iter().all(|w| w.busy.is_none()) {
                 break;
             }
         } else {
             for w in workers.iter_mut().filter(|w| w.alive && w.busy.is_none()) {
-                let Some((chunk, delivered)) = queue.pop_front() else {
+                let Some((chunk, delivered)) = book.queue.pop_front() else {
                     break;
                 };
                 let line = serde_json::to_string(&Assign {
@@ -133,22 +139,17 @@ pub fn run(c: Local<'_>) -> anyhow::Result<JobReport> {
                     w.busy = Some((chunk, delivered + 1));
                 } else {
                     // It is exiting; its `Gone` will come. The chunk was never taken.
-                    queue.push_front((chunk, delivered));
+                    book.queue.push_front((chunk, delivered));
                 }
             }
             if workers.iter().all(|w| !w.alive) {
                 // Every worker died and none may be started: what is left fails.
-                for (chunk, delivered) in queue.drain(..) {
-                    let why = "every local worker exited, and no more may be started";
-                    for p in super::record_failed(&task(chunk), "-", delivered, why, true) {
-                        vidflow_engine::progress::say(format!("warning: chunk {chunk}: {p}"));
-                    }
-                    report
-                        .failed
-                        .push(failed_record(job, &dir, chunk, c.max_deliver));
-                    open.remove(&chunk);
+                let why = "every local worker exited, and no more may be started";
+                for (chunk, delivered) in std::mem::take(&mut book.queue) {
+                    record(&task(chunk), "-", delivered, why, true);
+                    book.settle(chunk, delivered, true, false);
                 }
-                if open.is_empty() {
+                if book.open.is_empty() {
                     break;
                 }
             }
@@ -165,8 +166,8 @@ pub fn run(c: Local<'_>) -> anyhow::Result<JobReport> {
                     Event::Done { chunk, .. } => {
                         let delivered = workers[k].busy.take().map_or(1, |b| b.1);
                         if super::coordinator::recorded(job, &dir, chunk) {
-                            open.remove(&chunk);
-                            report.ran.push(chunk);
+                            book.open.remove(&chunk);
+                            book.report.ran.push(chunk);
                         } else {
                             // Its record does not hold: a failed delivery like any other.
                             let why = format!(
@@ -174,29 +175,10 @@ pub fn run(c: Local<'_>) -> anyhow::Result<JobReport> {
                                 workers[k].name
                             );
                             let last = delivered >= c.max_deliver;
-                            let task = task(chunk);
-                            let problems = super::record_failed(
-                                &task,
-                                &workers[k].name,
-                                delivered,
-                                &why,
-                                last,
-                            );
-                            for p in problems {
-                                vidflow_engine::progress::say(format!(
-                                    "warning: chunk {chunk}: {p}"
-                                ));
-                            }
+                            record(&task(chunk), &workers[k].name, delivered, &why, last);
                             c.progress
                                 .chunk_failed(chunk, job.chunks()[chunk].range, &why, !last);
-                            if last {
-                                open.remove(&chunk);
-                                report
-                                    .failed
-                                    .push(failed_record(job, &dir, chunk, c.max_deliver));
-                            } else {
-                                queue.push_back((chunk, delivered));
-                            }
+                            book.settle(chunk, delivered, last, false);
                         }
                     }
                     Event::Failed {
@@ -206,19 +188,12 @@ pub fn run(c: Local<'_>) -> anyhow::Result<JobReport> {
                         ..
                     } => {
                         workers[k].busy = None;
-                        if last {
-                            open.remove(&chunk);
-                            report
-                                .failed
-                                .push(failed_record(job, &dir, chunk, c.max_deliver));
-                        } else {
-                            queue.push_back((chunk, delivered));
-                        }
+                        book.settle(chunk, delivered, last, false);
                     }
                     Event::Released { chunk, .. } => {
                         if let Some((held, delivered)) = workers[k].busy.take() {
                             debug_assert_eq!(held, chunk);
-                            queue.push_front((chunk, delivered - 1));
+                            book.queue.push_front((chunk, delivered - 1));
                         }
                     }
                     Event::Start { .. } | Event::Progress { .. } => {}
@@ -236,21 +211,13 @@ pub fn run(c: Local<'_>) -> anyhow::Result<JobReport> {
                         status.map_or("unknown status".into(), |s| s.to_string())
                     );
                     let last = delivered >= c.max_deliver;
-                    for p in super::record_failed(&task(chunk), &w.name, delivered, &why, last) {
-                        vidflow_engine::progress::say(format!("warning: chunk {chunk}: {p}"));
-                    }
+                    record(&task(chunk), &w.name, delivered, &why, last);
                     c.progress
                         .chunk_failed(chunk, job.chunks()[chunk].range, &why, !last);
-                    if last {
-                        report
-                            .failed
-                            .push(failed_record(job, &dir, chunk, c.max_deliver));
-                        open.remove(&chunk);
-                    } else {
-                        queue.push_front((chunk, delivered));
-                    }
+                    // Its next delivery goes first: it has waited longest.
+                    book.settle(chunk, delivered, last, true);
                 }
-                if !open.is_empty() && !c.stop.is_set() && spawns_left > 0 {
+                if !book.open.is_empty() && !c.stop.is_set() && spawns_left > 0 {
                     spawn(&mut workers, &mut spawns_left)?;
                 }
             }
@@ -272,19 +239,15 @@ pub fn run(c: Local<'_>) -> anyhow::Result<JobReport> {
         let _ = w.child.kill();
         let _ = w.child.wait();
     }
-    if report.ok() && !report.interrupted {
+    if report.ok() {
         report.outputs = job
             .assemble(c.progress)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
     }
     report.elapsed = started.elapsed();
     let failed: Vec<usize> = report.failed.iter().map(|f| f.index).collect();
-    c.progress.end(
-        report.ok() && !report.interrupted,
-        report.interrupted,
-        &failed,
-        report.elapsed,
-    );
+    c.progress
+        .end(report.ok(), report.interrupted, &failed, report.elapsed);
     Ok(report)
 }
 
@@ -339,6 +302,42 @@ fn start(
         busy: None,
         alive: true,
     })
+}
+
+/// The chunks still to run and how the run went so far.
+struct Book<'a> {
+    job: &'a Job,
+    dir: &'a std::path::Path,
+    max_deliver: i64,
+    /// Chunks waiting for a worker, with their deliveries so far.
+    queue: VecDeque<(usize, i64)>,
+    /// Chunks neither recorded nor failed.
+    open: BTreeSet<usize>,
+    report: &'a mut JobReport,
+}
+
+impl Book<'_> {
+    /// After a failed delivery: the chunk has failed on its last one, or waits for the next
+    /// (at the queue's front when `first`).
+    fn settle(&mut self, chunk: usize, delivered: i64, last: bool, first: bool) {
+        if last {
+            self.open.remove(&chunk);
+            let failed = failed_record(self.job, self.dir, chunk, self.max_deliver);
+            self.report.failed.push(failed);
+        } else if first {
+            self.queue.push_front((chunk, delivered));
+        } else {
+            self.queue.push_back((chunk, delivered));
+        }
+    }
+}
+
+/// Records a failed delivery seen by this coordinator (the worker could not), and says what
+/// could not be written.
+fn record(task: &Task, worker: &str, delivered: i64, why: &str, last: bool) {
+    for p in super::record_failed(task, worker, delivered, why, last) {
+        vidflow_engine::progress::say(format!("warning: chunk {}: {p}", task.chunk));
+    }
 }
 
 /// The chunk's `failed.json` as its last delivery recorded it (or, if it could not be
