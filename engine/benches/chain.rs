@@ -38,6 +38,7 @@ fn frame(i: u64, data: &Arc<Vec<u8>>) -> Payload {
         width: 4,
         height: 2,
         data: data.clone(),
+        format: vidflow_engine::PixelFormat::Rgb24,
         meta: None,
     })
 }

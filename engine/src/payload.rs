@@ -46,7 +46,41 @@ impl fmt::Display for Rate {
     }
 }
 
-/// One video frame: packed RGB, 8 bits per channel, rows top to bottom, no padding.
+/// How a frame's pixels are laid out in [`Frame::data`]: rows top to bottom, no padding.
+///
+/// Every node that takes frames takes RGB24. A node may also accept (inputs) or offer
+/// (outputs) other formats in its descriptor; the plan then picks, per output port, the
+/// first format it offers that all its consumers accept (as GStreamer negotiates caps), so a
+/// decode → encode graph keeps the decoder's YUV and never converts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PixelFormat {
+    /// Packed R, G, B bytes.
+    Rgb24,
+    /// 8-bit planar Y, then U and V at half the width and height (rounded up): what most
+    /// video decoders produce and encoders take.
+    Yuv420p,
+}
+
+impl PixelFormat {
+    /// Bytes of a `width` × `height` picture.
+    pub fn byte_len(self, width: u32, height: u32) -> usize {
+        let (w, h) = (width as usize, height as usize);
+        match self {
+            PixelFormat::Rgb24 => w * h * 3,
+            PixelFormat::Yuv420p => w * h + 2 * w.div_ceil(2) * h.div_ceil(2),
+        }
+    }
+    /// The name the CLI and FFmpeg use for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            PixelFormat::Rgb24 => "rgb24",
+            PixelFormat::Yuv420p => "yuv420p",
+        }
+    }
+}
+
+/// One video frame, 8 bits per sample, in `format` (RGB24 unless the plan negotiated another
+/// format for the edge it travels on).
 #[derive(Clone, Debug)]
 pub struct Frame {
     /// Position in the stream the frame belongs to (after sampling: the source index).
@@ -58,13 +92,26 @@ pub struct Frame {
     pub width: u32,
     pub height: u32,
     pub data: Arc<Vec<u8>>,
+    pub format: PixelFormat,
     /// Optional per-frame annotations from upstream nodes (segment index, mask value…).
     pub meta: Option<Arc<serde_json::Value>>,
 }
 
 impl Frame {
+    /// An RGB24 frame.
     pub fn new(index: u64, pts: f64, rate: Rate, width: u32, height: u32, data: Vec<u8>) -> Frame {
-        debug_assert_eq!(data.len(), width as usize * height as usize * 3);
+        Frame::with_format(index, pts, rate, width, height, PixelFormat::Rgb24, data)
+    }
+    pub fn with_format(
+        index: u64,
+        pts: f64,
+        rate: Rate,
+        width: u32,
+        height: u32,
+        format: PixelFormat,
+        data: Vec<u8>,
+    ) -> Frame {
+        debug_assert_eq!(data.len(), format.byte_len(width, height));
         Frame {
             index,
             pts,
@@ -72,11 +119,13 @@ impl Frame {
             width,
             height,
             data: Arc::new(data),
+            format,
             meta: None,
         }
     }
+    /// Bytes of a `width` × `height` RGB24 picture.
     pub fn byte_len(width: u32, height: u32) -> usize {
-        width as usize * height as usize * 3
+        PixelFormat::Rgb24.byte_len(width, height)
     }
 }
 

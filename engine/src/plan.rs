@@ -1,11 +1,13 @@
 //! The plan stage: a checked graph as the executor runs it — a petgraph `DiGraph` with the
 //! nodes in topological order, one edge config per connection (queue size, what a full queue
 //! does), each node's replicas, batched port and error policy. `vidflow graph` renders it as
-//! Graphviz DOT or Mermaid, `vidflow run` executes it.
+//! Graphviz DOT or Mermaid, `vidflow run` executes it. Planning also negotiates the pixel
+//! format of each frame output (see [`PixelFormat`]).
 
 use crate::check::{CheckedGraph, CheckedNode};
 use crate::config::{BatchConfig, OnError, WhenFull};
 use crate::node::{NodeKind, Params};
+use crate::payload::PixelFormat;
 use petgraph::graph::{DiGraph, NodeIndex};
 use std::fmt::Write as _;
 
@@ -33,6 +35,9 @@ pub struct PlanNode {
     /// The batched input port and its batching.
     pub batch: Option<(usize, BatchConfig)>,
     pub on_error: OnError,
+    /// Per output port, the pixel format its frames travel in (negotiated by
+    /// [`Plan::from_parts`]; whatever is here before is replaced).
+    pub output_formats: Vec<PixelFormat>,
 }
 
 /// One connection: output port `from.1` of node `from.0` feeds input `to.1` of node `to.0`
@@ -64,16 +69,17 @@ impl Plan {
 
     /// A plan of these nodes and edges (a job's plan for one chunk is its graph's plan with
     /// params rewritten and nodes inserted). The edges must form no cycle.
-    pub fn from_parts(name: String, nodes: Vec<PlanNode>, edges: Vec<PlanEdge>) -> Plan {
+    pub fn from_parts(name: String, mut nodes: Vec<PlanNode>, edges: Vec<PlanEdge>) -> Plan {
         let mut g = DiGraph::new();
         let idx: Vec<NodeIndex> = (0..nodes.len()).map(|i| g.add_node(i)).collect();
         for (i, e) in edges.iter().enumerate() {
             g.add_edge(idx[e.from.0], idx[e.to.0], i);
         }
         // The checker rejected cycles, so the sort succeeds.
-        let order = petgraph::algo::toposort(&g, None)
+        let order: Vec<usize> = petgraph::algo::toposort(&g, None)
             .map(|order| order.into_iter().map(|i| g[i]).collect())
             .unwrap_or_else(|_| (0..nodes.len()).collect());
+        negotiate(&mut nodes, &edges, &order);
         Plan {
             name,
             nodes,
@@ -142,7 +148,11 @@ impl Plan {
         } else {
             ""
         };
-        format!("{from} → {to} (q{}{policy})", e.queue)
+        let format = match self.nodes[e.from.0].output_formats.get(e.from.1) {
+            Some(f) if *f != PixelFormat::Rgb24 => format!(", {}", f.name()),
+            _ => String::new(),
+        };
+        format!("{from} → {to} (q{}{policy}{format})", e.queue)
     }
 }
 
@@ -154,9 +164,62 @@ fn plan_node(n: &CheckedNode) -> PlanNode {
         workers: n.workers,
         batch: n.kind.batch_port.zip(n.batch),
         on_error: n.on_error,
+        output_formats: vec![],
     }
 }
 
+/// Picks each output port's pixel format: the first the port offers that every input it
+/// feeds accepts, where an input a node passes frames through from (see
+/// [`NodeKind::passes`]) accepts what all of the pass-through output's consumers accept, and
+/// a pass-through output carries what arrives. RGB24 is on every list, so there is always one;
+/// a port nothing consumes makes RGB24. `order` is topological.
+fn negotiate(nodes: &mut [PlanNode], edges: &[PlanEdge], order: &[usize]) {
+    for &i in order {
+        let kind = &nodes[i].kind;
+        let formats = (0..kind.outputs.len())
+            .map(|p| match kind.passes.iter().find(|&&(_, o)| o == p) {
+                Some(&(q, _)) => edges
+                    .iter()
+                    .find(|e| e.to == (i, q))
+                    .and_then(|e| nodes[e.from.0].output_formats.get(e.from.1).copied())
+                    .unwrap_or(PixelFormat::Rgb24),
+                None => {
+                    let accepted = consumers_accept(nodes, edges, (i, p));
+                    kind.outputs[p]
+                        .formats
+                        .iter()
+                        .copied()
+                        .find(|f| accepted.as_ref().is_some_and(|a| a.contains(f)))
+                        .unwrap_or(PixelFormat::Rgb24)
+                }
+            })
+            .collect();
+        nodes[i].output_formats = formats;
+    }
+}
+
+/// The formats every consumer of output `from` accepts (`None`: it has no consumer).
+fn consumers_accept(
+    nodes: &[PlanNode],
+    edges: &[PlanEdge],
+    from: (usize, usize),
+) -> Option<Vec<PixelFormat>> {
+    let mut all: Option<Vec<PixelFormat>> = None;
+    for e in edges.iter().filter(|e| e.from == from) {
+        let (j, q) = e.to;
+        let kind = &nodes[j].kind;
+        let accepts = match kind.passes.iter().find(|&&(i, _)| i == q) {
+            Some(&(_, o)) => consumers_accept(nodes, edges, (j, o))
+                .unwrap_or_else(|| vec![PixelFormat::Rgb24, PixelFormat::Yuv420p]),
+            None => kind.inputs[q].formats.to_vec(),
+        };
+        all = Some(match all {
+            None => accepts,
+            Some(a) => a.into_iter().filter(|f| accepts.contains(f)).collect(),
+        });
+    }
+    all
+}
 fn node_label(n: &PlanNode) -> String {
     let mut label = format!("{}\\n{}", n.id, n.kind.name);
     if n.workers > 1 {

@@ -35,7 +35,7 @@ use crate::node::{
     BuildCtx, Emitter, End, Input, NodeError, NodeKind, Params, Problem, ProblemAt, Runtime,
     Shared, ValidateCtx,
 };
-use crate::payload::Payload;
+use crate::payload::{Payload, PixelFormat};
 use serde_json::Value;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -46,6 +46,7 @@ pub struct NodeTest {
     params: Params,
     connected_inputs: Vec<bool>,
     output_consumers: Vec<usize>,
+    output_formats: Vec<PixelFormat>,
     replica: usize,
     workers: usize,
     shared: Shared,
@@ -68,6 +69,7 @@ impl NodeTest {
             },
             connected_inputs: vec![true; kind.inputs.len()],
             output_consumers: vec![1; kind.outputs.len()],
+            output_formats: vec![PixelFormat::Rgb24; kind.outputs.len()],
             replica: 0,
             workers: 1,
             shared: Shared::default(),
@@ -82,6 +84,13 @@ impl NodeTest {
     pub fn connected(mut self, port: &str, connected: bool) -> NodeTest {
         let i = self.input(port);
         self.connected_inputs[i] = connected;
+        self
+    }
+    /// Makes output `port` emit frames in `format`, as a plan would where every consumer
+    /// accepts it.
+    pub fn output_format(mut self, port: &str, format: PixelFormat) -> NodeTest {
+        let i = self.kind.output_index(port).expect("no such output");
+        self.output_formats[i] = format;
         self
     }
     /// Builds it as replica `replica` of `workers`.
@@ -150,6 +159,7 @@ impl NodeTest {
             params: &self.params,
             connected_inputs: self.connected_inputs.clone(),
             output_consumers: self.output_consumers.clone(),
+            output_formats: self.output_formats.clone(),
             replica: self.replica,
             batch: self.kind.default_batch,
             workers: self.workers,

@@ -187,6 +187,7 @@ impl Avatar {
             width: self.width,
             height: self.height,
             data: self.faces[(index % self.faces.len() as u64) as usize].clone(),
+            format: vidflow_engine::PixelFormat::Rgb24,
             meta: Some(self.meta.clone()),
         }
     }

@@ -179,7 +179,7 @@ pub fn ffmpeg(args: &[&str]) {
 /// Runs the ffmpeg CLI quietly (overwriting outputs), asserts it succeeded and returns what
 /// it wrote to stdout.
 #[cfg(feature = "media")]
-fn ffmpeg_stdout(args: &[&str]) -> Vec<u8> {
+pub fn ffmpeg_stdout(args: &[&str]) -> Vec<u8> {
     let out = Command::new("ffmpeg")
         .args(["-hide_banner", "-loglevel", "error", "-y"])
         .args(args)

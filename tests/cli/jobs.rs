@@ -4,8 +4,10 @@
 //! half-written records are redone, a changed graph or input is refused, a failing chunk
 //! leaves the job resumable and a rerun redoes only it, a chunk is retried as its failing
 //! node's `on_error` says, a job stopped with SIGINT records nothing as failed and resumes,
-//! and graphs that cannot be cut (one source without a timeline, a whole-stream node, audio
-//! context, a kind that declares no temporal context) get a located diagnostic.
+//! a lip-sync job (speech from a second source, read with its audio context) makes the frames
+//! and soundtrack of the plain run, and graphs that cannot be cut (one source without a
+//! timeline, a whole-stream node, audio context taken from the cut source itself, a kind that
+//! declares no temporal context) get a located diagnostic.
 
 use crate::common::{Proc, TmpDir, assert_ok, ffmpeg, probe};
 use std::path::{Path, PathBuf};
@@ -574,6 +576,164 @@ nodes:
     assert_eq!(a, b, "frames across the seams differ");
 }
 
+/// Lip sync as a job: the speech comes from a second `decode` (AAC at 44.1 kHz, so it is
+/// decoded after a seek and resampled to 16 kHz), which each chunk reads over its own time
+/// widened by audio-window's context; the mel windows are placed by the audio's time, so the
+/// chunked run makes the very frames of the plain run, across the seams and past the end of
+/// the speech (1 s of it under 1.6 s of video: the last windows clamp to its end), and the
+/// speech is the soundtrack. (The encoder's noise substitution is turned off: its noise
+/// follows a generator that a seek restarts, see `decode`.)
+#[cfg(feature = "neural")]
+#[test]
+fn a_lip_sync_job_makes_the_frames_of_the_plain_run() {
+    let d = tmp("lipsync");
+    ffmpeg(&[
+        "-f",
+        "lavfi",
+        "-i",
+        "testsrc2=size=128x96:rate=25",
+        "-t",
+        "1.6",
+        "-c:v",
+        "libx264",
+        "-g",
+        "10",
+        "-pix_fmt",
+        "yuv420p",
+        d.path("in.mp4").to_str().unwrap(),
+    ]);
+    let speech = format!(
+        "{}/nodes/tests/fixtures/speech_16k_mono_2s.wav",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    ffmpeg(&[
+        "-i",
+        &speech,
+        "-t",
+        "1",
+        "-ar",
+        "44100",
+        "-c:a",
+        "aac",
+        "-aac_pns",
+        "0",
+        d.path("speech.m4a").to_str().unwrap(),
+    ]);
+    let weights = format!(
+        "{}/nodes/tests/fixtures/wav2lip-random-seed0.fp16.pth",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    d.write(
+        "g.yaml",
+        &format!(
+            "name: lip
+params:
+  output: {{ default: out.mp4 }}
+nodes:
+  - id: src
+    kind: decode
+    params: {{ path: in.mp4 }}
+  - id: speech
+    kind: decode
+    params: {{ path: speech.m4a, audio_rate: 16000, audio_channels: 1 }}
+  - id: windows
+    kind: audio-window
+    params: {{ mode: mel, span: 8 }}
+    inputs: {{ audio: speech.audio, frames: src.frames }}
+  - id: sync
+    kind: lipsync
+    params: {{ weights: \"{weights}\", face: [32, 24, 64, 48] }}
+    batch: {{ max: 8, wait_ms: 50 }}
+    inputs: {{ frames: src.frames, windows: windows.windows }}
+  - id: out
+    kind: encode
+    params: {{ path: \"${{output}}\", crf: 0, pix_fmt: yuv444p, preset: ultrafast }}
+    inputs: {{ frames: sync.frames, audio_packets: speech.audio_packets }}
+"
+        ),
+    );
+    assert_ok(&vidflow(&d, &["check", "--job", "g.yaml"]), "check --job");
+    let shipped = format!("{}/graphs/lipsync.yaml", env!("CARGO_MANIFEST_DIR"));
+    assert_ok(
+        &vidflow(&d, &["check", "--job", &shipped]),
+        "check --job graphs/lipsync.yaml",
+    );
+    let env = [("VIDFLOW_DEVICE", "cpu")];
+    let run = |args: &[&str]| {
+        Command::new(crate::common::BIN)
+            .args(args)
+            .envs(env)
+            .current_dir(&*d)
+            .output()
+            .unwrap()
+    };
+    let plain = run(&[
+        "run",
+        "g.yaml",
+        "--progress",
+        "none",
+        "--set",
+        "output=plain.mp4",
+    ]);
+    assert_ok(&plain, "plain run");
+    let job = run(&[
+        "run",
+        "g.yaml",
+        "--progress",
+        "json",
+        "--set",
+        "output=job.mp4",
+        "--job",
+        "job",
+        "--chunk-seconds",
+        "0.4",
+    ]);
+    assert_ok(&job, "job");
+    assert_eq!(chunks_of(&events(&job), "chunk_done"), vec![0, 1, 2, 3]);
+    let (a, b) = (frames(&d.path("plain.mp4")), frames(&d.path("job.mp4")));
+    assert_eq!(a.len(), 40);
+    assert_eq!(a, b, "the chunked run made other frames");
+    // The soundtrack is the speech, copied once.
+    let (aa, ab) = (
+        duration(&d.path("plain.mp4"), "a:0"),
+        duration(&d.path("job.mp4"), "a:0"),
+    );
+    assert!((aa - 1.0).abs() < 0.05, "the speech's 1 s: {aa}");
+    assert!(
+        (aa - ab).abs() <= 1024.0 / 44100.0,
+        "audio duration {aa} vs {ab}"
+    );
+
+    // The speech is one of the job's inputs: another one is refused, naming it.
+    ffmpeg(&[
+        "-i",
+        &speech,
+        "-t",
+        "0.8",
+        "-ar",
+        "44100",
+        "-c:a",
+        "aac",
+        d.path("speech.m4a").to_str().unwrap(),
+    ]);
+    let changed = vidflow(
+        &d,
+        &[
+            "run",
+            "g.yaml",
+            "--set",
+            "output=job.mp4",
+            "--job",
+            "job",
+            "--chunk-seconds",
+            "0.4",
+        ],
+    );
+    assert_eq!(changed.status.code(), Some(1), "{}", stderr(&changed));
+    let e = stderr(&changed);
+    assert!(e.contains("input `speech.m4a` changed"), "{e}");
+}
+
 /// Exit code and stderr of a `vidflow check --job` of `yaml`, written as `g.yaml`.
 fn check_job(d: &TmpDir, yaml: &str) -> (Option<i32>, String) {
     d.write("g.yaml", yaml);
@@ -613,7 +773,8 @@ nodes:
     );
     assert!(e.contains("g.yaml: 1 error"), "only `join`: {e}");
 
-    // Audio context (audio-window, in chunks mode 8 chunks before and 7 after at 25 fps).
+    // Audio context (audio-window, in chunks mode 8 chunks before and 7 after) from the cut
+    // source itself: a chunk's audio would end with its frames.
     let (code, e) = check_job(
         &d,
         "name: g
@@ -636,8 +797,9 @@ nodes:
     assert!(e.contains("g.yaml:7:11"), "located at `win`'s kind: {e}");
     assert!(
         e.contains(
-            "node `win` (audio-window) needs 320 ms of audio before and 280 ms after each frame"
-        ) && e.contains("jobs do not cut audio with context"),
+            "node `win` (audio-window) needs 8 frames + 1 ms of audio before and 8 frames + 1 ms after each frame"
+        ) && e.contains("gets its audio from `dec`, the source whose frames the job cuts")
+            && e.contains("a second `decode` of the file"),
         "{e}"
     );
     assert!(e.contains("g.yaml: 1 error"), "only `win`: {e}");

@@ -5,7 +5,7 @@
 //! output file (nor a temporary one). Plus the happy paths: graphs/transcode.yaml, a valid AVI
 //! that announces more frames than it holds, and progress totals that are exact or absent.
 
-use crate::common::{TmpDir, ffmpeg, graph, probe, vidflow};
+use crate::common::{TmpDir, ffmpeg, ffmpeg_stdout, graph, probe, vidflow};
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
@@ -102,6 +102,55 @@ fn transcode_graph_runs_from_the_cli() {
         check.status.success(),
         "{}",
         String::from_utf8_lossy(&check.stderr)
+    );
+}
+
+/// A transcode keeps the decoder's YUV 4:2:0 from end to end: with a lossless encoder (x264 at
+/// crf 0) the output's pictures are the input's, byte for byte, which a detour through RGB
+/// would not give; and `vidflow graph` shows the format the plan negotiated on the edge.
+#[test]
+fn a_transcode_never_leaves_yuv() {
+    let dir = tmp("yuv");
+    let input = dir.join("in.mp4");
+    clip(&input, true, &[]);
+    let output = dir.join("out.mp4");
+    let out = vidflow(&[
+        "run",
+        &graph("transcode"),
+        "--progress",
+        "none",
+        "--set",
+        &format!("input={}", input.display()),
+        "--set",
+        &format!("output={}", output.display()),
+        "--set",
+        "crf=0",
+        "--set",
+        "preset=ultrafast",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let yuv = |p: &Path| {
+        let p = p.to_str().unwrap();
+        ffmpeg_stdout(&["-i", p, "-f", "rawvideo", "-pix_fmt", "yuv420p", "-"])
+    };
+    let (a, b) = (yuv(&input), yuv(&output));
+    assert_eq!(a.len(), 160 * 120 * 3 / 2 * 50, "the input's 50 frames");
+    assert_eq!(b.len(), a.len(), "as many frames out as in");
+    let differing = a.iter().zip(&b).filter(|(x, y)| x != y).count();
+    assert_eq!(
+        differing, 0,
+        "bytes of the pictures changed by the transcode"
+    );
+
+    let dot = vidflow(&["graph", &graph("transcode")]);
+    let dot = String::from_utf8_lossy(&dot.stdout);
+    assert!(
+        dot.contains("frames → frames (q") && dot.contains(", yuv420p)"),
+        "{dot}"
     );
 }
 

@@ -321,6 +321,7 @@ fn build(
         params: &node.params,
         connected_inputs: connected,
         output_consumers: out_consumers,
+        output_formats: node.output_formats.clone(),
         replica,
         batch: node.batch.map(|(_, b)| b),
         workers: node.workers,
@@ -606,6 +607,7 @@ impl Tag {
                 width: 0,
                 height: 0,
                 data: Arc::default(),
+                format: crate::payload::PixelFormat::Rgb24,
                 meta: None,
             })
             .describe(),

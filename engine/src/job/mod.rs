@@ -11,13 +11,17 @@
 //! muxed once over the whole). A chunk that fails is run again, whole, as its failing node's
 //! `on_error: retry N` says, then recorded as failed; one stopped from outside (Ctrl-C) is
 //! abandoned, its files removed, and never recorded as failed.
+//!
+//! A source that only feeds audio (lip sync's speech) is not cut: each chunk restricts it to
+//! the chunk's time widened by the audio context its consumers declare, and the assembly
+//! copies its audio once when a sink takes it whole (the speech as the soundtrack).
 
 pub mod journal;
 pub mod progress;
 pub mod shape;
 mod trim;
 
-use crate::check::CheckedGraph;
+use crate::check::{CheckedGraph, CheckedNode};
 use crate::config::OnError;
 use crate::diag::Diagnostic;
 use crate::exec::{self, RunOptions, StopFlag};
@@ -35,6 +39,12 @@ use std::time::{Duration, Instant};
 
 /// Chunk length when the command line gives none.
 pub const DEFAULT_CHUNK_SECONDS: f64 = 10.0;
+
+/// Seconds of audio a chunk reads beyond its consumers' declared context on each side: frame
+/// times (which chunks are cut at) and the times nodes derive from frame indices may differ by
+/// a fraction of a frame, and a frame rate is only estimated from the timeline. More audio
+/// never changes a chunk's outputs; less would.
+const AUDIO_MARGIN: f64 = 0.1;
 
 /// How often a chunk's run looks at its caller's stop flag.
 const STOP_POLL: Duration = Duration::from_millis(10);
@@ -215,7 +225,32 @@ fn graph_identity(g: &CheckedGraph) -> serde_json::Value {
     json!({"name": g.name, "nodes": nodes, "edges": edges})
 }
 
-/// Files named by `Path` params other than the source's inputs and the sinks' outputs: model
+/// The files the job reads its media from: the cut source's, and those the sources that only
+/// feed audio name (the speech of a lip sync).
+fn input_files(g: &CheckedGraph, shape: &Shape, timeline: &Timeline) -> Vec<PathBuf> {
+    let mut files = timeline.files.clone();
+    for a in &shape.audio {
+        for p in path_params(&g.nodes[a.node]) {
+            if p.is_file() && !files.contains(&p) {
+                files.push(p);
+            }
+        }
+    }
+    files
+}
+
+/// The files a node's `Path` params name.
+fn path_params(n: &CheckedNode) -> Vec<PathBuf> {
+    n.kind
+        .params
+        .iter()
+        .filter(|spec| matches!(spec.ty, ParamType::Path))
+        .filter_map(|spec| n.params.get(spec.name).and_then(|v| v.as_str()))
+        .map(PathBuf::from)
+        .collect()
+}
+
+/// Files named by `Path` params other than the sources' inputs and the sinks' outputs: model
 /// weights, programs, prompts… Each is part of what the job is.
 fn model_files(g: &CheckedGraph, shape: &Shape, inputs: &[PathBuf]) -> Vec<PathBuf> {
     let outputs: Vec<&PathBuf> = shape
@@ -224,19 +259,9 @@ fn model_files(g: &CheckedGraph, shape: &Shape, inputs: &[PathBuf]) -> Vec<PathB
         .filter_map(|s| s.output.as_ref())
         .collect();
     let mut files = vec![];
-    for n in &g.nodes {
-        for spec in &n.kind.params {
-            if !matches!(spec.ty, ParamType::Path) {
-                continue;
-            }
-            let Some(p) = n.params.get(spec.name).and_then(|v| v.as_str()) else {
-                continue;
-            };
-            let p = PathBuf::from(p);
-            if p.is_file() && !inputs.contains(&p) && !outputs.contains(&&p) && !files.contains(&p)
-            {
-                files.push(p);
-            }
+    for p in g.nodes.iter().flat_map(path_params) {
+        if p.is_file() && !inputs.contains(&p) && !outputs.contains(&&p) && !files.contains(&p) {
+            files.push(p);
         }
     }
     files
@@ -255,6 +280,11 @@ pub struct Job {
     shape: Shape,
     /// The inputs each sink gets once at assembly (by sink, as in `shape.sinks`).
     whole: Vec<Vec<WholeInput>>,
+    /// Where each of `shape.audio`'s sources' audio ends, when known.
+    audio_ends: Vec<Option<f64>>,
+    /// A frame's duration (seconds; the longest of the chunks' averages), for audio context
+    /// counted in frames.
+    frame_secs: f64,
     /// Held while the job runs here: one coordinator per job directory.
     _lock: Option<std::fs::File>,
 }
@@ -321,6 +351,7 @@ impl Job {
                 .collect()
         };
         let identity = graph_identity(graph);
+        let inputs = input_files(graph, &shape, &timeline);
         let mut file = JobFile {
             version: journal::VERSION,
             id: journal::hash_bytes(
@@ -336,8 +367,8 @@ impl Job {
             vidflow: env!("CARGO_PKG_VERSION").to_string(),
             graph_hash: journal::hash_bytes(identity.to_string().as_bytes()),
             graph: identity,
-            inputs: hash_all(&timeline.files)?,
-            models: hash_all(&model_files(graph, &shape, &timeline.files))?,
+            inputs: hash_all(&inputs)?,
+            models: hash_all(&model_files(graph, &shape, &inputs))?,
             chunk_seconds,
             chunks,
         };
@@ -370,7 +401,7 @@ impl Job {
             journal::write_json(&job_path, &file)
                 .map_err(io_err(format!("cannot write `{}`", job_path.display())))?;
         }
-        let job = Job::new(graph, dir, file, plan, shape, Some(lock));
+        let job = Job::new(graph, dir, file, plan, shape, Some(lock))?;
         job.prepare_sinks()?;
         Ok(job)
     }
@@ -398,7 +429,7 @@ impl Job {
                 recorded: recorded_count(dir),
             });
         }
-        Ok(Job::new(graph, dir, file, Plan::new(graph), shape, None))
+        Job::new(graph, dir, file, Plan::new(graph), shape, None)
     }
 
     fn new(
@@ -408,8 +439,27 @@ impl Job {
         plan: Plan,
         shape: Shape,
         lock: Option<std::fs::File>,
-    ) -> Job {
+    ) -> Result<Job, JobError> {
         let t0 = file.chunks.first().map_or(0.0, |c| c.range.0);
+        let audio_ends = shape
+            .audio
+            .iter()
+            .map(|a| {
+                let n = &plan.nodes[a.node];
+                let cutter = n.kind.chunk_source.as_ref().expect("shape checked it");
+                cutter
+                    .audio_end(&n.id, &n.params)
+                    .map_err(|e| JobError::Input(e.to_string()))
+            })
+            .collect::<Result<_, _>>()?;
+        // A frame's duration: the longest of the chunks' averages (the last chunk, whose end is
+        // unknown, is left out); 25 fps when no chunk tells.
+        let frame_secs = file
+            .chunks
+            .iter()
+            .filter_map(|c| Some((c.range.1? - c.range.0) / c.frames.max(1) as f64))
+            .fold(None, |m: Option<f64>, d| Some(m.map_or(d, |m| m.max(d))))
+            .unwrap_or(0.04);
         let whole = shape
             .sinks
             .iter()
@@ -430,14 +480,16 @@ impl Job {
                     .collect()
             })
             .collect();
-        Job {
+        Ok(Job {
             dir: dir.to_path_buf(),
             file,
             plan,
             shape,
             whole,
+            audio_ends,
+            frame_secs,
             _lock: lock,
-        }
+        })
     }
 
     pub fn chunks(&self) -> &[ChunkSpec] {
@@ -665,8 +717,30 @@ impl Job {
         Ok(written)
     }
 
-    /// The graph's plan for one chunk: the source restricted to what the chunk reads, each
-    /// sink writing into the chunk's folder and fed only per-chunk inputs, and a `trim` before
+    /// The audio a chunk reads from `a`, a source that only feeds audio: the chunk's frames
+    /// (context frames included) widened by `a`'s context and [`AUDIO_MARGIN`]. Near the end
+    /// of the audio (`end`), at least its last stretch of that length: a node clamps the
+    /// windows of frames past the end of its audio to that stretch.
+    fn audio_range(
+        &self,
+        chunk: &ChunkSpec,
+        a: &shape::AudioSource,
+        end: Option<f64>,
+    ) -> (f64, Option<f64>) {
+        let secs = |ms: u32, frames: u32| {
+            ms as f64 / 1000.0 + frames as f64 * self.frame_secs + AUDIO_MARGIN
+        };
+        let (before, after) = (secs(a.ms.0, a.frames.0), secs(a.ms.1, a.frames.1));
+        let mut start = chunk.read.0 - before;
+        if let Some(e) = end {
+            start = start.min(e - before - after);
+        }
+        (start, chunk.read.1.map(|t| t + after))
+    }
+
+    /// The graph's plan for one chunk: the source restricted to what the chunk reads, the
+    /// sources that only feed audio to the chunk's audio ([`Job::audio_range`]), each sink
+    /// writing into the chunk's folder and fed only per-chunk inputs, and a `trim` before
     /// each sink input when the chunk reads context frames. With [`ItemRetry::ByChunk`] no node
     /// retries an item within the run.
     fn chunk_plan(&self, chunk: &ChunkSpec, retry: ItemRetry) -> Plan {
@@ -685,6 +759,12 @@ impl Job {
             .clone()
             .expect("shape checked the source");
         cutter.restrict(&mut src.params, chunk.read.0, chunk.read.1);
+        for (a, end) in self.shape.audio.iter().zip(&self.audio_ends) {
+            let n = &mut nodes[a.node];
+            let cutter = n.kind.chunk_source.clone().expect("shape checked it");
+            let (start, stop) = self.audio_range(chunk, a, *end);
+            cutter.restrict_audio(&mut n.params, start, stop);
+        }
         let mut drop_edges = vec![];
         for s in &self.shape.sinks {
             let n = &mut nodes[s.node];
@@ -722,6 +802,7 @@ impl Job {
                     workers: 1,
                     batch: None,
                     on_error: OnError::Fail,
+                    output_formats: vec![],
                 });
                 let t = nodes.len() - 1;
                 extra.push(PlanEdge {

@@ -31,6 +31,7 @@ pub fn kind() -> NodeKind {
     )
     .input("items", PortType::ANY, "items of one chunk")
     .output("items", PortType::ANY, "the items the chunk owns")
+    .passes("items", "items")
 }
 
 struct Trim {

@@ -17,8 +17,17 @@ pub enum Temporal {
     /// it: a chunk reads that many extra frames on each side and its outputs outside its own
     /// range are dropped, so seams are exact.
     Frames { before: u32, after: u32 },
-    /// Outputs depend on audio around their time (milliseconds before and after).
-    AudioMs { before: u32, after: u32 },
+    /// Outputs depend on the audio around their frame's time: `before` ms plus `frames_before`
+    /// frame durations before it, and `after` ms plus `frames_after` frame durations after it
+    /// (frames at the video's rate, which only a job's timeline knows). A job feeds that audio
+    /// from a source of its own, restricted to each chunk's time plus this context
+    /// ([`ChunkSource::restrict_audio`]), so the node's outputs in the chunk are exact.
+    AudioMs {
+        before: u32,
+        after: u32,
+        frames_before: u32,
+        frames_after: u32,
+    },
     /// The node needs the whole stream; the text says why (it ends the diagnostic).
     Whole(String),
 }
@@ -44,6 +53,19 @@ pub trait ChunkSource: Send + Sync {
     /// Rewrites the params so the node emits exactly the frames with `start <= pts < end`
     /// (`end: None`: to the end of its timeline).
     fn restrict(&self, params: &mut Params, start: f64, end: Option<f64>);
+    /// Rewrites the params of a source that only feeds audio (to a node with
+    /// [`Temporal::AudioMs`] context, or to a sink's whole input) so that it emits its audio
+    /// for `start <= t < end`, within its own window, each sample exactly as the unrestricted
+    /// node would emit it. The default: as [`ChunkSource::restrict`].
+    fn restrict_audio(&self, params: &mut Params, start: f64, end: Option<f64>) {
+        self.restrict(params, start, end)
+    }
+    /// Where the node's audio ends (seconds, as its audio times count), if it is known without
+    /// decoding: a chunk past that end still reads the audio's last stretch, which nodes that
+    /// clamp their windows to the end of the audio use.
+    fn audio_end(&self, _node_id: &str, _params: &Params) -> Result<Option<f64>, NodeError> {
+        Ok(None)
+    }
 }
 
 /// One finished chunk output, for [`ChunkSink::assemble`].

@@ -18,7 +18,7 @@ pub use emit::{Emitter, End, Input, Items, WorkMeter};
 pub use params::{NodeParams, ParamSpec, ParamType, Params};
 pub use session::{SessionId, SessionState, SessionStore, SessionTags, SessionUse};
 
-use crate::payload::PortType;
+use crate::payload::{PixelFormat, PortType};
 use std::any::{Any, TypeId};
 use std::collections::HashMap;
 use std::fmt;
@@ -32,7 +32,13 @@ pub struct PortSpec {
     pub doc: &'static str,
     /// Inputs only: the graph is invalid when it is left unconnected.
     pub required: bool,
+    /// Frame ports: the pixel formats an input accepts, or an output can produce in its order
+    /// of preference; RGB24 is always among them (see [`PixelFormat`]).
+    pub formats: &'static [PixelFormat],
 }
+
+/// What a port takes or makes unless its kind says otherwise.
+const RGB_ONLY: &[PixelFormat] = &[PixelFormat::Rgb24];
 
 /// Everything a factory gets to build a runtime node.
 pub struct BuildCtx<'a> {
@@ -42,6 +48,9 @@ pub struct BuildCtx<'a> {
     pub connected_inputs: Vec<bool>,
     /// For each declared output port, how many consumers it has.
     pub output_consumers: Vec<usize>,
+    /// For each declared output port, the pixel format the plan negotiated for its frames
+    /// (RGB24 unless the port offers others and every consumer accepts one of them).
+    pub output_formats: Vec<PixelFormat>,
     /// Which replica this is (0-based) when the node has `workers: N`.
     pub replica: usize,
     /// The batching of the node's batched input, as the graph sets it (or the kind's
@@ -56,6 +65,13 @@ impl BuildCtx<'_> {
     /// The node's typed params (see [`params!`](crate::params)).
     pub fn params<P: NodeParams>(&self) -> Result<P, NodeError> {
         P::from_params(self.params)
+    }
+    /// The pixel format to emit frames in on output `port`.
+    pub fn output_format(&self, port: usize) -> PixelFormat {
+        self.output_formats
+            .get(port)
+            .copied()
+            .unwrap_or(PixelFormat::Rgb24)
     }
 }
 
@@ -278,6 +294,9 @@ pub struct NodeKind {
     /// How the kind treats sessions in a serve graph (`None`: undeclared; see
     /// [`NodeKind::session_use`]).
     pub sessions: Option<SessionUse>,
+    /// (input, output) pairs the node forwards frames along unchanged, whatever their pixel
+    /// format: the plan negotiates through them.
+    pub passes: Vec<(usize, usize)>,
 }
 
 impl fmt::Debug for NodeKind {
@@ -337,6 +356,7 @@ impl NodeKind {
             counts_like: None,
             writes: vec![],
             sessions: None,
+            passes: vec![],
         }
     }
     /// Whether this build can run the kind (its feature, if any, was built in).
@@ -357,6 +377,7 @@ impl NodeKind {
             ty,
             doc,
             required: true,
+            formats: RGB_ONLY,
         });
         self
     }
@@ -366,6 +387,7 @@ impl NodeKind {
             ty,
             doc,
             required: false,
+            formats: RGB_ONLY,
         });
         self
     }
@@ -375,7 +397,43 @@ impl NodeKind {
             ty,
             doc,
             required: false,
+            formats: RGB_ONLY,
         });
+        self
+    }
+    /// Says that input `port` also accepts frames in `formats` (RGB24 always included): the
+    /// node must then handle each of them.
+    pub fn accepts(mut self, port: &str, formats: &'static [PixelFormat]) -> Self {
+        let i = self.input_index(port);
+        let p = &mut self.inputs[i.unwrap_or_else(|| panic!("{}: no input `{port}`", self.name))];
+        assert!(
+            formats.contains(&PixelFormat::Rgb24),
+            "{}: every input takes RGB24",
+            self.name
+        );
+        p.formats = formats;
+        self
+    }
+    /// Says that output `port` can emit frames in `formats`, best first (RGB24 always
+    /// included); the node emits the one [`BuildCtx::output_format`] names.
+    pub fn offers(mut self, port: &str, formats: &'static [PixelFormat]) -> Self {
+        let i = self.output_index(port);
+        let p = &mut self.outputs[i.unwrap_or_else(|| panic!("{}: no output `{port}`", self.name))];
+        assert!(
+            formats.contains(&PixelFormat::Rgb24),
+            "{}: every output can make RGB24",
+            self.name
+        );
+        p.formats = formats;
+        self
+    }
+    /// Says that the node forwards the frames of input `input` to output `output` as they
+    /// are, so they may be in any pixel format: the plan gives the input what the output's
+    /// consumers accept.
+    pub fn passes(mut self, input: &str, output: &str) -> Self {
+        let pair = self.input_index(input).zip(self.output_index(output));
+        let pair = pair.unwrap_or_else(|| panic!("{}: no port `{input}` or `{output}`", self.name));
+        self.passes.push(pair);
         self
     }
     pub fn param(mut self, p: ParamSpec) -> Self {

@@ -5,7 +5,9 @@
 //! parallelism, records made from context frames included; a rerun trusts intact records and
 //! redoes damaged ones; chunk cutting follows keyframes; a failing item is retried by running
 //! its chunk again, N + 1 tries in all; a chunk whose node fails because the job is stopped
-//! is abandoned, not recorded as failed.
+//! is abandoned, not recorded as failed; audio read around each frame from a source of its own
+//! (lip sync's speech) is restricted to each chunk's time widened by the context, so the job
+//! makes what the plain run makes, past the end of the audio too.
 
 use crate::common::graph;
 use std::path::{Path, PathBuf};
@@ -13,8 +15,8 @@ use std::sync::Arc;
 use vidflow_engine::job::{self, JobOptions, journal, progress::JobProgress};
 use vidflow_engine::node::{ChunkPiece, ChunkSink, ChunkSource, ParamType, Temporal, Timeline};
 use vidflow_engine::{
-    Emitter, End, Frame, Input, NodeError, NodeKind, Params, Payload, PortType, Process, Rate,
-    Registry, Runtime, Source, exec, params,
+    AudioChunk, Emitter, End, Frame, Input, NodeError, NodeKind, Params, Payload, PortType,
+    Process, Rate, Registry, Runtime, Source, exec, params,
 };
 
 const EPS: f64 = 1e-9;
@@ -344,8 +346,133 @@ fn stall_kind() -> NodeKind {
     .temporal(Temporal::PerItem)
 }
 
+params! {
+    struct ToneParams {
+        /// samples in the stream (100 a second)
+        samples: u64 = default(ParamType::int_in(1, 100_000), 300),
+        start: Option<f64> = optional(ParamType::float()),
+        end: Option<f64> = optional(ParamType::float()),
+    }
+}
+
+/// Audio at 100 Hz whose sample `i` is `i`, within `start..end`, in pieces of 7 samples.
+struct Tone(ToneParams);
+impl Source for Tone {
+    fn run(&mut self, out: &mut Emitter<'_>) -> Result<(), NodeError> {
+        let at = |t: f64| ((t * 100.0).ceil().max(0.0) as u64).min(self.0.samples);
+        let (mut i, last) = (
+            self.0.start.map_or(0, at),
+            self.0.end.map_or(self.0.samples, at),
+        );
+        while i < last {
+            let n = (last - i).min(7);
+            out.emit(
+                0,
+                Payload::Audio(AudioChunk {
+                    pts: i as f64 / 100.0,
+                    sample_rate: 100,
+                    channels: 1,
+                    samples: Arc::new((i..i + n).map(|v| v as f32).collect()),
+                }),
+            )?;
+            i += n;
+        }
+        Ok(())
+    }
+}
+
+struct ToneChunks;
+impl ChunkSource for ToneChunks {
+    fn timeline(&self, node: &str, _params: &Params) -> Result<Timeline, NodeError> {
+        Err(NodeError::input(format!("`{node}` has no frames")))
+    }
+    fn restrict(&self, params: &mut Params, start: f64, end: Option<f64>) {
+        params.values.insert("start".into(), start.into());
+        params.values.insert("end".into(), end.into());
+    }
+    fn audio_end(&self, _node: &str, params: &Params) -> Result<Option<f64>, NodeError> {
+        let p: ToneParams = vidflow_engine::NodeParams::from_params(params)?;
+        Ok(Some(p.samples as f64 / 100.0))
+    }
+}
+
+fn tone_kind() -> NodeKind {
+    NodeKind::new("tone", "audio, sample i is i", |ctx| {
+        Ok(Runtime::Source(Box::new(Tone(ctx.params()?))))
+    })
+    .output("audio", PortType::AUDIO, "audio")
+    .params::<ToneParams>()
+    .temporal(Temporal::PerItem)
+    .chunk_source(ToneChunks)
+}
+
+/// Each frame at time t gets the sum of the audio in `t − 0.2 s ..< t + 0.3 s` (mod 251) as
+/// its value; a frame whose window runs past the end of the audio, that of its last 0.5 s
+/// (as Wav2Lip's mel windows are clamped).
+#[derive(Default)]
+struct Hear {
+    frames: Vec<Frame>,
+    audio: std::collections::BTreeMap<i64, f32>,
+}
+impl Process for Hear {
+    fn process(&mut self, input: Input, _out: &mut Emitter<'_>) -> Result<(), NodeError> {
+        for item in input.items {
+            match item {
+                Payload::Frame(f) => self.frames.push(f),
+                Payload::Audio(a) => {
+                    let first = (a.pts * 100.0).round() as i64;
+                    for (k, v) in a.samples.iter().enumerate() {
+                        self.audio.insert(first + k as i64, *v);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+    fn finish(&mut self, out: &mut Emitter<'_>, _end: End) -> Result<(), NodeError> {
+        let end = self.audio.keys().next_back().map_or(0, |k| k + 1);
+        for f in std::mem::take(&mut self.frames) {
+            let t = (f.pts * 100.0).round() as i64;
+            let (lo, hi) = if t + 30 > end {
+                (end - 50, end)
+            } else {
+                (t - 20, t + 30)
+            };
+            let sum: f32 = self.audio.range(lo..hi).map(|(_, v)| v).sum();
+            let heard = Frame::new(
+                f.index,
+                f.pts,
+                f.rate,
+                1,
+                1,
+                vec![(sum as u64 % 251) as u8; 3],
+            );
+            out.emit(0, Payload::Frame(heard))?;
+        }
+        Ok(())
+    }
+}
+
+fn hear_kind() -> NodeKind {
+    NodeKind::new("hear", "the audio around each frame", |_| {
+        Ok(Runtime::Process(Box::new(Hear::default())))
+    })
+    .input("frames", PortType::FRAMES, "frames")
+    .input("audio", PortType::AUDIO, "audio")
+    .output("frames", PortType::FRAMES, "frames valued by their audio")
+    .temporal(Temporal::AudioMs {
+        before: 200,
+        after: 300,
+        frames_before: 0,
+        frames_after: 0,
+    })
+}
+
 fn registry() -> Registry {
     let mut r = Registry::new();
+    r.register(tone_kind());
+    r.register(hear_kind());
     r.register(clock_kind());
     r.register(pairs_kind());
     r.register(lines_kind());
@@ -434,6 +561,55 @@ fn a_job_with_context_makes_what_the_plain_run_makes() {
             std::fs::read_to_string(&out).unwrap(),
             expected,
             "chunks of {seconds} s, {parallel} at a time"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&d);
+}
+
+#[test]
+fn audio_with_context_from_its_own_source_makes_what_the_plain_run_makes() {
+    let d = tmp("audio");
+    // 4.3 s of frames over 3 s of audio: the frames from 2.8 s on hear its last 0.5 s.
+    let yaml = |out: &Path| {
+        format!(
+            "name: t
+nodes:
+  - id: src
+    kind: clock
+    params: {{ frames: 43, gop: 5 }}
+  - id: speech
+    kind: tone
+    params: {{ samples: 300 }}
+  - id: hear
+    kind: hear
+    inputs: {{ frames: src.frames, audio: speech.audio }}
+  - id: out
+    kind: lines
+    params: {{ path: \"{}\" }}
+    inputs: {{ frames: hear.frames }}
+",
+            out.display()
+        )
+    };
+    let plain = d.join("plain.txt");
+    let report = exec::run(&graph(&registry(), &yaml(&plain)), Default::default());
+    assert!(report.ok(), "{:?}", report.failure);
+    let expected = std::fs::read_to_string(&plain).unwrap();
+    assert_eq!(expected.lines().count(), 43);
+    for (seconds, parallel) in [(0.5, 1), (1.0, 3)] {
+        let out = d.join(format!("job-{seconds}.txt"));
+        let r = run_job(
+            &yaml(&out),
+            &d.join(format!("job-{seconds}")),
+            seconds,
+            parallel,
+        );
+        assert!(r.ok(), "{r:?}");
+        assert!(r.chunks > 4, "{r:?}");
+        assert_eq!(
+            std::fs::read_to_string(&out).unwrap(),
+            expected,
+            "chunks of {seconds} s"
         );
     }
     let _ = std::fs::remove_dir_all(&d);

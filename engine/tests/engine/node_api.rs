@@ -160,3 +160,92 @@ fn a_kind_without_its_feature_is_listed_and_fails_to_start_with_one_message() {
         "node `g`: this vidflow was built without the `neural` feature, so `needs-gpu` cannot run; rebuild with `--features neural`"
     );
 }
+
+/// Kinds for pixel-format negotiation: `cam` offers YUV 4:2:0 first and emits frames in
+/// whatever format the plan gave it; `yuv` takes YUV or RGB, `rgb` (the default) RGB only;
+/// `relay` forwards frames untouched; sinks record the format of each frame they see.
+fn format_registry(
+    seen_yuv: &crate::common::Collector,
+    seen_rgb: &crate::common::Collector,
+) -> Registry {
+    use vidflow_engine::{Frame, PixelFormat, Rate};
+    let mut r = Registry::new();
+    r.register(
+        crate::common::source_kind("cam", |ctx| {
+            let format = ctx.output_format(0);
+            Box::new(move |out| {
+                for i in 0..3 {
+                    let data = vec![0u8; format.byte_len(4, 2)];
+                    let f = Frame::with_format(i, i as f64, Rate::new(1, 1), 4, 2, format, data);
+                    out.emit(0, Payload::Frame(f))?;
+                }
+                Ok(())
+            })
+        })
+        .offers("out", &[PixelFormat::Yuv420p, PixelFormat::Rgb24]),
+    );
+    r.register(
+        seen_yuv
+            .kind("yuv")
+            .accepts("in", &[PixelFormat::Rgb24, PixelFormat::Yuv420p]),
+    );
+    r.register(seen_rgb.kind("rgb"));
+    r.register(crate::common::pass_kind().passes("in", "out"));
+    r
+}
+
+fn formats(c: &crate::common::Collector) -> Vec<&'static str> {
+    c.items()
+        .iter()
+        .map(|p| p.as_frame().expect("a frame").format.name())
+        .collect()
+}
+
+#[test]
+fn frames_travel_in_the_first_format_the_producer_offers_that_all_consumers_accept() {
+    use vidflow_engine::Plan;
+    let cases = [
+        // One consumer that takes YUV: no conversion anywhere.
+        (
+            "  - id: y\n    kind: yuv\n    inputs: { in: c }\n",
+            vec!["yuv420p"; 3],
+            vec![],
+            "yuv420p",
+        ),
+        // A consumer that takes only RGB holds the port to RGB for both.
+        (
+            "  - id: y\n    kind: yuv\n    inputs: { in: c }\n  - id: r\n    kind: rgb\n    inputs: { in: c }\n",
+            vec!["rgb24"; 3],
+            vec!["rgb24"; 3],
+            "",
+        ),
+        // A pass-through node negotiates for the consumers behind it, either way.
+        (
+            "  - id: p\n    kind: pass\n    inputs: { in: c }\n  - id: y\n    kind: yuv\n    inputs: { in: p }\n",
+            vec!["yuv420p"; 3],
+            vec![],
+            "yuv420p",
+        ),
+        (
+            "  - id: p\n    kind: pass\n    inputs: { in: c }\n  - id: r\n    kind: rgb\n    inputs: { in: p }\n",
+            vec![],
+            vec!["rgb24"; 3],
+            "",
+        ),
+    ];
+    for (consumers, want_yuv, want_rgb, label) in cases {
+        let (yuv, rgb) = (
+            crate::common::Collector::default(),
+            crate::common::Collector::default(),
+        );
+        let yaml = format!("nodes:\n  - id: c\n    kind: cam\n{consumers}");
+        let g = graph(&format_registry(&yuv, &rgb), &yaml);
+        let report = run(&g);
+        assert!(report.ok(), "{:?}", report.failure);
+        assert_eq!(formats(&yuv), want_yuv, "{consumers}");
+        assert_eq!(formats(&rgb), want_rgb, "{consumers}");
+        // `vidflow graph` labels an edge that is not RGB with its format.
+        let dot = Plan::new(&g).to_dot();
+        assert_eq!(dot.contains("yuv420p"), !label.is_empty(), "{dot}");
+    }
+}

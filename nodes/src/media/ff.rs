@@ -1,6 +1,7 @@
 //! Small helpers over ffmpeg-the-third and its raw bindings: one-time setup, error text,
-//! opening inputs (files, image patterns, globs), pixel conversion into and out of packed RGB24,
-//! and audio conversion to interleaved f32.
+//! opening inputs (files, image patterns, globs), pixel conversion into and out of the frame
+//! layouts of the engine (packed RGB24, planar YUV 4:2:0), and audio conversion to
+//! interleaved f32.
 
 pub use ffmpeg_the_third as ffmpeg;
 
@@ -9,6 +10,7 @@ use std::ffi::{CStr, CString};
 use std::os::raw::c_int;
 use std::ptr;
 use std::sync::Once;
+use vidflow_engine::PixelFormat;
 
 /// Library setup, once per process: FFmpeg's own log is silenced (every failure is reported
 /// once, by the node, with the path) unless `VIDFLOW_FFMPEG_LOG` names a level
@@ -151,14 +153,137 @@ pub fn codec_name(id: ffi::AVCodecID) -> String {
     }
 }
 
-/// A swscale context converting frames of one geometry and format to another.
+/// swscale contexts converting frames of one geometry and format to another.
 pub struct Scaler {
-    ptr: *mut ffi::SwsContext,
+    /// One context per band of rows, each converted on its own thread (see [`bands`]).
+    bands: Vec<Band>,
     key: (ffi::AVPixelFormat, u32, u32, ffi::AVPixelFormat, u32, u32),
     /// RGB24 → YUV420P goes through swscale's fast BGR24 path: the red and blue bytes are
     /// swapped into this buffer first (swscale has no fast path from RGB24, and its generic
     /// path costs about three times as much).
     bgr: Option<Vec<u8>>,
+}
+
+/// A context converting rows `y0 .. y0 + rows` of the frame as a picture of its own.
+struct Band {
+    ptr: *mut ffi::SwsContext,
+    y0: u32,
+    rows: u32,
+}
+
+/// Pixels a frame needs before its conversion is split across threads: below it a thread
+/// costs more than it saves.
+const BAND_MIN_PIXELS: u32 = 320 * 240;
+
+/// How many bands of rows to convert in parallel. Only where the result is the same bytes as
+/// one whole-frame conversion: same size (no scaling filter reaches across a band's edge), an
+/// even height split at even rows, and YUV 4:2:0 → RGB24 (the decoder's conversion), which
+/// swscale makes two rows at a time with nothing shared between pairs (the test
+/// `bands_convert_exactly_as_one_context` checks it).
+///
+/// Not split: BGR24 → YUV 4:2:0 (the encoder's). swscale's x86 code converts the last two
+/// rows of a picture with its C fallback, which rounds differently, so every band's last two
+/// rows would differ from the whole-frame conversion (the test found 2351 bytes at 720p).
+/// Nor a width that is not a multiple of 32: swscale's SIMD YUV → RGB stores whole blocks of
+/// pixels and writes past the end of such a row (see [`Scaler::to_buffer`]), into rows
+/// another thread would be writing.
+fn bands(src: (ffi::AVPixelFormat, u32, u32), dst: (ffi::AVPixelFormat, u32, u32)) -> u32 {
+    use ffi::AVPixelFormat as F;
+    let row_pairs = (src.0, dst.0) == (F::YUV420P, F::RGB24) && src.1.is_multiple_of(32);
+    if !row_pairs || (src.1, src.2) != (dst.1, dst.2) || src.2 % 2 == 1 {
+        return 1;
+    }
+    if src.1 * src.2 < BAND_MIN_PIXELS {
+        return 1;
+    }
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    threads.clamp(1, 4).min(src.2 / 16).max(1)
+}
+
+/// Row ranges of `n` bands over `h` rows, each starting on an even row.
+fn band_rows(h: u32, n: u32) -> Vec<(u32, u32)> {
+    let step = (h / n).next_multiple_of(2);
+    (0..n)
+        .map(|i| (i * step, if i + 1 == n { h - i * step } else { step }))
+        .filter(|&(_, rows)| rows > 0)
+        .collect()
+}
+
+/// Plane pointers of one band, moved to the thread that converts it.
+struct BandJob {
+    ctx: *mut ffi::SwsContext,
+    src: [*const u8; 4],
+    src_stride: [c_int; 4],
+    dst: [*mut u8; 4],
+    dst_stride: [c_int; 4],
+    rows: u32,
+}
+
+// Each job touches only its own context and its own rows of the source and destination, and
+// lives until its thread is joined.
+unsafe impl Send for BandJob {}
+unsafe impl Sync for BandJob {}
+
+impl BandJob {
+    fn run(&self) {
+        unsafe {
+            ffi::sws_scale(
+                self.ctx,
+                self.src.as_ptr(),
+                self.src_stride.as_ptr(),
+                0,
+                self.rows as c_int,
+                self.dst.as_ptr(),
+                self.dst_stride.as_ptr(),
+            );
+        }
+    }
+}
+
+/// Moves plane pointers down `rows` rows: chroma planes (1 and 2) of a vertically
+/// subsampled YUV format by half as many.
+fn offset_rows<T>(
+    planes: [*const T; 4],
+    strides: [c_int; 4],
+    format: ffi::AVPixelFormat,
+    rows: u32,
+) -> [*const T; 4] {
+    let half = format == ffi::AVPixelFormat::YUV420P;
+    let mut out = planes;
+    for i in 0..4 {
+        if planes[i].is_null() {
+            continue;
+        }
+        let r = if half && (i == 1 || i == 2) {
+            rows / 2
+        } else {
+            rows
+        };
+        out[i] = planes[i].wrapping_byte_offset(r as isize * strides[i] as isize);
+    }
+    out
+}
+
+/// The four plane pointers and strides swscale reads of a frame's eight.
+fn first4(data: &[*mut u8; 8], linesize: &[c_int; 8]) -> ([*mut u8; 4], [c_int; 4]) {
+    (
+        [data[0], data[1], data[2], data[3]],
+        [linesize[0], linesize[1], linesize[2], linesize[3]],
+    )
+}
+
+/// Runs the jobs, all but the first on threads of their own.
+fn run_bands(jobs: &[BandJob]) {
+    match jobs {
+        [] => {}
+        [only] => only.run(),
+        [first, rest @ ..] => std::thread::scope(|s| {
+            for job in rest {
+                s.spawn(move || job.run());
+            }
+            first.run();
+        }),
+    }
 }
 
 /// Swaps the red and blue bytes of packed 24-bit pixels (RGB24 ↔ BGR24), four pixels at a time.
@@ -204,34 +329,44 @@ impl Scaler {
         } else {
             ffi::SWS_BILINEAR
         } as c_int;
-        let ptr = unsafe {
-            ffi::sws_getContext(
-                src.1 as c_int,
-                src.2 as c_int,
-                sws_src,
-                dst.1 as c_int,
-                dst.2 as c_int,
-                dst.0,
-                flags,
-                ptr::null_mut(),
-                ptr::null_mut(),
-                ptr::null(),
-            )
-        };
-        if ptr.is_null() {
-            return Err(format!(
-                "cannot convert {}x{} {} to {}x{} {}",
-                src.1,
-                src.2,
-                pixel_name(src.0),
-                dst.1,
-                dst.2,
-                pixel_name(dst.0)
-            ));
+        let n = bands((sws_src, src.1, src.2), dst);
+        let mut made: Vec<Band> = vec![];
+        for (y0, rows) in band_rows(src.2, n) {
+            // A band is a picture of its own: same size in and out when split.
+            let (src_h, dst_h) = if n > 1 { (rows, rows) } else { (src.2, dst.2) };
+            let ptr = unsafe {
+                ffi::sws_getContext(
+                    src.1 as c_int,
+                    src_h as c_int,
+                    sws_src,
+                    dst.1 as c_int,
+                    dst_h as c_int,
+                    dst.0,
+                    flags,
+                    ptr::null_mut(),
+                    ptr::null_mut(),
+                    ptr::null(),
+                )
+            };
+            if ptr.is_null() {
+                for b in made {
+                    unsafe { ffi::sws_freeContext(b.ptr) };
+                }
+                return Err(format!(
+                    "cannot convert {}x{} {} to {}x{} {}",
+                    src.1,
+                    src.2,
+                    pixel_name(src.0),
+                    dst.1,
+                    dst.2,
+                    pixel_name(dst.0)
+                ));
+            }
+            made.push(Band { ptr, y0, rows });
         }
         let bgr = via_bgr.then(|| vec![0u8; src.1 as usize * src.2 as usize * 3]);
         Ok(Scaler {
-            ptr,
+            bands: made,
             key: (src.0, src.1, src.2, dst.0, dst.1, dst.2),
             bgr,
         })
@@ -250,71 +385,173 @@ impl Scaler {
         Ok(cached.as_mut().expect("just set"))
     }
 
-    /// Converts a decoded frame into packed RGB24 of the destination size.
+    /// Converts a decoded frame into a frame buffer of the destination format (RGB24 or
+    /// YUV420P) and size, laid out as the engine's [`PixelFormat`] says.
     ///
     /// # Safety
     /// `frame` must be a valid video frame matching the source geometry.
-    pub unsafe fn to_rgb(&mut self, frame: *const ffi::AVFrame) -> Vec<u8> {
-        let (w, h) = (self.key.4 as usize, self.key.5 as usize);
-        // swscale's SIMD YUV → RGB paths store whole blocks of pixels, so a row whose width
-        // is not a multiple of the block (e.g. 40 or 24 pixels) is written past its end. Rows
-        // are written in order, so that spill lands in the next row before it is written,
-        // except after the last row: the padding takes it, and is cut off below.
+    pub unsafe fn to_buffer(&mut self, frame: *const ffi::AVFrame) -> Vec<u8> {
+        let (w, h) = (self.key.4, self.key.5);
+        let format = engine_format(self.key.3).expect("a destination the engine knows");
+        // swscale's SIMD paths store whole blocks of pixels, so a row whose width is not a
+        // multiple of the block (e.g. 40 or 24 pixels) is written past its end. Rows are
+        // written in order, so that spill lands in the next row before it is written, except
+        // after the last row: the padding takes it, and is cut off below.
         const SPILL: usize = 1024;
-        let mut out = vec![0u8; w * h * 3 + SPILL];
-        let dst = [
-            out.as_mut_ptr(),
-            ptr::null_mut(),
-            ptr::null_mut(),
-            ptr::null_mut(),
-        ];
-        let stride = [(w * 3) as c_int, 0, 0, 0];
-        unsafe {
-            ffi::sws_scale(
-                self.ptr,
-                (*frame).data.as_ptr() as *const *const u8,
-                (*frame).linesize.as_ptr(),
-                0,
-                self.key.2 as c_int,
-                dst.as_ptr(),
-                stride.as_ptr(),
-            );
-        }
-        out.truncate(w * h * 3);
+        let len = format.byte_len(w, h);
+        let mut out = vec![0u8; len + SPILL];
+        let (dst, dst_stride) = planes_mut(format, w, h, &mut out);
+        let (src, src_stride) = unsafe { first4(&(*frame).data, &(*frame).linesize) };
+        let src = src.map(|p| p as *const u8);
+        self.convert(src, src_stride, dst, dst_stride);
+        out.truncate(len);
         out
     }
 
-    /// Converts packed RGB24 pixels into a writable frame of the destination format.
+    /// Converts a frame buffer of the source format (RGB24 or YUV420P, laid out as the
+    /// engine's [`PixelFormat`] says) into a writable frame of the destination format.
     ///
     /// # Safety
     /// `frame` must be allocated with the destination geometry and writable.
-    pub unsafe fn from_rgb(&mut self, rgb: &[u8], frame: *mut ffi::AVFrame) {
+    pub unsafe fn from_buffer(&mut self, data: &[u8], frame: *mut ffi::AVFrame) {
+        let format = engine_format(self.key.0).expect("a source the engine knows");
         let pixels = match self.bgr.as_mut() {
             Some(bgr) => {
-                swap_rb(rgb, bgr);
+                swap_rb(data, bgr);
                 bgr.as_slice()
             }
-            None => rgb,
+            None => data,
         };
-        let src = [pixels.as_ptr(), ptr::null(), ptr::null(), ptr::null()];
-        let stride = [(self.key.1 * 3) as c_int, 0, 0, 0];
-        unsafe {
-            ffi::sws_scale(
-                self.ptr,
-                src.as_ptr(),
-                stride.as_ptr(),
-                0,
-                self.key.2 as c_int,
-                (*frame).data.as_ptr(),
-                (*frame).linesize.as_ptr(),
-            );
+        let (src, src_stride) = planes(format, self.key.1, self.key.2, pixels);
+        let (dst, dst_stride) = unsafe { first4(&(*frame).data, &(*frame).linesize) };
+        self.convert(src, src_stride, dst, dst_stride);
+    }
+
+    /// Converts a whole picture, band by band in parallel.
+    fn convert(
+        &self,
+        src: [*const u8; 4],
+        src_stride: [c_int; 4],
+        dst: [*mut u8; 4],
+        dst_stride: [c_int; 4],
+    ) {
+        let src_fmt = if self.bgr.is_some() {
+            ffi::AVPixelFormat::BGR24
+        } else {
+            self.key.0
+        };
+        let jobs: Vec<BandJob> = self
+            .bands
+            .iter()
+            .map(|b| BandJob {
+                ctx: b.ptr,
+                src: offset_rows(src, src_stride, src_fmt, b.y0),
+                src_stride,
+                dst: offset_rows(dst.map(|p| p as *const u8), dst_stride, self.key.3, b.y0)
+                    .map(|p| p as *mut u8),
+                dst_stride,
+                rows: b.rows,
+            })
+            .collect();
+        run_bands(&jobs);
+    }
+}
+
+/// FFmpeg's name for an engine pixel format.
+pub fn av_format(f: PixelFormat) -> ffi::AVPixelFormat {
+    match f {
+        PixelFormat::Rgb24 => ffi::AVPixelFormat::RGB24,
+        PixelFormat::Yuv420p => ffi::AVPixelFormat::YUV420P,
+    }
+}
+
+/// The engine's pixel format that is exactly `f`, if any.
+pub fn engine_format(f: ffi::AVPixelFormat) -> Option<PixelFormat> {
+    match f {
+        ffi::AVPixelFormat::RGB24 => Some(PixelFormat::Rgb24),
+        ffi::AVPixelFormat::YUV420P => Some(PixelFormat::Yuv420p),
+        _ => None,
+    }
+}
+
+/// Byte offset, row length and row count of each plane of a `w` × `h` frame buffer.
+fn plane_layout(format: PixelFormat, w: u32, h: u32) -> Vec<(usize, usize, usize)> {
+    let (w, h) = (w as usize, h as usize);
+    match format {
+        PixelFormat::Rgb24 => vec![(0, w * 3, h)],
+        PixelFormat::Yuv420p => {
+            let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+            vec![(0, w, h), (w * h, cw, ch), (w * h + cw * ch, cw, ch)]
+        }
+    }
+}
+
+/// swscale's plane pointers and strides over a frame buffer.
+fn planes(format: PixelFormat, w: u32, h: u32, data: &[u8]) -> ([*const u8; 4], [c_int; 4]) {
+    let mut ptrs = [ptr::null(); 4];
+    let mut strides = [0; 4];
+    for (i, (off, row, rows)) in plane_layout(format, w, h).into_iter().enumerate() {
+        assert!(off + row * rows <= data.len(), "frame buffer too short");
+        ptrs[i] = data[off..].as_ptr();
+        strides[i] = row as c_int;
+    }
+    (ptrs, strides)
+}
+
+fn planes_mut(format: PixelFormat, w: u32, h: u32, data: &mut [u8]) -> ([*mut u8; 4], [c_int; 4]) {
+    let (p, s) = planes(format, w, h, data);
+    (p.map(|p| p as *mut u8), s)
+}
+
+/// Copies a frame's planes into a frame buffer of `format` (the frame's own format, same
+/// size): no conversion, only the rows without their padding.
+///
+/// # Safety
+/// `frame` must be a valid video frame of `w` × `h` in `format`.
+pub unsafe fn copy_to_buffer(
+    frame: *const ffi::AVFrame,
+    format: PixelFormat,
+    w: u32,
+    h: u32,
+) -> Vec<u8> {
+    let mut out = vec![0u8; format.byte_len(w, h)];
+    for (i, (off, row, rows)) in plane_layout(format, w, h).into_iter().enumerate() {
+        let (src, stride) = unsafe { ((*frame).data[i], (*frame).linesize[i] as isize) };
+        for r in 0..rows {
+            let line = unsafe { std::slice::from_raw_parts(src.offset(r as isize * stride), row) };
+            out[off + r * row..off + (r + 1) * row].copy_from_slice(line);
+        }
+    }
+    out
+}
+
+/// Copies a frame buffer of `format` into a writable frame of the same format and size.
+///
+/// # Safety
+/// `frame` must be allocated as `w` × `h` in `format` and writable.
+pub unsafe fn copy_from_buffer(
+    data: &[u8],
+    format: PixelFormat,
+    w: u32,
+    h: u32,
+    frame: *mut ffi::AVFrame,
+) {
+    for (i, (off, row, rows)) in plane_layout(format, w, h).into_iter().enumerate() {
+        let (dst, stride) = unsafe { ((*frame).data[i], (*frame).linesize[i] as isize) };
+        for r in 0..rows {
+            let line = &data[off + r * row..off + (r + 1) * row];
+            unsafe {
+                ptr::copy_nonoverlapping(line.as_ptr(), dst.offset(r as isize * stride), row)
+            };
         }
     }
 }
 
 impl Drop for Scaler {
     fn drop(&mut self) {
-        unsafe { ffi::sws_freeContext(self.ptr) };
+        for b in &self.bands {
+            unsafe { ffi::sws_freeContext(b.ptr) };
+        }
     }
 }
 
@@ -410,6 +647,16 @@ impl Resampler {
         })
     }
 
+    /// Puts `count` samples of silence before the next input (to start the input on a
+    /// sample of a chosen grid).
+    pub fn inject_silence(&mut self, count: u32) -> Result<(), String> {
+        let r = unsafe { ffi::swr_inject_silence(self.ptr, count.min(c_int::MAX as u32) as c_int) };
+        if r < 0 {
+            return Err(format!("audio conversion failed: {}", av_err(r)));
+        }
+        Ok(())
+    }
+
     /// Converts one decoded frame (or flushes with a null frame) to interleaved f32.
     ///
     /// # Safety
@@ -451,12 +698,102 @@ impl Drop for Resampler {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// A frame of `format` filled with a pattern that varies across rows and columns.
+    fn pattern_frame(format: ffi::AVPixelFormat, w: u32, h: u32) -> *mut ffi::AVFrame {
+        unsafe {
+            let f = ffi::av_frame_alloc();
+            (*f).width = w as c_int;
+            (*f).height = h as c_int;
+            (*f).format = format.0;
+            assert!(ffi::av_frame_get_buffer(f, 0) >= 0);
+            for i in 0..4 {
+                if (*f).data[i].is_null() || (*f).linesize[i] == 0 {
+                    continue;
+                }
+                let rows = if i == 0 { h } else { h.div_ceil(2) } as usize;
+                let n = rows * (*f).linesize[i] as usize;
+                for (k, b) in std::slice::from_raw_parts_mut((*f).data[i], n)
+                    .iter_mut()
+                    .enumerate()
+                {
+                    *b = ((k * 7 + k / 97 * 13 + i * 31) % 251) as u8;
+                }
+            }
+            f
+        }
+    }
+
+    #[test]
+    fn bands_convert_exactly_as_one_context() {
+        const RGB24: ffi::AVPixelFormat = ffi::AVPixelFormat::RGB24;
+        const YUV420P: ffi::AVPixelFormat = ffi::AVPixelFormat::YUV420P;
+        ffmpeg::init().unwrap();
+        // 640x362: the middle band starts on row 182, an even row that is not a multiple of 4.
+        for (w, h) in [(1280, 720), (640, 362), (1920, 1080)] {
+            assert!(
+                bands((YUV420P, w, h), (RGB24, w, h)) > 1 || available() < 2,
+                "{w}x{h}"
+            );
+            // Decoder side: YUV 4:2:0 → RGB24.
+            let src = pattern_frame(YUV420P, w, h);
+            let mut whole = Scaler::new((YUV420P, w, h), (RGB24, w, h)).unwrap();
+            let split = whole.bands.len();
+            whole.bands = single(&whole, (YUV420P, w, h), (RGB24, w, h));
+            let mut banded = Scaler::new((YUV420P, w, h), (RGB24, w, h)).unwrap();
+            assert_eq!(banded.bands.len(), split);
+            let (a, b) = unsafe { (whole.to_buffer(src), banded.to_buffer(src)) };
+            assert!(a == b, "YUV → RGB {w}x{h}: bands differ from one context");
+
+            // Encoder side: RGB24 (through BGR24) → YUV 4:2:0 stays one context.
+            let enc = Scaler::new((RGB24, w, h), (YUV420P, w, h)).unwrap();
+            assert_eq!(enc.bands.len(), 1);
+            let mut src = src;
+            unsafe { ffi::av_frame_free(&mut src) };
+        }
+    }
+
+    fn available() -> usize {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    }
+
+    /// One whole-frame context in place of `s`'s bands.
+    fn single(
+        s: &Scaler,
+        src: (ffi::AVPixelFormat, u32, u32),
+        dst: (ffi::AVPixelFormat, u32, u32),
+    ) -> Vec<Band> {
+        for b in &s.bands {
+            unsafe { ffi::sws_freeContext(b.ptr) };
+        }
+        let ptr = unsafe {
+            ffi::sws_getContext(
+                src.1 as c_int,
+                src.2 as c_int,
+                src.0,
+                dst.1 as c_int,
+                dst.2 as c_int,
+                dst.0,
+                ffi::SWS_BILINEAR as c_int,
+                ptr::null_mut(),
+                ptr::null_mut(),
+                ptr::null(),
+            )
+        };
+        vec![Band {
+            ptr,
+            y0: 0,
+            rows: src.2,
+        }]
+    }
+
     #[test]
     fn swap_rb_swaps_red_and_blue_of_every_pixel() {
         for pixels in [0usize, 1, 3, 4, 5, 17, 1280] {
             let src: Vec<u8> = (0..pixels * 3).map(|i| (i * 37 % 251) as u8).collect();
             let mut dst = vec![0u8; src.len()];
-            super::swap_rb(&src, &mut dst);
+            swap_rb(&src, &mut dst);
             for (s, d) in src.chunks(3).zip(dst.chunks(3)) {
                 assert_eq!([s[2], s[1], s[0]], [d[0], d[1], d[2]], "{pixels} pixels");
             }

@@ -139,6 +139,29 @@ pub fn seek_to_start(
     }
 }
 
+/// Where the audio of `path` ends, in seconds as `decode` times its samples (from the input's
+/// start), from the stream's (or else the container's) duration; `None` without audio or when
+/// the file does not say.
+pub fn audio_end(node: &str, path: &str, rate: Option<f64>) -> Result<Option<f64>, NodeError> {
+    let input = super::ff::open_input(path, rate)
+        .map_err(|e| NodeError::input(format!("node `{node}`: cannot open `{path}`: {e}")))?;
+    let origin = origin(&input);
+    let Some(st) = input.streams().best(ffmpeg::media::Type::Audio) else {
+        return Ok(None);
+    };
+    let tb = f64::from(st.time_base());
+    let start = match st.start_time() {
+        t if t == ffi::AV_NOPTS_VALUE => origin,
+        t => t as f64 * tb,
+    };
+    let end = match (st.duration(), input.duration()) {
+        (d, _) if d != ffi::AV_NOPTS_VALUE && d > 0 => Some(start + d as f64 * tb - origin),
+        (_, d) if d != ffi::AV_NOPTS_VALUE && d > 0 => Some(d as f64 / ffi::AV_TIME_BASE as f64),
+        _ => None,
+    };
+    Ok(end)
+}
+
 /// Which packets of the source audio stream `decode` passes on `audio_packets` for a window
 /// `start..end` (seconds, from [`Span::secs`]): those that overlap it.
 pub struct AudioCut {

@@ -1,6 +1,7 @@
-//! The muxing side shared by `encode` and `split`: RGB frames → a video encoder (libx264 by
-//! default) → a container, plus audio either copied from the source (`audio_packets`) or
-//! encoded from f32 chunks (AAC by default). Files are written under a temporary name and
+//! The muxing side shared by `encode` and `split`: frames (RGB24, or YUV 4:2:0 handed to a YUV
+//! 4:2:0 encoder without conversion) → a video encoder (libx264 by default) → a container,
+//! plus audio either copied from the source (`audio_packets`) or encoded from f32 chunks (AAC
+//! by default). Files are written under a temporary name and
 //! renamed when complete; image sequences are written into a temporary folder and moved into
 //! place when complete.
 //!
@@ -72,7 +73,10 @@ impl Drop for AvPacket {
 struct VideoEnc {
     ctx: CodecCtx,
     frame: AvFrame,
-    scaler: ff::Scaler,
+    /// The encoder's pixel format.
+    fmt: ffi::AVPixelFormat,
+    /// Converts frames whose format is not the encoder's (made on the first such frame).
+    scaler: Option<ff::Scaler>,
     stream: usize,
     tb: ffi::AVRational,
     width: u32,
@@ -459,15 +463,11 @@ impl Writer {
             if r < 0 {
                 return Err(self.err(ff::av_err(r)));
             }
-            let scaler = ff::Scaler::new(
-                (ffi::AVPixelFormat::RGB24, f.width, f.height),
-                (fmt, f.width, f.height),
-            )
-            .map_err(|e| self.err(e))?;
             self.video = Some(VideoEnc {
                 ctx,
                 frame,
-                scaler,
+                fmt,
+                scaler: None,
                 stream: (*st).index as usize,
                 tb,
                 width: f.width,
@@ -483,13 +483,14 @@ impl Writer {
 
     /// Encodes one frame.
     pub fn push_frame(&mut self, f: &Frame) -> Result<(), NodeError> {
-        if f.data.len() != Frame::byte_len(f.width, f.height) {
+        if f.data.len() != f.format.byte_len(f.width, f.height) {
             return Err(self.input_err(format!(
-                "frame {} has {} bytes, not {}x{} RGB24",
+                "frame {} has {} bytes, not {}x{} {}",
                 f.index,
                 f.data.len(),
                 f.width,
-                f.height
+                f.height,
+                f.format.name()
             )));
         }
         if self.video.is_none() {
@@ -529,7 +530,19 @@ impl Writer {
                 let e = ff::av_err(r);
                 return Err(self.err(e));
             }
-            v.scaler.from_rgb(&f.data, v.frame.0);
+            if ff::engine_format(v.fmt) == Some(f.format) {
+                // The encoder takes the frame's own format (a transcode's YUV 4:2:0).
+                ff::copy_from_buffer(&f.data, f.format, f.width, f.height, v.frame.0);
+            } else {
+                let (w, h) = (f.width, f.height);
+                let scaler = ff::Scaler::reuse(
+                    &mut v.scaler,
+                    (ff::av_format(f.format), w, h),
+                    (v.fmt, w, h),
+                )
+                .map_err(|e| NodeError::runtime(format!("node `{}`: {e}", self.node)))?;
+                scaler.from_buffer(&f.data, v.frame.0);
+            }
             (*v.frame.0).pts = pts;
             let r = ffi::avcodec_send_frame(v.ctx.0, v.frame.0);
             if r < 0 {

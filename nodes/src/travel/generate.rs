@@ -24,7 +24,7 @@ use super::plan::{Call, Role, Segment, segments_text};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use vidflow_engine::{Frame, NodeError, Rate};
+use vidflow_engine::{Frame, NodeError, PixelFormat, Rate};
 
 /// One model call as a generator sees it.
 pub struct ModelCall<'a> {
@@ -529,6 +529,7 @@ fn frame(t: u64, rate: Rate, width: u32, height: u32, data: Arc<Vec<u8>>, meta: 
         width,
         height,
         data,
+        format: PixelFormat::Rgb24,
         meta: Some(Arc::new(meta)),
     }
 }

@@ -15,7 +15,7 @@ use image::imageops::FilterType;
 use serde_json::json;
 use std::sync::Arc;
 use vidflow_engine::payload::CustomPayload;
-use vidflow_engine::{Frame, PortType, Rate};
+use vidflow_engine::{Frame, PixelFormat, PortType, Rate};
 
 /// The type of the mask node's `guides` port: one [`GuideBatch`] per batch.
 pub const GUIDES: PortType = PortType("guides");
@@ -172,6 +172,7 @@ pub fn build_guides(
                 width: ctx.width,
                 height: ctx.height,
                 data,
+                format: PixelFormat::Rgb24,
                 meta: Some(Arc::new(meta)),
             }
         })

@@ -1,5 +1,7 @@
 //! audio-window: Wav2Lip's mel spectrogram and windows against the reference fixtures, the
-//! chunk-span arithmetic, and batched windows equal to windows formed one frame at a time.
+//! chunk-span arithmetic, batched windows equal to windows formed one frame at a time, and
+//! windows placed by the audio's time: a job chunk's audio (its time plus the declared
+//! context) gives the chunk's frames the windows of the whole stream.
 
 use crate::common::{fixture, max_abs_diff, read_npy};
 use vidflow_nodes::audio::mel::{self, N_MELS};
@@ -124,6 +126,120 @@ fn chunk_windows_are_padded_at_the_edges() {
     assert!(v[9 * 640..].iter().all(|x| *x == 0.0));
     // Spans of 4 frames: 4 + 15 chunks each.
     assert_eq!(ws[4].span.units, 19);
+}
+
+/// The windows of frames `frames` (at 25 fps) from `samples[from..to]` of the speech, given
+/// at its time and in uneven pieces, as a job's chunk gives them.
+fn windows_of(
+    cfg: WindowConfig,
+    frames: std::ops::Range<u64>,
+    from: usize,
+    to: usize,
+) -> Vec<vidflow_nodes::audio::AudioWindow> {
+    let samples = speech();
+    let mut b = WindowBuilder::new(cfg, true);
+    let mut out = vec![];
+    for i in frames {
+        b.push_frame(i, i as f64 / 25.0);
+    }
+    let mut at = from;
+    for piece in samples[from..to].chunks(999) {
+        b.push_audio_at(16_000, at as f64 / 16_000.0, piece)
+            .unwrap();
+        at += piece.len();
+        out.extend(b.take());
+    }
+    b.finish();
+    out.extend(b.take());
+    out
+}
+
+#[test]
+fn a_chunks_audio_with_its_context_gives_the_whole_streams_windows() {
+    use vidflow_nodes::kinds::audio_window::{AUDIO_AFTER_MS, AUDIO_BEFORE_MS};
+    // 60 frames over 2 s of speech: the last 10 lie past the audio's end.
+    let end = 32_000;
+    for chunks in [false, true] {
+        let cfg = WindowConfig {
+            chunks,
+            ..Default::default()
+        };
+        let whole = windows_of(cfg, 0..60, 0, end);
+        assert_eq!(whole.len(), 60);
+        // Audio context as a job reads it: the declared ms (mel) or 8 frames before and 8
+        // after (chunks), from a sample off the hop grid.
+        let (before, after) = if chunks {
+            (8 * 640 + 16, 8 * 640 + 16)
+        } else {
+            (AUDIO_BEFORE_MS as usize * 16, AUDIO_AFTER_MS as usize * 16)
+        };
+        for (frames, from, to) in [
+            (10..20, 10 * 640 - before, 20 * 640 + after),
+            (23..31, 23 * 640 - before, 31 * 640 + after),
+            (40..50, 40 * 640 - before, end),
+            // Past the end: the audio's last stretch (windows clamp to it).
+            (50..60, end - before - after, end),
+        ] {
+            let what = format!("chunks: {chunks}, frames {frames:?}, samples {from}..{to}");
+            let got = windows_of(cfg, frames.clone(), from, to);
+            assert_eq!(got.len(), frames.clone().count(), "{what}");
+            for (g, w) in got.iter().zip(&whole[frames.start as usize..]) {
+                assert_eq!(g.frame, w.frame, "{what}");
+                assert_eq!(g.first_unit(), w.first_unit(), "{what}: frame {}", w.frame);
+                assert!(g.values() == w.values(), "{what}: frame {}", w.frame);
+            }
+            // Without the context before, the first window differs: the context is needed.
+            if frames.start < 50 {
+                let start = frames.start as usize * 640;
+                let short = windows_of(cfg, frames.clone(), start, to);
+                assert!(
+                    short[0].values() != whole[frames.start as usize].values(),
+                    "{what}"
+                );
+            }
+        }
+    }
+}
+
+/// Frames past the end of the audio get its last 16 columns, whether they arrive before the
+/// audio or after it, and whether frames before them are still waiting (they used to get
+/// silence once the frames before them had their windows: the columns they clamp to were
+/// dropped by then).
+#[test]
+fn windows_past_the_end_are_the_last_columns() {
+    let samples = speech();
+    let cols = mel::mel_columns(&samples);
+    assert_eq!(cols.len(), 161);
+    let last: Vec<f32> = cols[161 - 16..].iter().flatten().copied().collect();
+    for late in [false, true] {
+        let mut b = WindowBuilder::new(WindowConfig::default(), true);
+        let mut out = vec![];
+        let frames = |b: &mut WindowBuilder, r: std::ops::Range<u64>| {
+            for i in r {
+                b.push_frame(i, i as f64 / 25.0);
+            }
+        };
+        // Five whole spans of 8, all formed before the audio ends.
+        frames(&mut b, 0..40);
+        if !late {
+            frames(&mut b, 55..70);
+        }
+        for piece in samples.chunks(1000) {
+            b.push_audio(16_000, piece).unwrap();
+            out.extend(b.take());
+        }
+        if late {
+            frames(&mut b, 55..70);
+            out.extend(b.take());
+        }
+        b.finish();
+        out.extend(b.take());
+        assert_eq!(out.len(), 55, "late: {late}");
+        for w in &out[40..] {
+            assert_eq!(w.first_unit(), 161 - 16, "late: {late}, frame {}", w.frame);
+            assert!(w.values() == last, "late: {late}, frame {}", w.frame);
+        }
+    }
 }
 
 #[test]

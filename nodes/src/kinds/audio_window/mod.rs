@@ -15,6 +15,15 @@
 //! same `Arc`'d span ([`AudioWindow`]), so nothing is copied per frame. At the end the node
 //! prints how much audio it computed against the naive one-window-per-frame cost.
 //!
+//! Audio and frames meet by time: the audio's samples are placed by the time of its first
+//! chunk (sample `round(pts × rate)` of a timeline that starts at 0, silence before it), and
+//! frame `i` is at `i / fps`. Mel columns sit on the hop grid of that timeline (column `c` is
+//! centred on sample `200 c`), chunks at `floor(c × rate / fps)`. So a window depends only on
+//! the audio around its frame, not on where the audio given to the node starts: a job that
+//! gives each chunk the audio of the chunk's time widened by the declared context (see
+//! [`AUDIO_BEFORE_MS`]) makes the windows of the unchunked run, bit for bit, as long as the
+//! samples themselves are the same (`decode` makes sure of that; see its `restrict_audio`).
+//!
 //! The window payload and the mel spectrogram are shared with `lipsync` and live in
 //! [`crate::audio`]; this module is the kind: descriptor, window building and runtime.
 
@@ -26,8 +35,24 @@ use vidflow_engine::{
     SessionUse, Temporal, node::ParamType, params,
 };
 
-use crate::audio::mel::{MelStream, N_MELS, SAMPLE_RATE, window_start};
+use crate::audio::mel::{HOP, MelStream, N_FFT, N_MELS, SAMPLE_RATE, window_start};
 pub use crate::audio::{AUDIO_WINDOWS, AudioWindow, MEL_STEPS, Span, SpanKind};
+
+/// Mel mode: the audio a frame's window reads before the frame's time, in ms. The window
+/// starts at column `floor(i × 80 / fps)`, up to one hop (12.5 ms) before the frame; a column
+/// reads half an FFT (25 ms) each side of its centre, and pre-emphasis one sample more.
+pub const AUDIO_BEFORE_MS: u32 = 38;
+/// Mel mode: the audio a frame's window reads after the frame's time, in ms: 15 hops to the
+/// window's last column (187.5 ms) and half an FFT beyond it (25 ms).
+pub const AUDIO_AFTER_MS: u32 = 213;
+
+// The two above, from the definition of the columns.
+const _: () = {
+    let hop_us = HOP as u32 * 1_000_000 / SAMPLE_RATE;
+    let half_fft_us = (N_FFT / 2) as u32 * 1_000_000 / SAMPLE_RATE;
+    assert!(AUDIO_BEFORE_MS * 1000 > hop_us + half_fft_us);
+    assert!(AUDIO_AFTER_MS * 1000 >= (MEL_STEPS as u32 - 1) * hop_us + half_fft_us);
+};
 
 /// The chunk span a group of `n` consecutive frames starting at `first` needs, as absolute
 /// chunk indices `start..end` (`end - start = n + before + after`), with how many chunks that
@@ -92,12 +117,16 @@ pub struct WindowBuilder {
     cfg: WindowConfig,
     sample_rate: u32,
     mel: MelStream,
+    /// The absolute column of the mel stream's column 0: the stream starts on the hop grid.
+    mel_offset: i64,
     /// Mel columns from absolute index `col_base`.
     cols: VecDeque<[f32; N_MELS]>,
-    col_base: usize,
+    col_base: i64,
     /// Mono samples from absolute index `sample_base` (chunk mode).
     samples: VecDeque<f32>,
-    sample_base: usize,
+    sample_base: i64,
+    /// The absolute index of the first sample given (set by the first audio).
+    origin: Option<i64>,
     n_samples: usize,
     /// Frames waiting for their window: (index, pts).
     pending: VecDeque<(u64, f64)>,
@@ -118,10 +147,12 @@ impl WindowBuilder {
             cfg,
             sample_rate: if cfg.chunks { 0 } else { SAMPLE_RATE },
             mel: MelStream::new(),
+            mel_offset: 0,
             cols: VecDeque::new(),
             col_base: 0,
             samples: VecDeque::new(),
             sample_base: 0,
+            origin: None,
             n_samples: 0,
             pending: VecDeque::new(),
             external_frames,
@@ -145,8 +176,30 @@ impl WindowBuilder {
         (c as f64 * self.sample_rate as f64 / self.cfg.fps).floor() as i64
     }
 
-    /// Adds mono samples at `rate` Hz.
+    /// Adds mono samples at `rate` Hz, following the samples given before (the first at
+    /// time 0).
     pub fn push_audio(&mut self, rate: u32, mono: &[f32]) -> Result<(), String> {
+        self.push_audio_at(rate, 0.0, mono)
+    }
+
+    /// Adds mono samples at `rate` Hz; the first audio given places the stream on the
+    /// timeline (`pts`: its first sample's time in seconds), later audio follows on.
+    pub fn push_audio_at(&mut self, rate: u32, pts: f64, mono: &[f32]) -> Result<(), String> {
+        if self.origin.is_none() {
+            let origin = (pts * rate as f64).round() as i64;
+            self.origin = Some(origin);
+            self.sample_base = origin;
+            if !self.cfg.chunks && rate == SAMPLE_RATE {
+                // The mel stream starts on the hop grid: silence up to the first sample.
+                let grid = origin.div_euclid(HOP as i64);
+                self.mel_offset = grid;
+                self.col_base = grid;
+                let lead = (origin - grid * HOP as i64) as usize;
+                let mut new = vec![];
+                self.mel.push(&vec![0.0; lead], &mut new);
+                self.cols.extend(new);
+            }
+        }
         if self.cfg.chunks {
             if self.sample_rate == 0 {
                 self.sample_rate = rate;
@@ -169,6 +222,19 @@ impl WindowBuilder {
         }
         self.n_samples += mono.len();
         Ok(())
+    }
+
+    /// The absolute index one past the last sample given.
+    fn audio_end(&self) -> i64 {
+        self.origin.unwrap_or(0) + self.n_samples as i64
+    }
+
+    /// Absolute mel columns computed so far, and in all once the stream is finished.
+    fn columns_done(&self) -> i64 {
+        self.mel_offset + self.mel.columns_done() as i64
+    }
+    fn total_columns(&self) -> Option<i64> {
+        self.mel.total_columns().map(|t| self.mel_offset + t as i64)
     }
 
     /// Adds a video frame that needs a window.
@@ -200,7 +266,7 @@ impl WindowBuilder {
         if rate == 0 {
             return;
         }
-        let secs = self.n_samples as f64 / rate as f64;
+        let secs = self.audio_end().max(0) as f64 / rate as f64;
         let limit = if self.finished {
             (secs * self.cfg.fps - 1e-9).ceil().max(0.0) as u64
         } else {
@@ -221,9 +287,9 @@ impl WindowBuilder {
         if self.cfg.chunks {
             let last = i as i64 + self.cfg.after as i64;
             let end = self.chunk_start(last) + self.chunk_len() as i64;
-            end <= self.n_samples as i64
+            end <= self.audio_end()
         } else {
-            window_start(i, self.cfg.fps) + MEL_STEPS <= self.mel.columns_done()
+            (window_start(i, self.cfg.fps) + MEL_STEPS) as i64 <= self.columns_done()
         }
     }
 
@@ -261,8 +327,8 @@ impl WindowBuilder {
     /// Start column of frame `i`'s window (clamped at the end when the total is known).
     fn mel_start(&self, i: u64) -> i64 {
         let s = window_start(i, self.cfg.fps) as i64;
-        match self.mel.total_columns() {
-            Some(total) if s + MEL_STEPS as i64 > total as i64 => total as i64 - MEL_STEPS as i64,
+        match self.total_columns() {
+            Some(total) if s + MEL_STEPS as i64 > total => total - MEL_STEPS as i64,
             _ => s,
         }
     }
@@ -274,11 +340,12 @@ impl WindowBuilder {
         let units = (end - first) as usize;
         let mut data = Vec::with_capacity(units * N_MELS);
         for c in first..end {
-            // Before the first column (a stream under 200 ms): silence, the normalised floor.
-            let col = if c < self.col_base as i64 {
+            // Before the first column (a stream under 200 ms, or one that starts after the
+            // frame): silence, the normalised floor.
+            let col = if c < self.col_base {
                 None
             } else {
-                self.cols.get((c - self.col_base as i64) as usize)
+                self.cols.get((c - self.col_base) as usize)
             };
             match col {
                 Some(col) => data.extend_from_slice(col),
@@ -318,11 +385,11 @@ impl WindowBuilder {
             let s0 = self.chunk_start(c);
             for k in 0..len as i64 {
                 let abs = s0 + k;
-                let v = if c < 0 || abs < self.sample_base as i64 {
+                let v = if c < 0 || abs < self.sample_base {
                     0.0
                 } else {
                     self.samples
-                        .get((abs - self.sample_base as i64) as usize)
+                        .get((abs - self.sample_base) as usize)
                         .copied()
                         .unwrap_or(0.0)
                 };
@@ -367,16 +434,18 @@ impl WindowBuilder {
             return; // clamped end windows may reach back; the stream is over anyway
         }
         if self.cfg.chunks {
-            let keep = self
-                .chunk_start(frame as i64 - self.cfg.before as i64)
-                .max(0) as usize;
+            let keep = self.chunk_start(frame as i64 - self.cfg.before as i64);
             while self.sample_base < keep && !self.samples.is_empty() {
                 self.samples.pop_front();
                 self.sample_base += 1;
             }
         } else {
-            // Keep 16 columns more than needed, for a clamped last window.
-            let keep = window_start(frame, self.cfg.fps).saturating_sub(MEL_STEPS);
+            // A frame whose window runs past the end of the audio gets the last 16 columns
+            // (`mel_start`), and the end is not known yet: the last 16 columns computed are
+            // kept whatever frame comes next. Trimming them (the frame's start alone) made the
+            // windows of frames past the end depend on whether they arrived before the audio.
+            let keep = (window_start(frame, self.cfg.fps) as i64).min(self.columns_done())
+                - MEL_STEPS as i64;
             while self.col_base < keep && !self.cols.is_empty() {
                 self.cols.pop_front();
                 self.col_base += 1;
@@ -453,13 +522,29 @@ pub fn kind() -> NodeKind {
     // One window per frame: its progress total is the frames' (none without frames).
     .counts_like("frames")
     // A frame's window reaches into the audio around it: `before`/`after` chunks of one
-    // frame each, or 16 mel columns (200 ms) from the frame's time.
-    .temporal_with(|cx| match cx.params::<AudioWindowParams>() {
-        Some(p) if p.mode == "chunks" => {
-            let ms = |n: u64| (n as f64 * 1000.0 / p.fps).round() as u32;
-            Temporal::AudioMs { before: ms(p.before), after: ms(p.after) }
+    // frame each (a chunk starts up to a sample early and ends up to one late: 1 ms), or the
+    // mel columns of its window. Without `frames` it makes its frames from the audio's length,
+    // which a chunk would change.
+    .temporal_with(|cx| {
+        if !cx.connected_inputs.get(1).copied().unwrap_or(false) {
+            return Temporal::Whole(
+                "without `frames` it makes one window per frame of the audio's whole length; connect the video's frames".into(),
+            );
         }
-        _ => Temporal::AudioMs { before: 0, after: 200 },
+        match cx.params::<AudioWindowParams>() {
+            Some(p) if p.mode == "chunks" => Temporal::AudioMs {
+                before: 1,
+                after: 1,
+                frames_before: p.before.min(u32::MAX as u64) as u32,
+                frames_after: p.after.saturating_add(1).min(u32::MAX as u64) as u32,
+            },
+            _ => Temporal::AudioMs {
+                before: AUDIO_BEFORE_MS,
+                after: AUDIO_AFTER_MS,
+                frames_before: 0,
+                frames_after: 0,
+            },
+        }
     })
     .example("- id: windows\n  kind: audio-window\n  params: { mode: mel }\n  inputs: { audio: src.audio, frames: src.frames }\n")
 }
@@ -523,7 +608,7 @@ impl Process for AudioWindowNode {
                             .collect()
                     };
                     s.builder
-                        .push_audio(a.sample_rate, &mono)
+                        .push_audio_at(a.sample_rate, a.pts, &mono)
                         .map_err(|e| NodeError::input(format!("node `{}`: {e}", self.node)))?;
                 }
                 Payload::Frame(f) if self.external => {

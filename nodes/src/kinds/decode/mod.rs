@@ -1,5 +1,7 @@
 //! `decode`: a video file, an image file or an image sequence (`frames/%05d.png`, or a glob
-//! `frames/*.png`) → RGB frames with index, timestamp and the stream's rate; decoded audio as
+//! `frames/*.png`) → frames with index, timestamp and the stream's rate (RGB24, or planar YUV
+//! 4:2:0 copied from the decoder without conversion when every consumer takes it, e.g. a
+//! transcode's `encode`); decoded audio as
 //! interleaved f32 chunks at a requested rate and channel count; the source audio stream as
 //! compressed packets for muxing untouched; and one `info` record describing the input.
 //!
@@ -12,16 +14,28 @@
 //!
 //! Everything streams: one packet is read, decoded and emitted at a time, and a full
 //! downstream queue blocks the reading.
+//!
+//! Decoded audio is the same sample for sample wherever the window starts (so a job's chunks
+//! get the samples of the unchunked run): its samples sit on the output rate's grid counted
+//! from the input's time 0, and a window with a `start` is decoded from [`AUDIO_PREROLL`]
+//! before it, so the decoder and the resampler have settled by `start`. Exact for PCM at any
+//! rate, and for codecs whose decoding after a seek settles within the pre-roll; not for
+//! AAC's noise substitution (PNS), whose noise follows a generator that a seek restarts.
 
 use vidflow_engine::{
-    ChunkSource, NodeError, NodeKind, NodeParams, ParamType, Params, PortType, Problem, Temporal,
-    Timeline, params,
+    ChunkSource, NodeError, NodeKind, NodeParams, ParamType, Params, PixelFormat, PortType,
+    Problem, Temporal, Timeline, params,
 };
 
 pub const FRAMES: usize = 0;
 pub const AUDIO: usize = 1;
 pub const AUDIO_PACKETS: usize = 2;
 pub const INFO: usize = 3;
+
+/// Seconds of audio decoded before a window's `start` and dropped: enough for a decoder to
+/// settle after a seek (an AAC or MP3 frame needs the one before it; a frame lasts up to
+/// 128 ms at 8 kHz) and for the resampler's filter (a few ms).
+pub const AUDIO_PREROLL: f64 = 0.5;
 
 params! {
     /// The params of `decode`.
@@ -58,14 +72,15 @@ params! {
 pub fn kind() -> NodeKind {
     NodeKind::gated(
         "decode",
-        "Decodes a video file, image file or image sequence into RGB frames, decoded audio (f32) and the source audio as packets for muxing.",
+        "Decodes a video file, image file or image sequence into frames (RGB, or the decoder's YUV 4:2:0 when every consumer takes it), decoded audio (f32) and the source audio as packets for muxing.",
         "media",
         crate::gated_factory!("media", imp::build),
     )
-    .output("frames", PortType::FRAMES, "RGB24 frames (index, pts in seconds, the stream's rate)")
+    .output("frames", PortType::FRAMES, "frames (index, pts in seconds, the stream's rate): RGB24, or YUV420P where all consumers take it")
     .output("audio", PortType::AUDIO, "decoded audio: interleaved f32 chunks at `audio_rate` Hz, `audio_channels` channels")
     .output("audio_packets", crate::media::AUDIO_PACKETS, "the source audio stream, compressed, for `encode` to mux untouched (first item: the stream header)")
     .output("info", PortType::RECORDS, "one record: size, rate, frame count, duration, codecs, audio stream")
+    .offers("frames", &[PixelFormat::Yuv420p, PixelFormat::Rgb24])
     .params::<DecodeParams>()
     .example("- id: dec\n  kind: decode\n  params: { path: input.mp4, fps: 1 }\n")
     .check(|cx| match cx.params::<DecodeParams>() {
@@ -125,6 +140,47 @@ impl ChunkSource for DecodeChunks {
             Some(e) => v.insert("end".into(), e.into()),
             None => v.remove("end"),
         };
+    }
+
+    /// The audio of `start..end` within the node's own window (a frame window timed at 25
+    /// fps, as a `decode` whose frames are not taken times it). A `start` at or before the
+    /// beginning, with no window start of its own, leaves `start` out: the node then decodes
+    /// from the very first sample, as the unrestricted run does (some streams start before 0).
+    fn restrict_audio(&self, params: &mut Params, start: f64, end: Option<f64>) {
+        #[cfg(feature = "media")]
+        let (own_start, own_end) = match DecodeParams::from_params(params) {
+            Ok(p) => p.span().secs(25.0),
+            Err(_) => return,
+        };
+        // Without `media` no job can run a `decode`, so this is moot.
+        #[cfg(not(feature = "media"))]
+        let (own_start, own_end) = (f64::NEG_INFINITY, f64::INFINITY);
+        let start = start.max(own_start);
+        let end = end.unwrap_or(f64::INFINITY).min(own_end);
+        let v = &mut params.values;
+        v.remove("start_frame");
+        v.remove("end_frame");
+        if start > 0.0 || own_start.is_finite() {
+            v.insert("start".into(), start.into());
+        } else {
+            v.remove("start");
+        }
+        if end.is_finite() {
+            v.insert("end".into(), end.into());
+        } else {
+            v.remove("end");
+        }
+    }
+
+    fn audio_end(&self, node_id: &str, params: &Params) -> Result<Option<f64>, NodeError> {
+        let p = DecodeParams::from_params(params)?;
+        #[cfg(feature = "media")]
+        return Ok(crate::media::probe::audio_end(node_id, &p.path, p.rate)?
+            .map(|e| e.min(p.span().secs(25.0).1)));
+        #[cfg(not(feature = "media"))]
+        let _ = (node_id, p);
+        #[cfg(not(feature = "media"))]
+        return Ok(None);
     }
 }
 
@@ -222,7 +278,9 @@ mod imp {
     use serde_json::json;
     use std::sync::Arc;
     use vidflow_engine::Emitter;
-    use vidflow_engine::{AudioChunk, BuildCtx, Frame, NodeError, Payload, Rate, Runtime, Source};
+    use vidflow_engine::{
+        AudioChunk, BuildCtx, Frame, NodeError, Payload, PixelFormat, Rate, Runtime, Source,
+    };
 
     struct Window {
         /// `start`/`end`/`start_frame`/`end_frame`; its rules are shared with the job timeline
@@ -238,6 +296,8 @@ mod imp {
         tb: f64,
         dec: ffmpeg::decoder::Video,
         size: Option<(u32, u32)>,
+        /// The format the plan negotiated for `frames` (YUV 4:2:0 when every consumer takes it).
+        format: PixelFormat,
         scaler: Option<ff::Scaler>,
         rate: Rate,
         /// The frames the stream holds, when known exactly (see [`probe::packets`]).
@@ -357,6 +417,7 @@ mod imp {
                     tb: f64::from(tb),
                     dec,
                     size,
+                    format: ctx.output_format(FRAMES),
                     scaler: None,
                     rate,
                     expected,
@@ -539,8 +600,14 @@ mod imp {
                 )?;
             }
             // Seek to the keyframe at or before `start`; frames before it are decoded and dropped.
-            self.seeked =
-                probe::seek_to_start(&mut self.input, self.window.span.start, self.origin);
+            // Decoded audio is sought earlier still, by the pre-roll its decoder and resampler
+            // need to give the samples from `start` exactly.
+            let audio_decoded = self.audio.as_ref().is_some_and(|a| a.dec.is_some());
+            let seek = match self.window.span.start {
+                Some(s) if audio_decoded => Some(s - super::AUDIO_PREROLL),
+                s => s,
+            };
+            self.seeked = probe::seek_to_start(&mut self.input, seek, self.origin);
             loop {
                 // A fresh packet per read: `av_read_frame` does not release what the packet
                 // held before, so reusing one would leak every packet's data.
@@ -695,20 +762,27 @@ mod imp {
                 let (ow, oh) = v.size.unwrap_or((fw, fh));
                 let src_fmt: ffi::AVPixelFormat =
                     unsafe { ffi::AVPixelFormat((*frame.as_ptr()).format) };
-                let scaler = ff::Scaler::reuse(
-                    &mut v.scaler,
-                    (src_fmt, fw, fh),
-                    (ffi::AVPixelFormat::RGB24, ow, oh),
-                )
-                .map_err(|e| {
-                    NodeError::runtime(format!("node `{}`: `{}`: {e}", self.node, self.path))
-                })?;
-                let data = unsafe { scaler.to_rgb(frame.as_ptr()) };
+                let data = if ff::engine_format(src_fmt) == Some(v.format) && (ow, oh) == (fw, fh) {
+                    // Already in the negotiated format (a transcode's YUV 4:2:0): the planes
+                    // are copied as they are, never converted.
+                    unsafe { ff::copy_to_buffer(frame.as_ptr(), v.format, fw, fh) }
+                } else {
+                    let scaler = ff::Scaler::reuse(
+                        &mut v.scaler,
+                        (src_fmt, fw, fh),
+                        (ff::av_format(v.format), ow, oh),
+                    )
+                    .map_err(|e| {
+                        NodeError::runtime(format!("node `{}`: `{}`: {e}", self.node, self.path))
+                    })?;
+                    unsafe { scaler.to_buffer(frame.as_ptr()) }
+                };
                 v.emitted += 1;
                 let rate = v.rate;
+                let format = v.format;
                 out.emit(
                     FRAMES,
-                    Payload::Frame(Frame::new(index, pts, rate, ow, oh, data)),
+                    Payload::Frame(Frame::with_format(index, pts, rate, ow, oh, format, data)),
                 )?;
             }
         }
@@ -771,12 +845,25 @@ mod imp {
                         );
                     }
                 }
+                // Silence put before the first input sample, down to the grid (see below).
+                let mut lead = 0;
                 if a.t_next.is_none() {
-                    let t = frame
+                    let mut t = frame
                         .timestamp()
                         .or(frame.pts())
                         .map(|t| t as f64 * a.tb - self.origin)
                         .unwrap_or(0.0);
+                    // Resampled samples sit on the output rate's grid from time 0 wherever
+                    // decoding starts, so the resampler's input starts on a sample of that grid:
+                    // the input sample `j` nearest `t`, less `j mod step` samples of silence
+                    // (`step` = in / gcd(in, out): 441 at 44.1 to 16 kHz, 3 at 48 to 16 kHz).
+                    let in_rate = unsafe { (*frame.as_ptr()).sample_rate }.max(1) as u32;
+                    if in_rate != *rate {
+                        let step = (in_rate / gcd(in_rate, *rate)) as i64;
+                        let j = (t * in_rate as f64).round() as i64;
+                        lead = j.rem_euclid(step) as u32;
+                        t = (j - lead as i64) as f64 / in_rate as f64;
+                    }
                     a.t_next = Some(t);
                 }
                 if res.is_none() {
@@ -794,6 +881,17 @@ mod imp {
                     *res = Some(r.map_err(|e| {
                         NodeError::runtime(format!("node `{}`: `{}`: {e}", self.node, self.path))
                     })?);
+                }
+                if lead > 0 {
+                    res.as_mut()
+                        .expect("set")
+                        .inject_silence(lead)
+                        .map_err(|e| {
+                            NodeError::runtime(format!(
+                                "node `{}`: `{}`: {e}",
+                                self.node, self.path
+                            ))
+                        })?;
                 }
                 let samples = unsafe { res.as_mut().expect("set").convert(frame.as_ptr()) }
                     .map_err(|e| {
@@ -858,6 +956,10 @@ mod imp {
             };
             out.emit(AUDIO, Payload::Audio(chunk))
         }
+    }
+
+    fn gcd(a: u32, b: u32) -> u32 {
+        if b == 0 { a.max(1) } else { gcd(b, a % b) }
     }
 
     impl Source for Decode {

@@ -18,8 +18,8 @@
 
 use std::path::{Path, PathBuf};
 use vidflow_engine::{
-    ChunkPiece, ChunkSink, NodeError, NodeKind, ParamType, Params, PortType, Problem, Temporal,
-    WholeInput, params,
+    ChunkPiece, ChunkSink, NodeError, NodeKind, ParamType, Params, PixelFormat, PortType, Problem,
+    Temporal, WholeInput, params,
 };
 
 pub const FRAMES: usize = 0;
@@ -62,7 +62,8 @@ pub fn kind() -> NodeKind {
         "media",
         crate::gated_factory!("media", imp::build),
     )
-    .input("frames", PortType::FRAMES, "RGB24 frames, all of one size")
+    .input("frames", PortType::FRAMES, "frames, all of one size (RGB24, or YUV420P, which a YUV 4:2:0 encoder takes as it is)")
+    .accepts("frames", &[PixelFormat::Rgb24, PixelFormat::Yuv420p])
     .optional_input("audio_packets", crate::media::AUDIO_PACKETS, "source audio from `decode`, copied when the container allows it, else re-encoded")
     .optional_input("audio", PortType::AUDIO, "f32 audio chunks, encoded with `audio_codec`")
     .params::<EncodeParams>()

@@ -17,8 +17,8 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use vidflow_engine::Emitter;
 use vidflow_engine::{
-    End, Frame, Input, NodeError, NodeKind, ParamType, Payload, PortType, Problem, Process,
-    Runtime, Temporal, params,
+    End, Frame, Input, NodeError, NodeKind, ParamType, Payload, PixelFormat, PortType, Problem,
+    Process, Runtime, Temporal, params,
 };
 
 params! {
@@ -72,6 +72,9 @@ pub fn kind() -> NodeKind {
     )
     .input("frames", PortType::FRAMES, "frames to split")
     .output("frames", PortType::FRAMES, "the frames of each segment in order, tagged `{segment, segment_frame}` in meta")
+    // Its segment files take RGB24 or YUV 4:2:0, and it forwards frames as they come.
+    .accepts("frames", &[PixelFormat::Rgb24, PixelFormat::Yuv420p])
+    .passes("frames", "frames")
     .params::<SplitParams>()
     .temporal(Temporal::Whole("its segments are planned in frames from the start of the stream".into()))
     .example("- id: seg\n  kind: split\n  params: { segment_frames: [81, 81, 65], overlaps: 8 }\n  inputs: { frames: gen.frames }\n")

@@ -86,7 +86,9 @@ mod imp {
     use std::path::{Path, PathBuf};
     use std::sync::Arc;
     use vidflow_engine::Emitter;
-    use vidflow_engine::{BuildCtx, Frame, Input, NodeError, Payload, Process, Runtime};
+    use vidflow_engine::{
+        BuildCtx, Frame, Input, NodeError, Payload, PixelFormat, Process, Runtime,
+    };
 
     /// The built-in weights: realesr-animevideov3 x4 (Real-ESRGAN, BSD-3-Clause; see
     /// `models/README.md`).
@@ -313,6 +315,7 @@ mod imp {
                         width: tw as u32,
                         height: th as u32,
                         data: Arc::new(rgb),
+                        format: PixelFormat::Rgb24,
                         meta: f.meta.clone(),
                     }
                 })
