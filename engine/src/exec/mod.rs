@@ -136,7 +136,11 @@ impl Default for RunOptions {
 
 /// State shared by all threads of one run.
 pub(crate) struct RunState {
+    /// The caller's flag: only the caller sets it (Ctrl-C, a job or worker told to stop), so
+    /// after the run it still tells a stopped run from a failed one.
     stop: StopFlag,
+    /// Set by the first failure, to stop the other nodes of this run only.
+    failed: AtomicBool,
     failure: Mutex<Option<Failure>>,
     /// Sources wait until every node has been built, so a node that fails to load its weights
     /// stops the run before any work is done.
@@ -147,14 +151,14 @@ pub(crate) struct RunState {
 
 impl RunState {
     pub(crate) fn stopping(&self) -> bool {
-        self.stop.is_set()
+        self.failed.load(Relaxed) || self.stop.is_set()
     }
     fn fail(&self, f: Failure) {
         let mut slot = self.failure.lock().unwrap_or_else(|e| e.into_inner());
         if slot.is_none() {
             *slot = Some(f);
         }
-        self.stop.stop();
+        self.failed.store(true, Relaxed);
     }
     fn setup_done(&self) {
         let mut n = self
@@ -189,6 +193,7 @@ fn run_plan(graph: &Plan, mut opts: RunOptions) -> RunReport {
     let stats: Vec<Arc<NodeStats>> = (0..n).map(|_| Arc::new(NodeStats::default())).collect();
     let state = RunState {
         stop: opts.stop.clone(),
+        failed: AtomicBool::new(false),
         failure: Mutex::new(None),
         pending_setups: Mutex::new(graph.nodes.iter().map(|n| n.workers).sum()),
         setups_done: Condvar::new(),

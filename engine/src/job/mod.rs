@@ -33,7 +33,6 @@ use serde_json::json;
 use shape::Shape;
 use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -45,9 +44,6 @@ pub const DEFAULT_CHUNK_SECONDS: f64 = 10.0;
 /// a fraction of a frame, and a frame rate is only estimated from the timeline. More audio
 /// never changes a chunk's outputs; less would.
 const AUDIO_MARGIN: f64 = 0.1;
-
-/// How often a chunk's run looks at its caller's stop flag.
-const STOP_POLL: Duration = Duration::from_millis(10);
 
 /// Where a node's `on_error: retry N` is carried out for a chunk.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -594,33 +590,18 @@ impl Job {
         if let Err(e) = std::fs::create_dir_all(&cdir) {
             return failed(format!("cannot create `{}`: {e}", cdir.display()));
         }
-        // The run gets a flag of its own: a failing node sets the run's flag to stop the other
-        // nodes, so only the caller's flag, which nothing in the run sets, tells a chunk
-        // stopped from outside (Ctrl-C, a worker told to stop) from a chunk that failed.
-        let run_stop = StopFlag::new();
-        let ended = AtomicBool::new(false);
-        let run = std::thread::scope(|scope| {
-            scope.spawn(|| {
-                while !ended.load(Ordering::Relaxed) {
-                    if stop.is_set() {
-                        run_stop.stop();
-                        return;
-                    }
-                    std::thread::sleep(STOP_POLL);
-                }
-            });
-            let run = exec::run(
-                &self.chunk_plan(chunk, retry),
-                RunOptions {
-                    stop: run_stop.clone(),
-                    progress,
-                    shared: shared.clone(),
-                    ..Default::default()
-                },
-            );
-            ended.store(true, Ordering::Relaxed);
-            run
-        });
+        // The caller's flag goes to the run as it is: a failing node stops the run's other
+        // nodes without setting it, so after the run it still tells a chunk stopped from
+        // outside (Ctrl-C, a worker told to stop) from a chunk that failed.
+        let run = exec::run(
+            &self.chunk_plan(chunk, retry),
+            RunOptions {
+                stop: stop.clone(),
+                progress,
+                shared: shared.clone(),
+                ..Default::default()
+            },
+        );
         // Stopped from outside first: a node that fails because the run was stopped under it
         // (a pipe closed, a command killed) is not a failure of the chunk, and an interrupted
         // chunk is never recorded as failed. A run that finished before the stop reached it
@@ -862,38 +843,15 @@ pub fn run(graph: &CheckedGraph, opts: JobOptions) -> Result<JobReport, JobError
         progress: &opts.progress,
         shared: &opts.shared,
         queue: Mutex::new(pending.into()),
-        in_flight: Mutex::new(vec![]),
         stop: &opts.stop,
         outcome: Mutex::new((vec![], vec![])),
-        interrupted: AtomicBool::new(false),
-        done: AtomicBool::new(false),
     };
+    // Ctrl-C sets the job's flag, which every chunk's run watches (a chunk that fails stops
+    // only itself).
     std::thread::scope(|scope| {
-        // Ctrl-C sets the job's flag; every chunk's run has its own (a chunk that fails stops
-        // only itself), so the flag is passed on to the runs in flight.
-        scope.spawn(|| {
-            while !runner.done.load(Ordering::Relaxed) {
-                if opts.stop.is_set() {
-                    runner.interrupted.store(true, Ordering::Relaxed);
-                    for (_, f) in runner
-                        .in_flight
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .iter()
-                    {
-                        f.stop();
-                    }
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        });
-        let workers: Vec<_> = (0..parallel)
-            .map(|_| scope.spawn(|| runner.work()))
-            .collect();
-        for w in workers {
-            let _ = w.join();
+        for _ in 0..parallel {
+            scope.spawn(|| runner.work());
         }
-        runner.done.store(true, Ordering::Relaxed);
     });
     let (ran, failed) = runner
         .outcome
@@ -901,8 +859,7 @@ pub fn run(graph: &CheckedGraph, opts: JobOptions) -> Result<JobReport, JobError
         .unwrap_or_else(|e| e.into_inner());
     report.ran = ran;
     report.failed = failed;
-    // The flag itself too: a chunk abandoned on it may have ended before the watcher saw it.
-    report.interrupted = runner.interrupted.load(Ordering::Relaxed) || opts.stop.is_set();
+    report.interrupted = opts.stop.is_set();
     if report.ok() {
         report.outputs = job.assemble(&opts.progress)?;
     }
@@ -945,18 +902,15 @@ struct Runner<'a> {
     progress: &'a JobProgress,
     shared: &'a Arc<Shared>,
     queue: Mutex<VecDeque<ChunkSpec>>,
-    in_flight: Mutex<Vec<(usize, StopFlag)>>,
-    /// The job's own flag (Ctrl-C sets it); `interrupted` follows it within a poll.
+    /// The job's own flag (Ctrl-C sets it).
     stop: &'a StopFlag,
     /// Chunks recorded, chunks failed.
     outcome: Mutex<(Vec<usize>, Vec<Failed>)>,
-    interrupted: AtomicBool,
-    done: AtomicBool,
 }
 
 impl Runner<'_> {
     fn stopping(&self) -> bool {
-        self.stop.is_set() || self.interrupted.load(Ordering::Relaxed)
+        self.stop.is_set()
     }
 
     fn work(&self) {
@@ -978,22 +932,14 @@ impl Runner<'_> {
                 attempt += 1;
                 self.progress
                     .chunk_start(chunk.index, chunk.range, chunk.frames as u64, attempt);
-                let stop = StopFlag::new();
-                self.in_flight
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push((chunk.index, stop.clone()));
-                if self.stopping() {
-                    stop.stop();
-                }
                 let ticks = self.progress.chunk_sink(chunk.index, self.job.source());
-                let outcome =
-                    self.job
-                        .run_chunk_as(&chunk, ticks, self.shared, stop, ItemRetry::ByChunk);
-                self.in_flight
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .retain(|(i, _)| *i != chunk.index);
+                let outcome = self.job.run_chunk_as(
+                    &chunk,
+                    ticks,
+                    self.shared,
+                    self.stop.clone(),
+                    ItemRetry::ByChunk,
+                );
                 match outcome {
                     ChunkOutcome::Recorded(r) => {
                         self.progress.chunk_done(
