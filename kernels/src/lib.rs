@@ -7,15 +7,21 @@
 //! crate Burn itself uses. The models call it when their tensors live on the CPU device and
 //! fall back to Burn's `conv2d` everywhere else, so the GPU path is unchanged. RIFE's
 //! backward warp ([`backward_warp`], thirty tensor passes in Burn, one here) and its bilinear
-//! resizing ([`resize_bilinear`]) are the others.
+//! resizing ([`resize_bilinear`]) are the others, and [`Conv3x3s2`], the 3x3 stride-2 convolution
+//! (im2col + GEMM) of RIFE's downsampling layers.
 //!
 //! This crate has no Burn dependency and is compiled with optimisations in the dev profile
 //! too, so the test suite does not run an unoptimised kernel.
 
+pub mod conv;
+pub mod conv_s2;
 pub mod resize;
+mod simd;
 pub mod warp;
 pub mod winograd;
 
+pub use conv::{Conv2d, ConvTranspose2d};
+pub use conv_s2::Conv3x3s2;
 pub use resize::resize_bilinear;
 pub use warp::backward_warp;
 pub use winograd::{Activation, Conv3x3};

@@ -6,19 +6,20 @@
 //! level; Burn's CPU backend recomputes both coordinates in f64 for every output pixel, this
 //! kernel once per row and column.
 
+use crate::simd::with_avx2;
 use rayon::prelude::*;
 
 /// One output coordinate: the lower source index, the step to the upper one (0 at the last
 /// source pixel) and the two weights.
 #[derive(Clone, Copy)]
-struct Axis {
-    lo: usize,
-    step: usize,
-    w_lo: f32,
-    w_hi: f32,
+pub(crate) struct Axis {
+    pub(crate) lo: usize,
+    pub(crate) step: usize,
+    pub(crate) w_lo: f32,
+    pub(crate) w_hi: f32,
 }
 
-fn axis(input: usize, output: usize) -> Vec<Axis> {
+pub(crate) fn axis(input: usize, output: usize) -> Vec<Axis> {
     let scale = input as f32 / output as f32;
     (0..output)
         .map(|d| {
@@ -46,27 +47,71 @@ pub fn resize_bilinear(
     oh: usize,
     ow: usize,
 ) -> Vec<f32> {
-    assert_eq!(x.len(), n * c * h * w, "input is not [n, c, h, w]");
     let mut out = vec![0f32; n * c * oh * ow];
+    resize_bilinear_with(x, [n * c, h, w], [oh, ow], &mut out, |o, v| *o = v);
+    out
+}
+
+/// Resizes the `planes` planes of `h`x`w` (`[planes, h, w]` = `dims`) to `oh`x`ow` and hands
+/// each resized value with its place in `out` to `apply`, which stores it (`*o = v`) or
+/// combines it with what is there: the elementwise step after a resize needs no pass of its
+/// own.
+///
+/// # Shapes
+/// `x`: `[planes, h, w]`, `out`: `[planes, oh, ow]`, row-major
+pub fn resize_bilinear_with(
+    x: &[f32],
+    [planes, h, w]: [usize; 3],
+    [oh, ow]: [usize; 2],
+    out: &mut [f32],
+    apply: impl Fn(&mut f32, f32) + Sync,
+) {
+    assert_eq!(x.len(), planes * h * w, "input is not [planes, h, w]");
+    assert_eq!(
+        out.len(),
+        planes * oh * ow,
+        "output is not [planes, oh, ow]"
+    );
     if out.is_empty() {
-        return out;
+        return;
     }
     assert!(h > 0 && w > 0, "cannot resize an empty image to {oh}x{ow}");
+    if (h, w) == (oh, ow) {
+        // The identity (weights 1 and 0: the same value): one pass without the taps.
+        out.par_chunks_mut(1 << 14)
+            .zip(x.par_chunks(1 << 14))
+            .for_each(|(out, x)| {
+                for (o, &v) in out.iter_mut().zip(x) {
+                    apply(o, v);
+                }
+            });
+        return;
+    }
     let (ys, xs) = (axis(h, oh), axis(w, ow));
-    out.par_chunks_mut(ow).enumerate().for_each(|(row, out)| {
-        let (plane, y) = (row / oh, row % oh);
-        let a = ys[y];
-        let src = &x[plane * h * w..][..h * w];
-        let r0 = &src[a.lo * w..][..w];
-        let r1 = &src[(a.lo + a.step) * w..][..w];
-        for (o, t) in out.iter_mut().zip(&xs) {
-            *o = r0[t.lo] * t.w_lo * a.w_lo
-                + r0[t.lo + t.step] * t.w_hi * a.w_lo
-                + r1[t.lo] * t.w_lo * a.w_hi
-                + r1[t.lo + t.step] * t.w_hi * a.w_hi;
-        }
-    });
-    out
+    // Rows of several planes per job when the planes are small, so that a job is worth
+    // sending to another thread.
+    let rows = (4096 / ow).clamp(1, oh);
+    out.par_chunks_mut(rows * ow)
+        .enumerate()
+        .for_each(|(chunk, out)| {
+            with_avx2(|| {
+                for (k, out) in out.chunks_mut(ow).enumerate() {
+                    let row = chunk * rows + k;
+                    let (plane, y) = (row / oh, row % oh);
+                    let a = ys[y];
+                    let src = &x[plane * h * w..][..h * w];
+                    let r0 = &src[a.lo * w..][..w];
+                    let r1 = &src[(a.lo + a.step) * w..][..w];
+                    for (o, t) in out.iter_mut().zip(&xs) {
+                        let v = r0[t.lo] * t.w_lo * a.w_lo
+                            + r0[t.lo + t.step] * t.w_hi * a.w_lo
+                            + r1[t.lo] * t.w_lo * a.w_hi
+                            + r1[t.lo + t.step] * t.w_hi * a.w_hi;
+                        apply(o, v);
+                    }
+                }
+            })
+        });
 }
 
 #[cfg(test)]

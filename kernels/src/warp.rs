@@ -9,6 +9,9 @@
 //! corner weights), because RIFE's flow on textured input is chaotic enough that a
 //! differently rounded coordinate moves the result by more than 1e-4.
 
+use crate::resize::axis;
+use crate::simd::with_avx2;
+use crate::winograd::OutPtr;
 use rayon::prelude::*;
 
 /// `torch.linspace(-1, 1, n)` in f32, computed the way PyTorch does (from both ends).
@@ -34,52 +37,180 @@ pub fn linspace(n: usize) -> Vec<f32> {
 /// # Shapes
 /// `x`: `[n, c, h, w]`, `flow`: `[n, 2, h, w]`, row-major → `[n, c, h, w]`
 pub fn backward_warp(x: &[f32], flow: &[f32], n: usize, c: usize, h: usize, w: usize) -> Vec<f32> {
+    let mut out = vec![0f32; x.len()];
+    backward_warp_into(x, flow, n, c, h, w, &mut out);
+    out
+}
+
+/// [`backward_warp`] into a buffer the caller reuses; every element of `out` is written.
+/// All channels of one image move with the same flow, so warping a frame and its features
+/// together (as `[c1 + c2, h, w]`) finds each pixel's taps once.
+pub fn backward_warp_into(
+    x: &[f32],
+    flow: &[f32],
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    out: &mut [f32],
+) {
     assert_eq!(x.len(), n * c * h * w, "input is not [n, c, h, w]");
     assert_eq!(flow.len(), n * 2 * h * w, "flow is not [n, 2, h, w]");
+    assert_eq!(out.len(), x.len(), "output is not [n, c, h, w]");
     assert!(
         h * w <= u32::MAX as usize,
         "a plane of {h}x{w} pixels is too large"
     );
-    let mut out = vec![0f32; x.len()];
     if out.is_empty() {
-        return out;
+        return;
     }
-    // First where each pixel samples from (four corner offsets, four weights), shared by all
-    // channels; then the channels, row by row.
     let (lx, ly) = (linspace(w), linspace(h));
     let (div_x, div_y) = ((w as f32 - 1.0) / 2.0, (h as f32 - 1.0) / 2.0);
     let (max_x, max_y) = ((w - 1) as f32, (h - 1) as f32);
-    let mut taps = vec![Tap::default(); n * h * w];
-    taps.par_chunks_mut(w).enumerate().for_each(|(row, taps)| {
-        let (b, y) = (row / h, row % h);
-        let fx = &flow[((b * 2) * h + y) * w..][..w];
-        let fy = &flow[((b * 2 + 1) * h + y) * w..][..w];
-        for (xx, tap) in taps.iter_mut().enumerate() {
-            let gx = lx[xx] + fx[xx] / div_x;
-            let gy = ly[y] + fy[xx] / div_y;
-            let ix = ((gx + 1.0) * div_x).clamp(0.0, max_x);
-            let iy = ((gy + 1.0) * div_y).clamp(0.0, max_y);
-            let (x0, y0) = (ix.floor(), iy.floor());
-            let (we, ns) = (ix - x0, iy - y0);
-            let (ww, nn) = (1.0 - we, 1.0 - ns);
-            let (x0, y0) = (x0 as usize, y0 as usize);
-            let (x1, y1) = ((x0 + 1).min(w - 1), (y0 + 1).min(h - 1));
-            *tap = Tap {
-                at: [y0 * w + x0, y0 * w + x1, y1 * w + x0, y1 * w + x1].map(|i| i as u32),
-                weight: [nn * ww, nn * we, ns * ww, ns * we],
-            };
+    let dst = OutPtr(out.as_mut_ptr());
+    // One job per output row: first where each of its pixels samples from (four corner offsets,
+    // four weights), shared by all channels; then the channels.
+    (0..n * h).into_par_iter().for_each_init(
+        || vec![Tap::default(); w],
+        |taps, row| {
+            let (b, y) = (row / h, row % h);
+            let fx = &flow[((b * 2) * h + y) * w..][..w];
+            let fy = &flow[((b * 2 + 1) * h + y) * w..][..w];
+            with_avx2(|| {
+                for (xx, tap) in taps.iter_mut().enumerate() {
+                    let gx = lx[xx] + fx[xx] / div_x;
+                    let gy = ly[y] + fy[xx] / div_y;
+                    let ix = ((gx + 1.0) * div_x).clamp(0.0, max_x);
+                    let iy = ((gy + 1.0) * div_y).clamp(0.0, max_y);
+                    let (x0, y0) = (ix.floor(), iy.floor());
+                    let (we, ns) = (ix - x0, iy - y0);
+                    let (ww, nn) = (1.0 - we, 1.0 - ns);
+                    let (x0, y0) = (x0 as usize, y0 as usize);
+                    let (x1, y1) = ((x0 + 1).min(w - 1), (y0 + 1).min(h - 1));
+                    *tap = Tap {
+                        at: [y0 * w + x0, y0 * w + x1, y1 * w + x0, y1 * w + x1].map(|i| i as u32),
+                        weight: [nn * ww, nn * we, ns * ww, ns * we],
+                    };
+                }
+            });
+            for ch in 0..c {
+                let plane = &x[(b * c + ch) * h * w..][..h * w];
+                // SAFETY: job (b, y) writes only row y of each channel of image b: the jobs'
+                // rows are disjoint, and `out` outlives the parallel loop.
+                let o = unsafe {
+                    std::slice::from_raw_parts_mut(dst.at(((b * c + ch) * h + y) * w), w)
+                };
+                for (o, t) in o.iter_mut().zip(taps.iter()) {
+                    let v = t.at.map(|i| plane[i as usize]);
+                    *o = v[0] * t.weight[0]
+                        + v[1] * t.weight[1]
+                        + v[2] * t.weight[2]
+                        + v[3] * t.weight[3];
+                }
+            }
+        },
+    );
+}
+
+/// `resize_bilinear(backward_warp(x, flow), oh, ow)` for one image, computed only where the
+/// resize looks: RIFE warps each frame and its features along the flow and then shrinks them
+/// to the next refinement level's size, where a bilinear downscale by s reads 4 of every s²
+/// warped pixels. Each of those is warped exactly as [`backward_warp`] does and they are
+/// combined exactly as [`resize_bilinear`](crate::resize_bilinear) does, so the result is the
+/// same, bit for bit. At the same size it is the warp alone.
+///
+/// # Shapes
+/// `x`: `[c, h, w]`, `flow`: `[2, h, w]`, `out`: `c` planes of `oh·ow`, row-major
+pub fn backward_warp_resized(
+    x: &[f32],
+    flow: &[f32],
+    [c, h, w]: [usize; 3],
+    [oh, ow]: [usize; 2],
+    out: &mut [&mut [f32]],
+) {
+    assert_eq!(x.len(), c * h * w, "input is not [c, h, w]");
+    assert_eq!(flow.len(), 2 * h * w, "flow is not [2, h, w]");
+    assert_eq!(out.len(), c, "not one output plane per channel");
+    assert!(
+        out.iter().all(|p| p.len() == oh * ow),
+        "an output plane is not oh x ow"
+    );
+    assert!(
+        h * w <= u32::MAX as usize,
+        "a plane of {h}x{w} pixels is too large"
+    );
+    if c == 0 || oh * ow == 0 {
+        return;
+    }
+    let (lx, ly) = (linspace(w), linspace(h));
+    let (div_x, div_y) = ((w as f32 - 1.0) / 2.0, (h as f32 - 1.0) / 2.0);
+    let (max_x, max_y) = ((w - 1) as f32, (h - 1) as f32);
+    // Where the warped pixel (y, x) samples from: PyTorch's `grid_sample` arithmetic.
+    let tap = |y: usize, xx: usize| -> Tap {
+        let gx = lx[xx] + flow[y * w + xx] / div_x;
+        let gy = ly[y] + flow[(h + y) * w + xx] / div_y;
+        let ix = ((gx + 1.0) * div_x).clamp(0.0, max_x);
+        let iy = ((gy + 1.0) * div_y).clamp(0.0, max_y);
+        let (x0, y0) = (ix.floor(), iy.floor());
+        let (we, ns) = (ix - x0, iy - y0);
+        let (ww, nn) = (1.0 - we, 1.0 - ns);
+        let (x0, y0) = (x0 as usize, y0 as usize);
+        let (x1, y1) = ((x0 + 1).min(w - 1), (y0 + 1).min(h - 1));
+        Tap {
+            at: [y0 * w + x0, y0 * w + x1, y1 * w + x0, y1 * w + x1].map(|i| i as u32),
+            weight: [nn * ww, nn * we, ns * ww, ns * we],
         }
-    });
-    out.par_chunks_mut(w).enumerate().for_each(|(row, out)| {
-        let (b, ch, y) = (row / (c * h), row / h % c, row % h);
-        let taps = &taps[(b * h + y) * w..][..w];
-        let plane = &x[(b * c + ch) * h * w..][..h * w];
-        for (o, t) in out.iter_mut().zip(taps) {
-            let v = t.at.map(|i| plane[i as usize]);
-            *o = v[0] * t.weight[0] + v[1] * t.weight[1] + v[2] * t.weight[2] + v[3] * t.weight[3];
-        }
-    });
-    out
+    };
+    let sample = |plane: &[f32], t: &Tap| {
+        let v = t.at.map(|i| plane[i as usize]);
+        v[0] * t.weight[0] + v[1] * t.weight[1] + v[2] * t.weight[2] + v[3] * t.weight[3]
+    };
+    let same = (oh, ow) == (h, w);
+    let (ys, xs) = (axis(h, oh), axis(w, ow));
+    let planes: Vec<OutPtr> = out.iter_mut().map(|p| OutPtr(p.as_mut_ptr())).collect();
+    // One job per output row: the taps of the warped pixels it reads, then every channel.
+    (0..oh).into_par_iter().for_each_init(
+        || Vec::<Tap>::with_capacity(4 * ow),
+        |taps, oy| {
+            taps.clear();
+            let a = ys[oy];
+            with_avx2(|| {
+                if same {
+                    taps.extend((0..ow).map(|ox| tap(oy, ox)));
+                } else {
+                    // Per output pixel: (row lo, col lo), (lo, hi), (hi, lo), (hi, hi).
+                    for t in &xs {
+                        for y in [a.lo, a.lo + a.step] {
+                            taps.push(tap(y, t.lo));
+                            taps.push(tap(y, t.lo + t.step));
+                        }
+                    }
+                }
+            });
+            for (ch, dst) in planes.iter().enumerate() {
+                let plane = &x[ch * h * w..][..h * w];
+                // SAFETY: job oy writes only row oy of each output plane: the jobs' rows are
+                // disjoint, and `out` outlives the parallel loop.
+                let row = unsafe { std::slice::from_raw_parts_mut(dst.at(oy * ow), ow) };
+                with_avx2(|| {
+                    if same {
+                        for (o, t) in row.iter_mut().zip(taps.iter()) {
+                            *o = sample(plane, t);
+                        }
+                    } else {
+                        for ((o, t), q) in row.iter_mut().zip(&xs).zip(taps.chunks_exact(4)) {
+                            let p: [f32; 4] = std::array::from_fn(|k| sample(plane, &q[k]));
+                            // `resize_bilinear`'s sum, in its order.
+                            *o = p[0] * t.w_lo * a.w_lo
+                                + p[1] * t.w_hi * a.w_lo
+                                + p[2] * t.w_lo * a.w_hi
+                                + p[3] * t.w_hi * a.w_hi;
+                        }
+                    }
+                });
+            }
+        },
+    );
 }
 
 /// Where one output pixel samples from: four offsets into the plane (top-left, top-right,
@@ -93,6 +224,30 @@ struct Tap {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn warping_at_the_resized_points_equals_warping_then_resizing() {
+        let (c, h, w) = (3, 16, 24);
+        let mut s = 7u64;
+        let mut noise = |len: usize, amp: f32| -> Vec<f32> {
+            (0..len)
+                .map(|_| {
+                    s = s.wrapping_mul(6364136223846793005).wrapping_add(1);
+                    ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * amp
+                })
+                .collect()
+        };
+        let x = noise(c * h * w, 1.0);
+        let flow = noise(2 * h * w, 6.0);
+        let warped = backward_warp(&x, &flow, 1, c, h, w);
+        for (oh, ow) in [(h, w), (h / 2, w / 2), (h / 8, w / 8)] {
+            let want = crate::resize_bilinear(&warped, 1, c, h, w, oh, ow);
+            let mut got = vec![f32::NAN; c * oh * ow];
+            let mut planes: Vec<&mut [f32]> = got.chunks_exact_mut(oh * ow).collect();
+            backward_warp_resized(&x, &flow, [c, h, w], [oh, ow], &mut planes);
+            assert_eq!(got, want, "{oh}x{ow}");
+        }
+    }
 
     #[test]
     fn zero_flow_is_the_identity() {

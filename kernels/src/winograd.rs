@@ -16,6 +16,7 @@
 //! stay in the core's L2 cache between the three steps, so the only trips to memory are
 //! reading the input and writing the output once.
 
+use crate::simd::with_avx2;
 use gemm::Parallelism;
 use rayon::prelude::*;
 
@@ -31,6 +32,17 @@ pub enum Activation<'a> {
     PRelu(&'a [f32]),
     /// `torch.nn.LeakyReLU(slope)`.
     Leaky(f32),
+}
+
+impl Activation<'_> {
+    /// What negative outputs of channel `co` are multiplied by (1 without an activation).
+    pub fn slope(self, co: usize) -> f32 {
+        match self {
+            Activation::None => 1.0,
+            Activation::PRelu(a) => a[if a.len() == 1 { 0 } else { co }],
+            Activation::Leaky(a) => a,
+        }
+    }
 }
 
 /// A 3x3 convolution (`nn.Conv2d(cin, cout, 3, 1, 1)`) with its filters transformed for
@@ -139,11 +151,27 @@ impl Conv3x3 {
         scale: &[f32],
         act: Activation,
     ) -> Vec<f32> {
+        let mut y = vec![0f32; n * self.cout * h * w];
+        self.forward_scaled_residual_into(x, n, h, w, scale, act, &mut y);
+        y
+    }
+
+    /// [`forward_scaled_residual`](Self::forward_scaled_residual) into a buffer the caller
+    /// reuses; every element of `y` is written.
+    #[allow(clippy::too_many_arguments)] // the shape, the two slices and the layer's options
+    pub fn forward_scaled_residual_into(
+        &self,
+        x: &[f32],
+        n: usize,
+        h: usize,
+        w: usize,
+        scale: &[f32],
+        act: Activation,
+        y: &mut [f32],
+    ) {
         assert_eq!(self.cin, self.cout, "a residual needs cin == cout");
         assert_eq!(scale.len(), self.cout, "scale is not [cout]");
-        let mut y = vec![0f32; n * self.cout * h * w];
-        self.run(x, [n, h, w], Some(scale), act, &mut y);
-        y
+        self.run(x, [n, h, w], Some(scale), act, y);
     }
 
     /// The convolution of `x` (`[n, h, w]` = `dims`) into `y`, then, with `residual`,
@@ -174,27 +202,32 @@ impl Conv3x3 {
         let block_len = tw.div_ceil(blocks);
         let out = OutPtr(y.as_mut_ptr());
         let jobs = n * th * blocks;
-        (0..jobs).into_par_iter().for_each_init(
-            || Scratch::new(cin, cout),
-            |s, job| {
+        (0..jobs).into_par_iter().for_each(|job| {
+            SCRATCH.with_borrow_mut(|s| {
+                s.fit(cin, cout);
                 let (b, rest) = (job / (th * blocks), job % (th * blocks));
                 let (i, j0) = (rest / blocks, (rest % blocks) * block_len);
                 let tiles = block_len.min(tw - j0);
                 let plane = &x[b * cin * h * w..][..cin * h * w];
                 let tile = Tile { h, w, i, j0, tiles };
-                self.input_transform(plane, tile, s);
+                let residual = residual.map(|scale| (plane, scale));
+                // The transforms are plain float loops, twice as wide with AVX2 (the GEMM
+                // picks its own instructions).
+                with_avx2(|| self.input_transform(plane, tile, s));
                 self.products(tile.tiles, s);
                 // SAFETY: job (b, i, j0) writes only output rows 2i, 2i+1 and columns
                 // 2·j0 .. 2·(j0 + tiles) of image b: the jobs' regions are disjoint, and `y`
                 // outlives the parallel loop.
-                let residual = residual.map(|scale| (plane, scale));
-                unsafe { self.output_transform(out.at(b * cout * h * w), tile, residual, act, s) };
-            },
-        );
+                with_avx2(|| unsafe {
+                    self.output_transform(out.at(b * cout * h * w), tile, residual, act, s)
+                });
+            })
+        });
     }
 
     /// `V[ξ][c][t] = (Bᵀ d B)[ξ]` for the 4x4 patch `d` of every tile `t` of the block and
     /// every input channel `c`. `Bᵀ = [[1,0,-1,0], [0,1,1,0], [0,-1,1,0], [0,1,0,-1]]`.
+    #[inline(always)]
     fn input_transform(&self, plane: &[f32], tile: Tile, s: &mut Scratch) {
         let Tile { h, w, i, j0, tiles } = tile;
         let n = tiles;
@@ -314,6 +347,7 @@ impl Conv3x3 {
     /// # Safety
     /// `out` points to a `[cout, h, w]` image whose rows 2i, 2i+1 and columns
     /// 2·j0 .. 2·(j0 + tiles) no other thread touches during the call.
+    #[inline(always)]
     unsafe fn output_transform(
         &self,
         out: *mut f32,
@@ -334,11 +368,7 @@ impl Conv3x3 {
             let m: [&[f32]; 16] =
                 std::array::from_fn(|xi| &s.m[(xi * cout + co) * BLOCK..][..tiles]);
             let bias = self.bias[co];
-            let slope = match act {
-                Activation::None => 1.0,
-                Activation::PRelu(a) => a[if a.len() == 1 { 0 } else { co }],
-                Activation::Leaky(a) => a,
-            };
+            let slope = act.slope(co);
             for t in 0..tiles {
                 // Aᵀ M: the two rows s0, s1; then · A.
                 let s0: [f32; 4] = std::array::from_fn(|b| m[b][t] + m[4 + b][t] + m[8 + b][t]);
@@ -392,6 +422,12 @@ struct Tile {
     tiles: usize,
 }
 
+thread_local! {
+    /// Each thread's buffers, kept from one layer to the next: a fresh megabyte-sized buffer
+    /// per layer and thread is fresh pages, and faulting them in cost more than some layers.
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::new(0, 0));
+}
+
 /// One thread's buffers, reused across its blocks.
 struct Scratch {
     /// The even and odd columns of one input row's patches: BLOCK + 1 each.
@@ -418,11 +454,22 @@ impl Scratch {
             out: vec![0.0; 4 * BLOCK],
         }
     }
+
+    /// Grows the buffers for a layer of `cin` → `cout` channels (larger ones serve as they
+    /// are: the strides do not depend on their length).
+    fn fit(&mut self, cin: usize, cout: usize) {
+        if self.v.len() < 16 * cin * BLOCK {
+            self.v.resize(16 * cin * BLOCK, 0.0);
+        }
+        if self.m.len() < 16 * cout * BLOCK {
+            self.m.resize(16 * cout * BLOCK, 0.0);
+        }
+    }
 }
 
 /// The output buffer, shared by the parallel jobs, which write disjoint regions of it.
 #[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
+pub(crate) struct OutPtr(pub(crate) *mut f32);
 
 // SAFETY: the jobs write disjoint regions (see `Conv3x3::forward`).
 unsafe impl Send for OutPtr {}
@@ -431,7 +478,7 @@ unsafe impl Sync for OutPtr {}
 impl OutPtr {
     /// # Safety
     /// `offset` lies inside the buffer.
-    unsafe fn at(self, offset: usize) -> *mut f32 {
+    pub(crate) unsafe fn at(self, offset: usize) -> *mut f32 {
         unsafe { self.0.add(offset) }
     }
 }

@@ -7,6 +7,13 @@
 //! scale 1), the network runs, and the result is cropped back. The batch dimension carries the
 //! timesteps: one pair's Head features are computed once and shared by all of its timesteps.
 //!
+//! On the CPU device the network runs on plain buffers and the kernels of `vidflow-kernels`
+//! ([`cpu`]), where Burn's CPU backend was slow (one core for everything but the
+//! convolutions, page faults on every fresh tensor); elsewhere it runs on Burn. Either way a
+//! frame is prepared once ([`IfNet::encode`]), so a frame shared by two pairs (every frame of
+//! a clip whose rate is raised) goes through the Head once, as in the reference
+//! implementation.
+//!
 //! Weights: a Practical-RIFE `flownet.pkl` (a PyTorch state dict; the training-only
 //! `teacher.*` and `caltime.*` keys are ignored, a `module.` prefix is stripped by the loader)
 //! or the same keys in a `.safetensors` file.
@@ -20,6 +27,8 @@ use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use std::sync::Arc;
 use vidflow_kernels::warp::linspace;
 use vidflow_kernels::{Activation, Conv3x3, backward_warp, resize_bilinear};
+
+mod cpu;
 
 /// The IFBlock widths of v4.25, coarse to fine.
 pub const BLOCK_CHANNELS: [usize; 5] = [192, 128, 96, 64, 32];
@@ -395,6 +404,21 @@ pub struct IfNet {
     head: Head,
     blocks: Vec<IfBlock>,
     device: Device,
+    /// On the CPU device: the same network on plain buffers, which runs instead.
+    cpu: Option<Arc<cpu::Net>>,
+}
+
+/// A frame prepared for [`IfNet::interpolate_encoded`] by [`IfNet::encode`]: padded, clamped
+/// and, on the CPU device, with its Head features, so that each frame is encoded once however
+/// many pairs it belongs to.
+#[derive(Debug)]
+pub struct Encoded {
+    /// The frame's size before and after padding.
+    size: [usize; 2],
+    padded: [usize; 2],
+    scale: f32,
+    /// `[3, ph, pw]` (the padded frame), or on the CPU `[7, ph, pw]` (then its features).
+    data: Vec<f32>,
 }
 
 /// The keys and shapes a v4.25 checkpoint must hold.
@@ -469,12 +493,16 @@ impl IfNet {
     /// Builds the network from a checked checkpoint (see [`check`]).
     pub fn load(ck: &Checkpoint, device: &Device) -> Result<IfNet, WeightsError> {
         check(ck)?;
+        let head = Head::load(ck, device);
+        let blocks: Vec<IfBlock> = (0..5)
+            .map(|i| IfBlock::load(ck, &format!("block{i}"), device))
+            .collect();
+        let cpu = (*device == Device::flex()).then(|| Arc::new(cpu::Net::new(ck, &head, &blocks)));
         Ok(IfNet {
-            head: Head::load(ck, device),
-            blocks: (0..5)
-                .map(|i| IfBlock::load(ck, &format!("block{i}"), device))
-                .collect(),
+            head,
+            blocks,
             device: device.clone(),
+            cpu,
         })
     }
 
@@ -569,49 +597,139 @@ impl IfNet {
         warped0 * m.clone() + warped1 * (m.neg() + 1.0)
     }
 
-    /// Interpolates between pairs of planar frames (`[3, h, w]` f32 in [0, 1] each): pads them,
-    /// runs the network once for all `items` (pair index, timestep) and crops back.
-    /// Returns one `[3, h, w]` planar frame per item, not clamped.
-    pub fn interpolate(
+    /// Prepares one planar frame (`[3, h, w]` f32 in [0, 1]) for
+    /// [`interpolate_encoded`](Self::interpolate_encoded) at `scale`: pads it to a multiple of
+    /// [`pad_multiple`] with zeros at the bottom and right, clamps it, and on the CPU device
+    /// runs the Head on it.
+    pub fn encode(&self, frame: &[f32], h: usize, w: usize, scale: f32) -> Encoded {
+        assert_eq!(frame.len(), 3 * h * w, "the frame is not [3, {h}, {w}]");
+        let m = pad_multiple(scale);
+        let (ph, pw) = (round_up(h, m), round_up(w, m));
+        let mut data = vec![0.0f32; 3 * ph * pw];
+        for c in 0..3 {
+            for y in 0..h {
+                let src = &frame[(c * h + y) * w..][..w];
+                let dst = &mut data[(c * ph + y) * pw..][..w];
+                for (d, s) in dst.iter_mut().zip(src) {
+                    *d = s.clamp(0.0, 1.0);
+                }
+            }
+        }
+        if let Some(net) = &self.cpu {
+            data = net.encode(&data, ph, pw);
+        }
+        Encoded {
+            size: [h, w],
+            padded: [ph, pw],
+            scale,
+            data,
+        }
+    }
+
+    /// Hands a frame that is no longer needed back, so that its buffer serves the next one
+    /// (on the CPU device; a fresh buffer is fresh pages the kernel has to fault in).
+    pub fn recycle(&self, frame: Encoded) {
+        if let Some(net) = &self.cpu {
+            net.recycle(frame.data);
+        }
+    }
+
+    /// Interpolates between pairs of encoded frames of one size and scale: runs the network
+    /// once for all `items` (pair index, timestep) and crops back. Returns one `[3, h, w]`
+    /// planar frame per item, not clamped.
+    pub fn interpolate_encoded(
         &self,
-        pairs: &[(&[f32], &[f32])],
+        pairs: &[(&Encoded, &Encoded)],
+        items: &[(usize, f32)],
+    ) -> Vec<Vec<f32>> {
+        let Some(first) = pairs.first() else {
+            assert!(items.is_empty(), "items without pairs");
+            return vec![];
+        };
+        let ([h, w], [ph, pw], scale) = (first.0.size, first.0.padded, first.0.scale);
+        for e in pairs.iter().flat_map(|(a, b)| [a, b]) {
+            assert!(
+                e.size == [h, w] && e.scale == scale,
+                "the frames of one call have one size and scale"
+            );
+        }
+        let crop = |out: &[f32]| -> Vec<Vec<f32>> {
+            out.chunks_exact(3 * ph * pw)
+                .map(|img| {
+                    let mut f = Vec::with_capacity(3 * h * w);
+                    for (y, row) in img.chunks_exact(pw).enumerate() {
+                        if y % ph < h {
+                            f.extend_from_slice(&row[..w]);
+                        }
+                    }
+                    f
+                })
+                .collect()
+        };
+        if let Some(net) = &self.cpu {
+            let frames: Vec<(&[f32], &[f32])> = pairs
+                .iter()
+                .map(|(a, b)| (a.data.as_slice(), b.data.as_slice()))
+                .collect();
+            let out = net.forward(&frames, [ph, pw], items, scale);
+            let result = crop(&out);
+            net.recycle(out);
+            return result;
+        }
+        let upload = |frames: Vec<&Encoded>| {
+            let mut data = Vec::with_capacity(frames.len() * 3 * ph * pw);
+            for f in &frames {
+                data.extend_from_slice(&f.data[..3 * ph * pw]);
+            }
+            Tensor::<4>::from_data(
+                TensorData::new(data, [frames.len(), 3, ph, pw]),
+                (&self.device, DType::F32),
+            )
+        };
+        let img0 = upload(pairs.iter().map(|p| p.0).collect());
+        let img1 = upload(pairs.iter().map(|p| p.1).collect());
+        let out = self.forward_padded(img0, img1, items, scale);
+        crop(
+            &out.into_data()
+                .try_into_vec::<f32>()
+                .expect("the network computes in f32"),
+        )
+    }
+
+    /// Interpolates between pairs of planar frames (`[3, h, w]` f32 in [0, 1] each): encodes
+    /// them (a frame passed for several pairs, as the same slice, once), runs the network once
+    /// for all `items` (pair index, timestep) and crops back.
+    /// Returns one `[3, h, w]` planar frame per item, not clamped.
+    pub fn interpolate<'a>(
+        &self,
+        pairs: &[(&'a [f32], &'a [f32])],
         h: usize,
         w: usize,
         items: &[(usize, f32)],
         scale: f32,
     ) -> Vec<Vec<f32>> {
-        let m = pad_multiple(scale);
-        let (ph, pw) = (round_up(h, m), round_up(w, m));
-        let pad = |frames: Vec<&[f32]>| {
-            let p = frames.len();
-            let mut data = vec![0.0f32; p * 3 * ph * pw];
-            for (k, f) in frames.iter().enumerate() {
-                for c in 0..3 {
-                    for y in 0..h {
-                        let src = &f[(c * h + y) * w..(c * h + y + 1) * w];
-                        let o = ((k * 3 + c) * ph + y) * pw;
-                        data[o..o + w].copy_from_slice(src);
+        let mut frames: Vec<(&'a [f32], Encoded)> = vec![];
+        let mut idx: Vec<(usize, usize)> = vec![];
+        for &(a, b) in pairs {
+            let mut index =
+                |f: &'a [f32]| match frames.iter().position(|(g, _)| std::ptr::eq(*g, f)) {
+                    Some(k) => k,
+                    None => {
+                        frames.push((f, self.encode(f, h, w, scale)));
+                        frames.len() - 1
                     }
-                }
-            }
-            Tensor::<4>::from_data(
-                TensorData::new(data, [p, 3, ph, pw]),
-                (&self.device, DType::F32),
-            )
-        };
-        let img0 = pad(pairs.iter().map(|p| p.0).collect());
-        let img1 = pad(pairs.iter().map(|p| p.1).collect());
-        let out = self.forward_padded(img0, img1, items, scale);
-        let out = if (ph, pw) == (h, w) {
-            out
-        } else {
-            out.slice([0..items.len(), 0..3, 0..h, 0..w])
-        };
-        let data = out
-            .into_data()
-            .try_into_vec::<f32>()
-            .expect("the network computes in f32");
-        data.chunks_exact(3 * h * w).map(<[f32]>::to_vec).collect()
+                };
+            idx.push((index(a), index(b)));
+        }
+        let refs: Vec<(&Encoded, &Encoded)> = idx
+            .iter()
+            .map(|&(a, b)| (&frames[a].1, &frames[b].1))
+            .collect();
+        let out = self.interpolate_encoded(&refs, items);
+        for (_, e) in frames {
+            self.recycle(e);
+        }
+        out
     }
 }
 

@@ -73,11 +73,11 @@ pub use imp::*;
 #[cfg(feature = "neural")]
 mod imp {
     use crate::gpu::pixels;
-    use crate::models::ifnet::{IfNet, SCALES};
+    use crate::models::ifnet::{Encoded, IfNet, SCALES};
     use crate::weights::{self, Checkpoint, WeightsError};
     use burn::tensor::Device;
     use std::path::Path;
-    use std::sync::Arc;
+    use std::sync::{Arc, Mutex};
 
     /// The built-in RIFE v4.25 checkpoint.
     pub static BUILTIN: &[u8] = include_bytes!("../../../../models/rife-v4.25-flownet.pkl");
@@ -101,6 +101,37 @@ mod imp {
         pub scale: f32,
         /// Output frames per network call; more are split into several calls.
         pub max_batch: usize,
+        /// The frames of the last network call's last pair, encoded.
+        recent: Recent,
+    }
+
+    /// Encoded frames kept from one network call to the next, with their packed RGB bytes: when
+    /// a clip's rate is raised, each call's first frame is the one before's last, and the
+    /// reference implementation encodes each frame once, so this does too. A frame is only
+    /// reused for the same bytes at the same size (a copy is compared, not an address, which a
+    /// new frame could reuse). Not shared between clones: each node keeps its own.
+    #[derive(Default)]
+    struct Recent(Mutex<Vec<Kept>>);
+
+    struct Kept {
+        rgb: Vec<u8>,
+        size: (usize, usize),
+        frame: Arc<Encoded>,
+    }
+
+    /// Frames kept: the last pair's two.
+    const KEEP: usize = 2;
+
+    impl Clone for Recent {
+        fn clone(&self) -> Recent {
+            Recent::default()
+        }
+    }
+
+    impl std::fmt::Debug for Recent {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("Recent")
+        }
     }
 
     impl Rife {
@@ -110,6 +141,7 @@ mod imp {
                 net: Arc::new(IfNet::load(ck, device)?),
                 scale,
                 max_batch: 8,
+                recent: Recent::default(),
             })
         }
 
@@ -128,46 +160,84 @@ mod imp {
 
         /// [`interpolate_rgb`](Self::interpolate_rgb), telling `progress` how many frames are
         /// made after each network call.
-        pub fn interpolate_rgb_with(
+        pub fn interpolate_rgb_with<'a>(
             &self,
-            pairs: &[(&[u8], &[u8])],
+            pairs: &[(&'a [u8], &'a [u8])],
             width: usize,
             height: usize,
             items: &[(usize, f32)],
             progress: &dyn Fn(usize),
         ) -> Vec<Vec<u8>> {
             let mut out = Vec::with_capacity(items.len());
+            let mut recent =
+                std::mem::take(&mut *self.recent.0.lock().unwrap_or_else(|e| e.into_inner()));
             for chunk in items.chunks(self.max_batch.max(1)) {
                 // Only the pairs this chunk uses, renumbered.
                 let mut used: Vec<usize> = chunk.iter().map(|&(k, _)| k).collect();
                 used.sort_unstable();
                 used.dedup();
-                let planar: Vec<(Vec<f32>, Vec<f32>)> = used
+                // Each distinct frame encoded once: found among this chunk's frames by address
+                // (one frame passed for two pairs), else among the kept ones by content.
+                let mut frames: Vec<(&'a [u8], Arc<Encoded>)> = vec![];
+                let mut index = |rgb: &'a [u8]| -> usize {
+                    if let Some(k) = frames.iter().position(|(f, _)| std::ptr::eq(*f, rgb)) {
+                        return k;
+                    }
+                    let kept = recent
+                        .iter()
+                        .find(|k| k.size == (width, height) && k.rgb == rgb)
+                        .map(|k| k.frame.clone());
+                    let frame = kept.unwrap_or_else(|| {
+                        let planar = pixels::to_planar(&[rgb], height, width);
+                        Arc::new(self.net.encode(&planar, height, width, self.scale))
+                    });
+                    frames.push((rgb, frame));
+                    frames.len() - 1
+                };
+                let idx: Vec<(usize, usize)> = used
                     .iter()
-                    .map(|&k| {
-                        (
-                            pixels::to_planar(&[pairs[k].0], height, width),
-                            pixels::to_planar(&[pairs[k].1], height, width),
-                        )
-                    })
+                    .map(|&k| (index(pairs[k].0), index(pairs[k].1)))
                     .collect();
-                let refs: Vec<(&[f32], &[f32])> = planar
+                let refs: Vec<(&Encoded, &Encoded)> = idx
                     .iter()
-                    .map(|(a, b)| (a.as_slice(), b.as_slice()))
+                    .map(|&(a, b)| (&*frames[a].1, &*frames[b].1))
                     .collect();
                 let local: Vec<(usize, f32)> = chunk
                     .iter()
                     .map(|&(k, t)| (used.binary_search(&k).expect("listed"), t))
                     .collect();
-                for f in self
-                    .net
-                    .interpolate(&refs, height, width, &local, self.scale)
-                {
+                for f in self.net.interpolate_encoded(&refs, &local) {
                     out.extend(pixels::from_planar(&f, 1, height, width));
                 }
                 progress(out.len());
+                // Keep the last pair's frames for the next call; the rest go back to the
+                // network's buffers.
+                let last = idx.last().map(|&(a, b)| [a, b]).unwrap_or_default();
+                let mut next: Vec<Kept> = vec![];
+                for (k, (rgb, frame)) in frames.into_iter().enumerate() {
+                    if last.contains(&k) && next.len() < KEEP {
+                        next.push(Kept {
+                            rgb: rgb.to_vec(),
+                            size: (width, height),
+                            frame,
+                        });
+                    } else {
+                        self.release(frame);
+                    }
+                }
+                for old in std::mem::replace(&mut recent, next) {
+                    self.release(old.frame);
+                }
             }
+            *self.recent.0.lock().unwrap_or_else(|e| e.into_inner()) = recent;
             out
+        }
+
+        /// Gives an encoded frame's buffer back to the network, unless it is still kept.
+        fn release(&self, frame: Arc<Encoded>) {
+            if let Ok(frame) = Arc::try_unwrap(frame) {
+                self.net.recycle(frame);
+            }
         }
     }
 }
