@@ -111,6 +111,19 @@ impl Frame {
         format: PixelFormat,
         data: Vec<u8>,
     ) -> Frame {
+        Frame::shared(index, pts, rate, width, height, format, Arc::new(data))
+    }
+    /// A frame over pixels that may be shared already (e.g. a buffer a decoder reuses once
+    /// every frame made from it has been dropped).
+    pub fn shared(
+        index: u64,
+        pts: f64,
+        rate: Rate,
+        width: u32,
+        height: u32,
+        format: PixelFormat,
+        data: Arc<Vec<u8>>,
+    ) -> Frame {
         debug_assert_eq!(data.len(), format.byte_len(width, height));
         Frame {
             index,
@@ -118,7 +131,7 @@ impl Frame {
             rate,
             width,
             height,
-            data: Arc::new(data),
+            data,
             format,
             meta: None,
         }

@@ -9,7 +9,7 @@ use ffmpeg::ffi;
 use std::ffi::{CStr, CString};
 use std::os::raw::c_int;
 use std::ptr;
-use std::sync::Once;
+use std::sync::{Arc, Once};
 use vidflow_engine::PixelFormat;
 
 /// Library setup, once per process: FFmpeg's own log is silenced (every failure is reported
@@ -385,12 +385,12 @@ impl Scaler {
         Ok(cached.as_mut().expect("just set"))
     }
 
-    /// Converts a decoded frame into a frame buffer of the destination format (RGB24 or
+    /// Converts a decoded frame into `out`, a frame buffer of the destination format (RGB24 or
     /// YUV420P) and size, laid out as the engine's [`PixelFormat`] says.
     ///
     /// # Safety
     /// `frame` must be a valid video frame matching the source geometry.
-    pub unsafe fn to_buffer(&mut self, frame: *const ffi::AVFrame) -> Vec<u8> {
+    pub unsafe fn to_buffer(&mut self, frame: *const ffi::AVFrame, out: &mut Vec<u8>) {
         let (w, h) = (self.key.4, self.key.5);
         let format = engine_format(self.key.3).expect("a destination the engine knows");
         // swscale's SIMD paths store whole blocks of pixels, so a row whose width is not a
@@ -399,13 +399,13 @@ impl Scaler {
         // after the last row: the padding takes it, and is cut off below.
         const SPILL: usize = 1024;
         let len = format.byte_len(w, h);
-        let mut out = vec![0u8; len + SPILL];
-        let (dst, dst_stride) = planes_mut(format, w, h, &mut out);
+        // A reused buffer is not cleared: every byte is written below.
+        out.resize(len + SPILL, 0);
+        let (dst, dst_stride) = planes_mut(format, w, h, out);
         let (src, src_stride) = unsafe { first4(&(*frame).data, &(*frame).linesize) };
         let src = src.map(|p| p as *const u8);
         self.convert(src, src_stride, dst, dst_stride);
         out.truncate(len);
-        out
     }
 
     /// Converts a frame buffer of the source format (RGB24 or YUV420P, laid out as the
@@ -513,8 +513,10 @@ pub unsafe fn copy_to_buffer(
     format: PixelFormat,
     w: u32,
     h: u32,
-) -> Vec<u8> {
-    let mut out = vec![0u8; format.byte_len(w, h)];
+    out: &mut Vec<u8>,
+) {
+    // A reused buffer is not cleared: every byte is written below.
+    out.resize(format.byte_len(w, h), 0);
     for (i, (off, row, rows)) in plane_layout(format, w, h).into_iter().enumerate() {
         let (src, stride) = unsafe { ((*frame).data[i], (*frame).linesize[i] as isize) };
         for r in 0..rows {
@@ -522,7 +524,41 @@ pub unsafe fn copy_to_buffer(
             out[off + r * row..off + (r + 1) * row].copy_from_slice(line);
         }
     }
-    out
+}
+
+/// Frame buffers a decoder reuses: a buffer goes back to work once every frame made from it
+/// has been dropped downstream, so a long run allocates (and the kernel zeroes) a handful of
+/// buffers instead of one per frame (3 % of a transcode's time was the kernel clearing fresh
+/// pages).
+#[derive(Default)]
+pub struct BufferPool {
+    bufs: Vec<Arc<Vec<u8>>>,
+}
+
+/// Buffers a pool keeps; more frames alive at once get buffers of their own.
+const POOL_MAX: usize = 16;
+
+impl BufferPool {
+    /// A buffer filled by `fill`: one no frame holds any more, else a new one.
+    pub fn fill<E>(
+        &mut self,
+        fill: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+    ) -> Result<Arc<Vec<u8>>, E> {
+        // A count of 1 is the pool's own reference: nothing else can clone it meanwhile.
+        if let Some(buf) = self.bufs.iter_mut().find(|b| Arc::strong_count(b) == 1)
+            && let Some(data) = Arc::get_mut(buf)
+        {
+            fill(data)?;
+            return Ok(buf.clone());
+        }
+        let mut data = Vec::new();
+        fill(&mut data)?;
+        let buf = Arc::new(data);
+        if self.bufs.len() < POOL_MAX {
+            self.bufs.push(buf.clone());
+        }
+        Ok(buf)
+    }
 }
 
 /// Copies a frame buffer of `format` into a writable frame of the same format and size.
@@ -743,7 +779,11 @@ mod tests {
             whole.bands = single(&whole, (YUV420P, w, h), (RGB24, w, h));
             let mut banded = Scaler::new((YUV420P, w, h), (RGB24, w, h)).unwrap();
             assert_eq!(banded.bands.len(), split);
-            let (a, b) = unsafe { (whole.to_buffer(src), banded.to_buffer(src)) };
+            let (mut a, mut b) = (vec![], vec![]);
+            unsafe {
+                whole.to_buffer(src, &mut a);
+                banded.to_buffer(src, &mut b);
+            }
             assert!(a == b, "YUV → RGB {w}x{h}: bands differ from one context");
 
             // Encoder side: RGB24 (through BGR24) → YUV 4:2:0 stays one context.

@@ -299,6 +299,8 @@ mod imp {
         /// The format the plan negotiated for `frames` (YUV 4:2:0 when every consumer takes it).
         format: PixelFormat,
         scaler: Option<ff::Scaler>,
+        /// The frames' buffers, reused once downstream has dropped them.
+        pool: ff::BufferPool,
         rate: Rate,
         /// The frames the stream holds, when known exactly (see [`probe::packets`]).
         expected: Option<u64>,
@@ -419,6 +421,7 @@ mod imp {
                     size,
                     format: ctx.output_format(FRAMES),
                     scaler: None,
+                    pool: ff::BufferPool::default(),
                     rate,
                     expected,
                     decoded: 0,
@@ -762,27 +765,28 @@ mod imp {
                 let (ow, oh) = v.size.unwrap_or((fw, fh));
                 let src_fmt: ffi::AVPixelFormat =
                     unsafe { ffi::AVPixelFormat((*frame.as_ptr()).format) };
-                let data = if ff::engine_format(src_fmt) == Some(v.format) && (ow, oh) == (fw, fh) {
-                    // Already in the negotiated format (a transcode's YUV 4:2:0): the planes
-                    // are copied as they are, never converted.
-                    unsafe { ff::copy_to_buffer(frame.as_ptr(), v.format, fw, fh) }
-                } else {
+                let (format, node, path) = (v.format, &self.node, &self.path);
+                let data = v.pool.fill(|buf| {
+                    if ff::engine_format(src_fmt) == Some(format) && (ow, oh) == (fw, fh) {
+                        // Already in the negotiated format (a transcode's YUV 4:2:0): the
+                        // planes are copied as they are, never converted.
+                        unsafe { ff::copy_to_buffer(frame.as_ptr(), format, fw, fh, buf) };
+                        return Ok(());
+                    }
                     let scaler = ff::Scaler::reuse(
                         &mut v.scaler,
                         (src_fmt, fw, fh),
-                        (ff::av_format(v.format), ow, oh),
+                        (ff::av_format(format), ow, oh),
                     )
-                    .map_err(|e| {
-                        NodeError::runtime(format!("node `{}`: `{}`: {e}", self.node, self.path))
-                    })?;
-                    unsafe { scaler.to_buffer(frame.as_ptr()) }
-                };
+                    .map_err(|e| NodeError::runtime(format!("node `{node}`: `{path}`: {e}")))?;
+                    unsafe { scaler.to_buffer(frame.as_ptr(), buf) };
+                    Ok(())
+                })?;
                 v.emitted += 1;
                 let rate = v.rate;
-                let format = v.format;
                 out.emit(
                     FRAMES,
-                    Payload::Frame(Frame::with_format(index, pts, rate, ow, oh, format, data)),
+                    Payload::Frame(Frame::shared(index, pts, rate, ow, oh, format, data)),
                 )?;
             }
         }
