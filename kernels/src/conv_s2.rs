@@ -195,6 +195,7 @@ fn finish(row: &mut [f32], bias: f32, slope: f32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::noise;
     use proptest::prelude::*;
 
     /// The direct strided convolution in f64; `dims` is `[n, cin, cout, h, w]`.
@@ -228,18 +229,6 @@ mod tests {
             }
         }
         y
-    }
-
-    fn noise(len: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-        (0..len)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
     }
 
     fn check(n: usize, cin: usize, cout: usize, h: usize, w: usize, seed: u64) {

@@ -8,7 +8,8 @@
 //! fall back to Burn's `conv2d` everywhere else, so the GPU path is unchanged. RIFE's
 //! backward warp ([`backward_warp`], thirty tensor passes in Burn, one here) and its bilinear
 //! resizing ([`resize_bilinear`]) are the others, and [`Conv3x3s2`], the 3x3 stride-2 convolution
-//! (im2col + GEMM) of RIFE's downsampling layers.
+//! (im2col + GEMM) of RIFE's downsampling layers. [`Conv2d`] and [`ConvTranspose2d`] run any
+//! other convolution of a batch as one GEMM (Wav2Lip's), where Burn runs one per image.
 //!
 //! This crate has no Burn dependency and is compiled with optimisations in the dev profile
 //! too, so the test suite does not run an unoptimised kernel.
@@ -17,6 +18,8 @@ pub mod conv;
 pub mod conv_s2;
 pub mod resize;
 mod simd;
+#[cfg(test)]
+mod testutil;
 pub mod warp;
 pub mod winograd;
 

@@ -486,6 +486,7 @@ impl OutPtr {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::{max_diff, noise};
     use proptest::prelude::*;
 
     /// The direct convolution, in f64, as the reference; `dims` is `[n, cin, cout, h, w]`.
@@ -518,28 +519,6 @@ mod tests {
             }
         }
         y
-    }
-
-    /// A deterministic pseudo-random sequence in [-1, 1).
-    fn noise(len: usize, seed: u64) -> Vec<f32> {
-        let mut s = seed
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (0..len)
-            .map(|_| {
-                s = s
-                    .wrapping_mul(6364136223846793005)
-                    .wrapping_add(1442695040888963407);
-                ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect()
-    }
-
-    fn max_diff(a: &[f32], b: &[f32]) -> f32 {
-        a.iter()
-            .zip(b)
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0, f32::max)
     }
 
     fn check(n: usize, cin: usize, cout: usize, h: usize, w: usize, seed: u64) {
