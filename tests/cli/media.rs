@@ -32,16 +32,19 @@ fn clip(path: &Path, audio: bool, extra: &[&str]) {
 }
 
 fn transcode(input: &Path, output: &Path) -> Output {
-    vidflow(&[
-        "run",
-        &graph("transcode"),
-        "--progress",
-        "none",
-        "--set",
-        &format!("input={}", input.display()),
-        "--set",
-        &format!("output={}", output.display()),
-    ])
+    transcode_with(input, output, &["--progress", "none"])
+}
+
+/// graphs/transcode.yaml from `input` to `output`, with more arguments.
+fn transcode_with(input: &Path, output: &Path, more: &[&str]) -> Output {
+    let (g, input, output) = (
+        graph("transcode"),
+        format!("input={}", input.display()),
+        format!("output={}", output.display()),
+    );
+    let mut args = vec!["run", &g, "--set", &input, "--set", &output];
+    args.extend(more);
+    vidflow(&args)
 }
 
 /// The run failed cleanly: exit 1 or 2, one `error:` line naming `node` and `path`, no panic,
@@ -114,20 +117,18 @@ fn a_transcode_never_leaves_yuv() {
     let input = dir.join("in.mp4");
     clip(&input, true, &[]);
     let output = dir.join("out.mp4");
-    let out = vidflow(&[
-        "run",
-        &graph("transcode"),
-        "--progress",
-        "none",
-        "--set",
-        &format!("input={}", input.display()),
-        "--set",
-        &format!("output={}", output.display()),
-        "--set",
-        "crf=0",
-        "--set",
-        "preset=ultrafast",
-    ]);
+    let out = transcode_with(
+        &input,
+        &output,
+        &[
+            "--progress",
+            "none",
+            "--set",
+            "crf=0",
+            "--set",
+            "preset=ultrafast",
+        ],
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -408,16 +409,7 @@ fn an_avi_announcing_dropped_frames_is_read_whole_with_exact_totals() {
         "the file announces the dropped frames too"
     );
     let output = dir.join("out.mp4");
-    let out = vidflow(&[
-        "run",
-        &graph("transcode"),
-        "--progress",
-        "json",
-        "--set",
-        &format!("input={}", input.display()),
-        "--set",
-        &format!("output={}", output.display()),
-    ]);
+    let out = transcode_with(&input, &output, &["--progress", "json"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(0), "{stderr}");
     let frames = |p: &Path| probe(p, "v:0", "nb_read_frames").trim().to_string();
