@@ -62,6 +62,9 @@ pub enum PixelFormat {
 }
 
 impl PixelFormat {
+    /// Every format, for ports that take frames as they come.
+    pub const ALL: &[PixelFormat] = &[PixelFormat::Rgb24, PixelFormat::Yuv420p];
+
     /// Bytes of a `width` × `height` picture.
     pub fn byte_len(self, width: u32, height: u32) -> usize {
         let (w, h) = (width as usize, height as usize);

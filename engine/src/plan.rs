@@ -170,7 +170,8 @@ fn plan_node(n: &CheckedNode) -> PlanNode {
 
 /// Picks each output port's pixel format: the first the port offers that every input it
 /// feeds accepts, where an input a node passes frames through from (see
-/// [`NodeKind::passes`]) accepts what all of the pass-through output's consumers accept, and
+/// [`NodeKind::passes`]) accepts what it takes itself and all of the pass-through output's
+/// consumers accept, and
 /// a pass-through output carries what arrives. RGB24 is on every list, so there is always one;
 /// a port nothing consumes makes RGB24. `order` is topological.
 fn negotiate(nodes: &mut [PlanNode], edges: &[PlanEdge], order: &[usize]) {
@@ -208,10 +209,15 @@ fn consumers_accept(
     for e in edges.iter().filter(|e| e.from == from) {
         let (j, q) = e.to;
         let kind = &nodes[j].kind;
+        let own = kind.inputs[q].formats;
         let accepts = match kind.passes.iter().find(|&&(i, _)| i == q) {
+            // What passes through must suit the node and everything behind it.
             Some(&(_, o)) => consumers_accept(nodes, edges, (j, o))
-                .unwrap_or_else(|| vec![PixelFormat::Rgb24, PixelFormat::Yuv420p]),
-            None => kind.inputs[q].formats.to_vec(),
+                .unwrap_or_else(|| PixelFormat::ALL.to_vec())
+                .into_iter()
+                .filter(|f| own.contains(f))
+                .collect(),
+            None => own.to_vec(),
         };
         all = Some(match all {
             None => accepts,

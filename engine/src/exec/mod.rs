@@ -1,9 +1,9 @@
 //! The pipelined executor. One named thread per node replica, one bounded crossbeam channel per
 //! edge, end of stream by closing channels. A replicated node (`workers: N`) gets a dispatcher
 //! thread that forms batches and numbers them, N replica threads, and a merger thread that puts
-//! results back in sequence order. A failure or Ctrl-C sets the stop flag: sources stop, every
-//! other node discards what is still queued (counted), and `finish` runs everywhere so sinks
-//! can close their files.
+//! results back in sequence order. A failure (through a flag of the run's own) or the caller's
+//! stop flag (Ctrl-C) stops the run: sources stop, every other node discards what is still
+//! queued (counted), and `finish` runs everywhere so sinks can close their files.
 //!
 //! Sessions (serve graphs, see [`crate::node::session`]): every edge carries [`Msg`]s, an item
 //! with its session id or a session's start or end. A node acts on a session's start when it

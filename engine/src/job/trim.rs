@@ -13,7 +13,7 @@
 //!   passes, as does every other item (audio, custom payloads).
 
 use crate::node::{Emitter, Input, NodeError, NodeKind, Process, Runtime};
-use crate::payload::{Payload, PortType};
+use crate::payload::{Payload, PixelFormat, PortType};
 
 /// Frame times are compared with this slack: they come from the same computation, but a
 /// node may have carried them through arithmetic (and a record through JSON).
@@ -31,6 +31,7 @@ pub fn kind() -> NodeKind {
     )
     .input("items", PortType::ANY, "items of one chunk")
     .output("items", PortType::ANY, "the items the chunk owns")
+    .accepts("items", PixelFormat::ALL)
     .passes("items", "items")
 }
 

@@ -428,8 +428,8 @@ impl NodeKind {
         self
     }
     /// Says that the node forwards the frames of input `input` to output `output` as they
-    /// are, so they may be in any pixel format: the plan gives the input what the output's
-    /// consumers accept.
+    /// are: the plan gives the input a format it takes (see [`NodeKind::accepts`]) that the
+    /// output's consumers accept too.
     pub fn passes(mut self, input: &str, output: &str) -> Self {
         let pair = self.input_index(input).zip(self.output_index(output));
         let pair = pair.unwrap_or_else(|| panic!("{}: no port `{input}` or `{output}`", self.name));

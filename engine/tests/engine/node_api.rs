@@ -190,7 +190,16 @@ fn format_registry(
             .accepts("in", &[PixelFormat::Rgb24, PixelFormat::Yuv420p]),
     );
     r.register(seen_rgb.kind("rgb"));
-    r.register(crate::common::pass_kind().passes("in", "out"));
+    r.register(
+        crate::common::pass_kind()
+            .accepts("in", PixelFormat::ALL)
+            .passes("in", "out"),
+    );
+    // A pass-through node that looks at the pixels itself, so takes only RGB.
+    r.register(NodeKind {
+        name: "opaque",
+        ..crate::common::pass_kind().passes("in", "out")
+    });
     r
 }
 
@@ -230,6 +239,13 @@ fn frames_travel_in_the_first_format_the_producer_offers_that_all_consumers_acce
             "  - id: p\n    kind: pass\n    inputs: { in: c }\n  - id: r\n    kind: rgb\n    inputs: { in: p }\n",
             vec![],
             vec!["rgb24"; 3],
+            "",
+        ),
+        // What a pass-through node takes itself limits what passes.
+        (
+            "  - id: p\n    kind: opaque\n    inputs: { in: c }\n  - id: y\n    kind: yuv\n    inputs: { in: p }\n",
+            vec!["rgb24"; 3],
+            vec![],
             "",
         ),
     ];

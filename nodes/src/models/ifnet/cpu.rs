@@ -101,8 +101,13 @@ impl Net {
         std::mem::take(&mut *self.pool.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
+    /// Gives a call's buffers back. Calls may overlap (the network is shared by a job's
+    /// chunks and a node's replicas), so they join what other calls gave back meanwhile.
     fn put_pool(&self, pool: Pool) {
-        *self.pool.lock().unwrap_or_else(|e| e.into_inner()) = pool;
+        let mut kept = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        for buf in pool.0 {
+            kept.give(buf);
+        }
     }
 
     /// Gives a buffer (an encoded frame that is no longer needed) back to the pool.
