@@ -13,7 +13,7 @@
 //! residual and activation are applied to each block as it comes out of the product, while it
 //! is in cache.
 
-use crate::winograd::Activation;
+use crate::winograd::{Activation, OutPtr};
 use gemm::Parallelism;
 use rayon::prelude::*;
 use std::ops::Range;
@@ -103,7 +103,7 @@ impl Conv2d {
                 "a residual needs the same shape in and out"
             );
         }
-        check_act(act, cout);
+        act.check(cout);
         let mut y = vec![0f32; n * cout * oh * ow];
         let k = cin * self.kernel[0] * self.kernel[1];
         let hw = oh * ow;
@@ -129,7 +129,7 @@ impl Conv2d {
                     );
                 }
                 for (r, co) in rows.clone().enumerate() {
-                    let slope = slope(act, co);
+                    let slope = act.slope(co);
                     let src = &prod[r * cols.len()..][..cols.len()];
                     for_each_run(cols.clone(), hw, hw, |b, p, at, len| {
                         let at = at - cols.start;
@@ -296,7 +296,7 @@ impl ConvTranspose2d {
     pub fn forward(&self, x: &[f32], [n, h, w]: [usize; 3], act: Activation) -> Vec<f32> {
         let (cin, cout) = (self.cin, self.cout);
         assert_eq!(x.len(), n * cin * h * w, "input is not [n, cin, h, w]");
-        check_act(act, cout);
+        act.check(cout);
         let [oh, ow] = self.output_size(h, w);
         let mut y = vec![0f32; n * cout * oh * ow];
         let (hw, taps) = (h * w, cout * self.kernel[0] * self.kernel[1]);
@@ -339,7 +339,7 @@ impl ConvTranspose2d {
                 // SAFETY: each job writes its own output plane (image b, channel co).
                 let plane = unsafe { out.slice(job * oh * ow, oh * ow) };
                 self.col2im(&cols[b * hw..], p, co, [h, w], [oh, ow], plane);
-                let slope = slope(act, co);
+                let slope = act.slope(co);
                 for v in plane.iter_mut() {
                     if *v < 0.0 {
                         *v *= slope;
@@ -390,24 +390,6 @@ impl ConvTranspose2d {
                 }
             }
         }
-    }
-}
-
-/// The slope of `act` for output channel `co` (1 for none, so that `v · slope` is `v`).
-fn slope(act: Activation, co: usize) -> f32 {
-    match act {
-        Activation::None => 1.0,
-        Activation::PRelu(a) => a[if a.len() == 1 { 0 } else { co }],
-        Activation::Leaky(a) => a,
-    }
-}
-
-fn check_act(act: Activation, cout: usize) {
-    if let Activation::PRelu(a) = act {
-        assert!(
-            a.len() == 1 || a.len() == cout,
-            "PReLU needs 1 or cout slopes"
-        );
     }
 }
 
@@ -516,30 +498,6 @@ unsafe fn product(
             false,
             Parallelism::None,
         );
-    }
-}
-
-/// An output buffer shared by parallel jobs that write disjoint regions of it.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-
-// SAFETY: the jobs write disjoint regions (see the callers).
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-
-impl OutPtr {
-    /// # Safety
-    /// `offset` lies inside the buffer.
-    unsafe fn at(self, offset: usize) -> *mut f32 {
-        unsafe { self.0.add(offset) }
-    }
-
-    /// # Safety
-    /// `offset .. offset + len` lies inside the buffer, and no other thread touches it while
-    /// the slice lives.
-    #[allow(clippy::mut_from_ref)]
-    unsafe fn slice<'a>(self, offset: usize, len: usize) -> &'a mut [f32] {
-        unsafe { std::slice::from_raw_parts_mut(self.0.add(offset), len) }
     }
 }
 

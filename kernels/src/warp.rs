@@ -97,9 +97,7 @@ pub fn backward_warp_into(
                 let plane = &x[(b * c + ch) * h * w..][..h * w];
                 // SAFETY: job (b, y) writes only row y of each channel of image b: the jobs'
                 // rows are disjoint, and `out` outlives the parallel loop.
-                let o = unsafe {
-                    std::slice::from_raw_parts_mut(dst.at(((b * c + ch) * h + y) * w), w)
-                };
+                let o = unsafe { dst.slice(((b * c + ch) * h + y) * w, w) };
                 for (o, t) in o.iter_mut().zip(taps.iter()) {
                     let v = t.at.map(|i| plane[i as usize]);
                     *o = v[0] * t.weight[0]
@@ -191,7 +189,7 @@ pub fn backward_warp_resized(
                 let plane = &x[ch * h * w..][..h * w];
                 // SAFETY: job oy writes only row oy of each output plane: the jobs' rows are
                 // disjoint, and `out` outlives the parallel loop.
-                let row = unsafe { std::slice::from_raw_parts_mut(dst.at(oy * ow), ow) };
+                let row = unsafe { dst.slice(oy * ow, ow) };
                 with_avx2(|| {
                     if same {
                         for (o, t) in row.iter_mut().zip(taps.iter()) {

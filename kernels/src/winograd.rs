@@ -43,6 +43,15 @@ impl Activation<'_> {
             Activation::Leaky(a) => a,
         }
     }
+    /// Panics unless a PReLU has one slope or one per output channel of `cout`.
+    pub fn check(self, cout: usize) {
+        if let Activation::PRelu(a) = self {
+            assert!(
+                a.len() == 1 || a.len() == cout,
+                "PReLU needs 1 or cout slopes"
+            );
+        }
+    }
 }
 
 /// A 3x3 convolution (`nn.Conv2d(cin, cout, 3, 1, 1)`) with its filters transformed for
@@ -187,12 +196,7 @@ impl Conv3x3 {
         let (cin, cout) = (self.cin, self.cout);
         assert_eq!(x.len(), n * cin * h * w, "input is not [n, cin, h, w]");
         assert_eq!(y.len(), n * cout * h * w, "output is not [n, cout, h, w]");
-        if let Activation::PRelu(a) = act {
-            assert!(
-                a.len() == 1 || a.len() == cout,
-                "PReLU needs 1 or cout slopes"
-            );
-        }
+        act.check(cout);
         if y.is_empty() {
             return;
         }
@@ -467,11 +471,12 @@ impl Scratch {
     }
 }
 
-/// The output buffer, shared by the parallel jobs, which write disjoint regions of it.
+/// An output buffer shared by parallel jobs that write disjoint regions of it (here and in
+/// the other kernels).
 #[derive(Clone, Copy)]
 pub(crate) struct OutPtr(pub(crate) *mut f32);
 
-// SAFETY: the jobs write disjoint regions (see `Conv3x3::forward`).
+// SAFETY: the jobs write disjoint regions (see the callers).
 unsafe impl Send for OutPtr {}
 unsafe impl Sync for OutPtr {}
 
@@ -480,6 +485,14 @@ impl OutPtr {
     /// `offset` lies inside the buffer.
     pub(crate) unsafe fn at(self, offset: usize) -> *mut f32 {
         unsafe { self.0.add(offset) }
+    }
+
+    /// # Safety
+    /// `offset .. offset + len` lies inside the buffer, and no other thread touches it while
+    /// the slice lives.
+    #[allow(clippy::mut_from_ref)]
+    pub(crate) unsafe fn slice<'a>(self, offset: usize, len: usize) -> &'a mut [f32] {
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(offset), len) }
     }
 }
 
