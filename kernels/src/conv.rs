@@ -504,7 +504,7 @@ unsafe fn product(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{max_diff, noise};
+    use crate::testutil::{direct_conv, max_diff, noise};
     use proptest::prelude::*;
 
     fn leaky(v: f64, a: f32) -> f32 {
@@ -512,42 +512,13 @@ mod tests {
         if v < 0.0 { v * a } else { v }
     }
 
-    /// The direct convolution in f64: `dims` is `[n, cin, cout, h, w, kh, kw, sh, sw, ph, pw]`.
+    /// The direct convolution in f64 (`d` as [`direct_conv`] takes it), the input added when
+    /// `residual`, then LeakyReLU(0.1).
     fn direct(x: &[f32], wt: &[f32], bias: &[f32], d: [usize; 11], residual: bool) -> Vec<f32> {
-        let [n, cin, cout, h, w, kh, kw, sh, sw, ph, pw] = d;
-        let oh = (h + 2 * ph - kh) / sh + 1;
-        let ow = (w + 2 * pw - kw) / sw + 1;
-        let mut y = vec![0f32; n * cout * oh * ow];
-        for b in 0..n {
-            for co in 0..cout {
-                for oy in 0..oh {
-                    for ox in 0..ow {
-                        let mut acc = bias[co] as f64;
-                        for ci in 0..cin {
-                            for ky in 0..kh {
-                                for kx in 0..kw {
-                                    let iy = (oy * sh + ky) as isize - ph as isize;
-                                    let ix = (ox * sw + kx) as isize - pw as isize;
-                                    if iy < 0 || ix < 0 || iy >= h as isize || ix >= w as isize {
-                                        continue;
-                                    }
-                                    let xv =
-                                        x[((b * cin + ci) * h + iy as usize) * w + ix as usize];
-                                    let wv = wt[((co * cin + ci) * kh + ky) * kw + kx];
-                                    acc += xv as f64 * wv as f64;
-                                }
-                            }
-                        }
-                        let at = ((b * cout + co) * oh + oy) * ow + ox;
-                        if residual {
-                            acc += x[at] as f64;
-                        }
-                        y[at] = leaky(acc, 0.1);
-                    }
-                }
-            }
-        }
-        y
+        let y = direct_conv(x, wt, bias, d);
+        (y.iter().enumerate())
+            .map(|(at, &acc)| leaky(if residual { acc + x[at] as f64 } else { acc }, 0.1))
+            .collect()
     }
 
     /// The direct transposed convolution in f64 (scatter form): `d` is

@@ -195,40 +195,17 @@ fn finish(row: &mut [f32], bias: f32, slope: f32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::noise;
+    use crate::testutil::{direct_conv, noise};
     use proptest::prelude::*;
 
     /// The direct strided convolution in f64; `dims` is `[n, cin, cout, h, w]`.
     fn direct(x: &[f32], wt: &[f32], bias: &[f32], dims: [usize; 5]) -> Vec<f32> {
         let [n, cin, cout, h, w] = dims;
-        let (oh, ow) = Conv3x3s2::out_size(h, w);
-        let mut y = vec![0f32; n * cout * oh * ow];
-        for b in 0..n {
-            for co in 0..cout {
-                for oy in 0..oh {
-                    for ox in 0..ow {
-                        let mut acc = bias[co] as f64;
-                        for ci in 0..cin {
-                            for ky in 0..3 {
-                                for kx in 0..3 {
-                                    let sy = (2 * oy + ky) as isize - 1;
-                                    let sx = (2 * ox + kx) as isize - 1;
-                                    if sy < 0 || sx < 0 || sy >= h as isize || sx >= w as isize {
-                                        continue;
-                                    }
-                                    let xv =
-                                        x[((b * cin + ci) * h + sy as usize) * w + sx as usize];
-                                    let wv = wt[((co * cin + ci) * 3 + ky) * 3 + kx];
-                                    acc += xv as f64 * wv as f64;
-                                }
-                            }
-                        }
-                        y[((b * cout + co) * oh + oy) * ow + ox] = acc as f32;
-                    }
-                }
-            }
-        }
-        y
+        let d = [n, cin, cout, h, w, 3, 3, 2, 2, 1, 1];
+        direct_conv(x, wt, bias, d)
+            .into_iter()
+            .map(|v| v as f32)
+            .collect()
     }
 
     fn check(n: usize, cin: usize, cout: usize, h: usize, w: usize, seed: u64) {

@@ -499,39 +499,17 @@ impl OutPtr {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{max_diff, noise};
+    use crate::testutil::{direct_conv, max_diff, noise};
     use proptest::prelude::*;
 
     /// The direct convolution, in f64, as the reference; `dims` is `[n, cin, cout, h, w]`.
     fn direct(x: &[f32], wt: &[f32], bias: &[f32], dims: [usize; 5]) -> Vec<f32> {
         let [n, cin, cout, h, w] = dims;
-        let mut y = vec![0f32; n * cout * h * w];
-        for b in 0..n {
-            for co in 0..cout {
-                for yy in 0..h {
-                    for xx in 0..w {
-                        let mut acc = bias[co] as f64;
-                        for ci in 0..cin {
-                            for ky in 0..3 {
-                                for kx in 0..3 {
-                                    let (sy, sx) = (yy as isize + ky - 1, xx as isize + kx - 1);
-                                    if sy < 0 || sx < 0 || sy >= h as isize || sx >= w as isize {
-                                        continue;
-                                    }
-                                    let xv =
-                                        x[((b * cin + ci) * h + sy as usize) * w + sx as usize];
-                                    let wv =
-                                        wt[((co * cin + ci) * 3 + ky as usize) * 3 + kx as usize];
-                                    acc += xv as f64 * wv as f64;
-                                }
-                            }
-                        }
-                        y[((b * cout + co) * h + yy) * w + xx] = acc as f32;
-                    }
-                }
-            }
-        }
-        y
+        let d = [n, cin, cout, h, w, 3, 3, 1, 1, 1, 1];
+        direct_conv(x, wt, bias, d)
+            .into_iter()
+            .map(|v| v as f32)
+            .collect()
     }
 
     fn check(n: usize, cin: usize, cout: usize, h: usize, w: usize, seed: u64) {
