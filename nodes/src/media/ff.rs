@@ -561,26 +561,52 @@ impl BufferPool {
     }
 }
 
-/// Copies a frame buffer of `format` into a writable frame of the same format and size.
+/// Points `frame` (an empty frame: fresh or unreferenced) at the planes of a frame buffer of
+/// `format` without copying them, as `ffmpeg` hands a decoded frame to an encoder: the frame
+/// holds a reference to the buffer (an `Arc` clone, dropped when libav releases its last
+/// reference to the frame), marked read-only, so an encoder that keeps frames for its
+/// lookahead reads the pixels as they are while the engine's other consumers share them.
 ///
 /// # Safety
-/// `frame` must be allocated as `w` × `h` in `format` and writable.
-pub unsafe fn copy_from_buffer(
-    data: &[u8],
+/// `frame` must be a valid frame with no buffers; `data` must hold a `w` × `h` buffer of
+/// `format`.
+pub unsafe fn wrap_buffer(
+    data: &Arc<Vec<u8>>,
     format: PixelFormat,
     w: u32,
     h: u32,
     frame: *mut ffi::AVFrame,
-) {
-    for (i, (off, row, rows)) in plane_layout(format, w, h).into_iter().enumerate() {
-        let (dst, stride) = unsafe { ((*frame).data[i], (*frame).linesize[i] as isize) };
-        for r in 0..rows {
-            let line = &data[off + r * row..off + (r + 1) * row];
-            unsafe {
-                ptr::copy_nonoverlapping(line.as_ptr(), dst.offset(r as isize * stride), row)
-            };
+) -> Result<(), String> {
+    unsafe extern "C" fn release(opaque: *mut std::ffi::c_void, _data: *mut u8) {
+        drop(unsafe { Arc::from_raw(opaque as *const Vec<u8>) });
+    }
+    debug_assert!(data.len() >= format.byte_len(w, h));
+    let base = data.as_ptr() as *mut u8;
+    let opaque = Arc::into_raw(data.clone()) as *mut std::ffi::c_void;
+    let buf = unsafe {
+        ffi::av_buffer_create(
+            base,
+            data.len() as _,
+            Some(release),
+            opaque,
+            ffi::AV_BUFFER_FLAG_READONLY as c_int,
+        )
+    };
+    if buf.is_null() {
+        drop(unsafe { Arc::from_raw(opaque as *const Vec<u8>) });
+        return Err("out of memory wrapping a frame for the encoder".into());
+    }
+    unsafe {
+        (*frame).buf[0] = buf;
+        (*frame).width = w as c_int;
+        (*frame).height = h as c_int;
+        (*frame).format = av_format(format).0;
+        for (i, (off, row, _)) in plane_layout(format, w, h).into_iter().enumerate() {
+            (*frame).data[i] = base.add(off);
+            (*frame).linesize[i] = row as c_int;
         }
     }
+    Ok(())
 }
 
 impl Drop for Scaler {
@@ -837,6 +863,51 @@ mod tests {
             for (s, d) in src.chunks(3).zip(dst.chunks(3)) {
                 assert_eq!([s[2], s[1], s[0]], [d[0], d[1], d[2]], "{pixels} pixels");
             }
+        }
+    }
+
+    /// An encoder reads a shared frame's own planes, and holds the buffer exactly as long as
+    /// some reference to the frame lives: the buffer's count is back to one when the last goes.
+    #[test]
+    fn a_wrapped_buffer_is_read_in_place_and_released_with_the_last_reference() {
+        let (w, h) = (6u32, 4u32);
+        let data: Arc<Vec<u8>> = Arc::new((0..PixelFormat::Yuv420p.byte_len(w, h) as u8).collect());
+        unsafe {
+            let frame = ffi::av_frame_alloc();
+            wrap_buffer(&data, PixelFormat::Yuv420p, w, h, frame).unwrap();
+            assert_eq!(Arc::strong_count(&data), 2);
+            assert_eq!(((*frame).width, (*frame).height), (6, 4));
+            assert_eq!((*frame).format, ffi::AVPixelFormat::YUV420P.0);
+            // Y, then U and V (3x2 each), straight after one another in the buffer.
+            let base = data.as_ptr();
+            for (i, (off, stride)) in [(0, 6), (24, 3), (30, 3)].into_iter().enumerate() {
+                assert_eq!((*frame).data[i] as *const u8, base.add(off), "plane {i}");
+                assert_eq!((*frame).linesize[i], stride, "plane {i}");
+            }
+            assert_eq!(
+                ffi::av_frame_is_writable(frame),
+                0,
+                "shared pixels are read-only"
+            );
+            // An encoder that keeps the frame takes a reference of its own.
+            let kept = ffi::av_frame_alloc();
+            assert!(ffi::av_frame_ref(kept, frame) >= 0);
+            ffi::av_frame_unref(frame);
+            assert_eq!(
+                Arc::strong_count(&data),
+                2,
+                "the kept reference holds the buffer"
+            );
+            assert_eq!(*(*kept).data[1], 24);
+            let mut kept = kept;
+            ffi::av_frame_free(&mut kept);
+            assert_eq!(
+                Arc::strong_count(&data),
+                1,
+                "released with the last reference"
+            );
+            let mut frame = frame;
+            ffi::av_frame_free(&mut frame);
         }
     }
 }

@@ -72,7 +72,10 @@ impl Drop for AvPacket {
 
 struct VideoEnc {
     ctx: CodecCtx,
+    /// The frame converted pixels are written into (frames not in the encoder's format).
     frame: AvFrame,
+    /// Frames in the encoder's format are sent as this one, pointing at their own buffer.
+    shared: AvFrame,
     /// The encoder's pixel format.
     fmt: ffi::AVPixelFormat,
     /// Converts frames whose format is not the encoder's (made on the first such frame).
@@ -466,6 +469,7 @@ impl Writer {
             self.video = Some(VideoEnc {
                 ctx,
                 frame,
+                shared: AvFrame(ffi::av_frame_alloc()),
                 fmt,
                 scaler: None,
                 stream: (*st).index as usize,
@@ -525,15 +529,19 @@ impl Writer {
         v.last_pts = Some(pts);
         v.count += 1;
         unsafe {
-            let r = ffi::av_frame_make_writable(v.frame.0);
-            if r < 0 {
-                let e = ff::av_err(r);
-                return Err(self.err(e));
-            }
-            if ff::engine_format(v.fmt) == Some(f.format) {
-                // The encoder takes the frame's own format (a transcode's YUV 4:2:0).
-                ff::copy_from_buffer(&f.data, f.format, f.width, f.height, v.frame.0);
+            let frame = if ff::engine_format(v.fmt) == Some(f.format) {
+                // The encoder takes the frame's own format (a transcode's YUV 4:2:0): it reads
+                // the frame's own buffer, no copy.
+                if let Err(e) = ff::wrap_buffer(&f.data, f.format, f.width, f.height, v.shared.0) {
+                    return Err(self.err(e));
+                }
+                v.shared.0
             } else {
+                let r = ffi::av_frame_make_writable(v.frame.0);
+                if r < 0 {
+                    let e = ff::av_err(r);
+                    return Err(self.err(e));
+                }
                 let (w, h) = (f.width, f.height);
                 let scaler = ff::Scaler::reuse(
                     &mut v.scaler,
@@ -542,9 +550,12 @@ impl Writer {
                 )
                 .map_err(|e| NodeError::runtime(format!("node `{}`: {e}", self.node)))?;
                 scaler.from_buffer(&f.data, v.frame.0);
-            }
-            (*v.frame.0).pts = pts;
-            let r = ffi::avcodec_send_frame(v.ctx.0, v.frame.0);
+                v.frame.0
+            };
+            (*frame).pts = pts;
+            let r = ffi::avcodec_send_frame(v.ctx.0, frame);
+            // The encoder took its own reference to a shared frame if it keeps it.
+            ffi::av_frame_unref(v.shared.0);
             if r < 0 {
                 let e = ff::av_err(r);
                 return Err(self.err(format!("the encoder refused frame {}: {e}", f.index)));
