@@ -57,16 +57,10 @@ pub fn backward_warp_into(
     assert_eq!(x.len(), n * c * h * w, "input is not [n, c, h, w]");
     assert_eq!(flow.len(), n * 2 * h * w, "flow is not [n, 2, h, w]");
     assert_eq!(out.len(), x.len(), "output is not [n, c, h, w]");
-    assert!(
-        h * w <= u32::MAX as usize,
-        "a plane of {h}x{w} pixels is too large"
-    );
     if out.is_empty() {
         return;
     }
-    let (lx, ly) = (linspace(w), linspace(h));
-    let (div_x, div_y) = ((w as f32 - 1.0) / 2.0, (h as f32 - 1.0) / 2.0);
-    let (max_x, max_y) = ((w - 1) as f32, (h - 1) as f32);
+    let grid = Grid::new(h, w);
     let dst = OutPtr(out.as_mut_ptr());
     // One job per output row: first where each of its pixels samples from (four corner offsets,
     // four weights), shared by all channels; then the channels.
@@ -78,19 +72,7 @@ pub fn backward_warp_into(
             let fy = &flow[((b * 2 + 1) * h + y) * w..][..w];
             with_avx2(|| {
                 for (xx, tap) in taps.iter_mut().enumerate() {
-                    let gx = lx[xx] + fx[xx] / div_x;
-                    let gy = ly[y] + fy[xx] / div_y;
-                    let ix = ((gx + 1.0) * div_x).clamp(0.0, max_x);
-                    let iy = ((gy + 1.0) * div_y).clamp(0.0, max_y);
-                    let (x0, y0) = (ix.floor(), iy.floor());
-                    let (we, ns) = (ix - x0, iy - y0);
-                    let (ww, nn) = (1.0 - we, 1.0 - ns);
-                    let (x0, y0) = (x0 as usize, y0 as usize);
-                    let (x1, y1) = ((x0 + 1).min(w - 1), (y0 + 1).min(h - 1));
-                    *tap = Tap {
-                        at: [y0 * w + x0, y0 * w + x1, y1 * w + x0, y1 * w + x1].map(|i| i as u32),
-                        weight: [nn * ww, nn * we, ns * ww, ns * we],
-                    };
+                    *tap = grid.tap(y, xx, fx[xx], fy[xx]);
                 }
             });
             for ch in 0..c {
@@ -99,11 +81,7 @@ pub fn backward_warp_into(
                 // rows are disjoint, and `out` outlives the parallel loop.
                 let o = unsafe { dst.slice(((b * c + ch) * h + y) * w, w) };
                 for (o, t) in o.iter_mut().zip(taps.iter()) {
-                    let v = t.at.map(|i| plane[i as usize]);
-                    *o = v[0] * t.weight[0]
-                        + v[1] * t.weight[1]
-                        + v[2] * t.weight[2]
-                        + v[3] * t.weight[3];
+                    *o = t.sample(plane);
                 }
             }
         },
@@ -133,36 +111,11 @@ pub fn backward_warp_resized(
         out.iter().all(|p| p.len() == oh * ow),
         "an output plane is not oh x ow"
     );
-    assert!(
-        h * w <= u32::MAX as usize,
-        "a plane of {h}x{w} pixels is too large"
-    );
     if c == 0 || oh * ow == 0 {
         return;
     }
-    let (lx, ly) = (linspace(w), linspace(h));
-    let (div_x, div_y) = ((w as f32 - 1.0) / 2.0, (h as f32 - 1.0) / 2.0);
-    let (max_x, max_y) = ((w - 1) as f32, (h - 1) as f32);
-    // Where the warped pixel (y, x) samples from: PyTorch's `grid_sample` arithmetic.
-    let tap = |y: usize, xx: usize| -> Tap {
-        let gx = lx[xx] + flow[y * w + xx] / div_x;
-        let gy = ly[y] + flow[(h + y) * w + xx] / div_y;
-        let ix = ((gx + 1.0) * div_x).clamp(0.0, max_x);
-        let iy = ((gy + 1.0) * div_y).clamp(0.0, max_y);
-        let (x0, y0) = (ix.floor(), iy.floor());
-        let (we, ns) = (ix - x0, iy - y0);
-        let (ww, nn) = (1.0 - we, 1.0 - ns);
-        let (x0, y0) = (x0 as usize, y0 as usize);
-        let (x1, y1) = ((x0 + 1).min(w - 1), (y0 + 1).min(h - 1));
-        Tap {
-            at: [y0 * w + x0, y0 * w + x1, y1 * w + x0, y1 * w + x1].map(|i| i as u32),
-            weight: [nn * ww, nn * we, ns * ww, ns * we],
-        }
-    };
-    let sample = |plane: &[f32], t: &Tap| {
-        let v = t.at.map(|i| plane[i as usize]);
-        v[0] * t.weight[0] + v[1] * t.weight[1] + v[2] * t.weight[2] + v[3] * t.weight[3]
-    };
+    let grid = Grid::new(h, w);
+    let tap = |y: usize, xx: usize| grid.tap(y, xx, flow[y * w + xx], flow[(h + y) * w + xx]);
     let same = (oh, ow) == (h, w);
     let (ys, xs) = (axis(h, oh), axis(w, ow));
     let planes: Vec<OutPtr> = out.iter_mut().map(|p| OutPtr(p.as_mut_ptr())).collect();
@@ -193,11 +146,11 @@ pub fn backward_warp_resized(
                 with_avx2(|| {
                     if same {
                         for (o, t) in row.iter_mut().zip(taps.iter()) {
-                            *o = sample(plane, t);
+                            *o = t.sample(plane);
                         }
                     } else {
                         for ((o, t), q) in row.iter_mut().zip(&xs).zip(taps.chunks_exact(4)) {
-                            let p: [f32; 4] = std::array::from_fn(|k| sample(plane, &q[k]));
+                            let p: [f32; 4] = std::array::from_fn(|k| q[k].sample(plane));
                             // `resize_bilinear`'s sum, in its order.
                             *o = p[0] * t.w_lo * a.w_lo
                                 + p[1] * t.w_hi * a.w_lo
@@ -217,6 +170,65 @@ pub fn backward_warp_resized(
 struct Tap {
     at: [u32; 4],
     weight: [f32; 4],
+}
+
+impl Tap {
+    /// The bilinear sample of `plane` at this tap.
+    #[inline(always)]
+    fn sample(&self, plane: &[f32]) -> f32 {
+        let v = self.at.map(|i| plane[i as usize]);
+        v[0] * self.weight[0]
+            + v[1] * self.weight[1]
+            + v[2] * self.weight[2]
+            + v[3] * self.weight[3]
+    }
+}
+
+/// The identity grid of an `h` × `w` plane and its constants, for [`Grid::tap`].
+struct Grid {
+    lx: Vec<f32>,
+    ly: Vec<f32>,
+    div: (f32, f32),
+    max: (f32, f32),
+    h: usize,
+    w: usize,
+}
+
+impl Grid {
+    fn new(h: usize, w: usize) -> Grid {
+        assert!(
+            h * w <= u32::MAX as usize,
+            "a plane of {h}x{w} pixels is too large"
+        );
+        Grid {
+            lx: linspace(w),
+            ly: linspace(h),
+            div: ((w as f32 - 1.0) / 2.0, (h as f32 - 1.0) / 2.0),
+            max: ((w - 1) as f32, (h - 1) as f32),
+            h,
+            w,
+        }
+    }
+
+    /// Where the warped pixel (y, x) samples from when moved by (`fx`, `fy`) pixels:
+    /// PyTorch's `grid_sample` arithmetic, operation by operation.
+    #[inline(always)]
+    fn tap(&self, y: usize, xx: usize, fx: f32, fy: f32) -> Tap {
+        let (w, h) = (self.w, self.h);
+        let gx = self.lx[xx] + fx / self.div.0;
+        let gy = self.ly[y] + fy / self.div.1;
+        let ix = ((gx + 1.0) * self.div.0).clamp(0.0, self.max.0);
+        let iy = ((gy + 1.0) * self.div.1).clamp(0.0, self.max.1);
+        let (x0, y0) = (ix.floor(), iy.floor());
+        let (we, ns) = (ix - x0, iy - y0);
+        let (ww, nn) = (1.0 - we, 1.0 - ns);
+        let (x0, y0) = (x0 as usize, y0 as usize);
+        let (x1, y1) = ((x0 + 1).min(w - 1), (y0 + 1).min(h - 1));
+        Tap {
+            at: [y0 * w + x0, y0 * w + x1, y1 * w + x0, y1 * w + x1].map(|i| i as u32),
+            weight: [nn * ww, nn * we, ns * ww, ns * we],
+        }
+    }
 }
 
 #[cfg(test)]
