@@ -415,7 +415,8 @@ impl NodeKind {
         self
     }
     /// Says that output `port` can emit frames in `formats`, best first (RGB24 always
-    /// included); the node emits the one [`BuildCtx::output_format`] names.
+    /// included); the node emits the one [`BuildCtx::output_format`] names, or RGB24 (which
+    /// every input takes) where that one would lose what its source has.
     pub fn offers(mut self, port: &str, formats: &'static [PixelFormat]) -> Self {
         let i = self.output_index(port);
         let p = &mut self.outputs[i.unwrap_or_else(|| panic!("{}: no output `{port}`", self.name))];

@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use vidflow_engine::Emitter;
 use vidflow_engine::exec::{self, RunOptions, RunReport};
 use vidflow_engine::{
-    AudioChunk, Frame, Input, Mode, NodeError, NodeKind, Payload, PortType, Process, Runtime,
-    SourceFile,
+    AudioChunk, Frame, Input, Mode, NodeError, NodeKind, Payload, PixelFormat, PortType, Process,
+    Runtime, SourceFile,
 };
 
 pub(crate) type Kept = Arc<Mutex<Vec<(String, Payload)>>>;
@@ -67,6 +67,22 @@ pub(crate) fn register_collect(r: &mut vidflow_engine::Registry, kept: &Kept) {
 fn registry(kept: &Kept) -> vidflow_engine::Registry {
     let mut r = vidflow_nodes::registry();
     register_collect(&mut r, kept);
+    // `collect` for frames, taking YUV 4:2:0 too (as `encode` does).
+    let k = kept.clone();
+    r.register(
+        NodeKind::new(
+            "collect-yuv",
+            "Keeps every frame, RGB or YUV (tests only).",
+            move |ctx| {
+                Ok(Runtime::Process(Box::new(Collect(
+                    ctx.node_id.to_string(),
+                    k.clone(),
+                ))))
+            },
+        )
+        .input("frames", PortType::FRAMES, "frames")
+        .accepts("frames", &[PixelFormat::Yuv420p, PixelFormat::Rgb24]),
+    );
     r.register(
         NodeKind::new("paint", "Paints frames by segment (tests only).", |ctx| {
             Ok(Runtime::Process(Box::new(Paint(
@@ -344,6 +360,44 @@ fn audio_that_the_container_cannot_hold_is_reencoded() {
         "audio lasted {di} s, now {d_out} s"
     );
     assert_eq!(frame_times(&input).len(), frame_times(&output).len());
+}
+
+/// `decode` hands on the decoder's YUV 4:2:0 only from a 4:2:0 source: a 4:4:4 one (or any
+/// other) comes as RGB24, the very frames an RGB-only consumer gets, never squeezed into 4:2:0
+/// with the chroma it would lose.
+#[test]
+fn only_a_4_2_0_source_is_handed_on_as_yuv() {
+    let dir = tmp("yuv-source");
+    for (name, pix_fmt) in [("420.mp4", "yuv420p"), ("444.mp4", "yuv444p")] {
+        let input = dir.join(name);
+        let args = ["-c:v", "libx264", "-crf", "0", "-pix_fmt", pix_fmt];
+        clip(&input, "64x48", "25", 0.4, None, &args);
+        let p = input.display();
+        let (report, items) = run(&format!(
+            r#"
+name: yuv-source
+nodes:
+  - {{ id: dec, kind: decode, params: {{ path: "{p}" }} }}
+  - {{ id: rgb, kind: decode, params: {{ path: "{p}" }} }}
+  - {{ id: either, kind: collect-yuv, inputs: {{ frames: dec.frames }} }}
+  - {{ id: rgb_only, kind: collect, inputs: {{ items: rgb.frames }} }}
+"#
+        ));
+        assert_ok(&report);
+        let (got, rgb) = (frames_of(&items, "either"), frames_of(&items, "rgb_only"));
+        assert_eq!(got.len(), 10, "{name}");
+        assert_eq!(rgb.len(), 10, "{name}");
+        for (f, r) in got.iter().zip(&rgb) {
+            assert_eq!(r.format, PixelFormat::Rgb24);
+            if pix_fmt == "yuv420p" {
+                assert_eq!(f.format, PixelFormat::Yuv420p, "{name}");
+                assert_eq!(f.data.len(), 64 * 48 * 3 / 2, "{name}");
+            } else {
+                assert_eq!(f.format, PixelFormat::Rgb24, "{name}");
+                assert_eq!(f.data, r.data, "{name}: frame {}", f.index);
+            }
+        }
+    }
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! `decode`: a video file, an image file or an image sequence (`frames/%05d.png`, or a glob
 //! `frames/*.png`) → frames with index, timestamp and the stream's rate (RGB24, or planar YUV
-//! 4:2:0 copied from the decoder without conversion when every consumer takes it, e.g. a
-//! transcode's `encode`); decoded audio as
+//! 4:2:0 copied from the decoder without conversion when the source is 4:2:0 and every consumer
+//! takes it, e.g. a transcode's `encode`); decoded audio as
 //! interleaved f32 chunks at a requested rate and channel count; the source audio stream as
 //! compressed packets for muxing untouched; and one `info` record describing the input.
 //!
@@ -72,11 +72,11 @@ params! {
 pub fn kind() -> NodeKind {
     NodeKind::gated(
         "decode",
-        "Decodes a video file, image file or image sequence into frames (RGB, or the decoder's YUV 4:2:0 when every consumer takes it), decoded audio (f32) and the source audio as packets for muxing.",
+        "Decodes a video file, image file or image sequence into frames (RGB, or a 4:2:0 source's YUV 4:2:0 when every consumer takes it), decoded audio (f32) and the source audio as packets for muxing.",
         "media",
         crate::gated_factory!("media", imp::build),
     )
-    .output("frames", PortType::FRAMES, "frames (index, pts in seconds, the stream's rate): RGB24, or YUV420P where all consumers take it")
+    .output("frames", PortType::FRAMES, "frames (index, pts in seconds, the stream's rate): RGB24, or YUV420P from a 4:2:0 source where all consumers take it")
     .output("audio", PortType::AUDIO, "decoded audio: interleaved f32 chunks at `audio_rate` Hz, `audio_channels` channels")
     .output("audio_packets", crate::media::AUDIO_PACKETS, "the source audio stream, compressed, for `encode` to mux untouched (first item: the stream header)")
     .output("info", PortType::RECORDS, "one record: size, rate, frame count, duration, codecs, audio stream")
@@ -765,7 +765,16 @@ mod imp {
                 let (ow, oh) = v.size.unwrap_or((fw, fh));
                 let src_fmt: ffi::AVPixelFormat =
                     unsafe { ffi::AVPixelFormat((*frame.as_ptr()).format) };
-                let (format, node, path) = (v.format, &self.node, &self.path);
+                // YUV 4:2:0 only from a 4:2:0 source: any other (4:4:4, 4:2:2, full-range
+                // `yuvj`, 10-bit) would lose chroma or precision squeezed into it, so it goes
+                // to RGB24, which every input takes, as it did before formats were negotiated.
+                let format = match v.format {
+                    PixelFormat::Yuv420p if ff::engine_format(src_fmt) != Some(v.format) => {
+                        PixelFormat::Rgb24
+                    }
+                    f => f,
+                };
+                let (node, path) = (&self.node, &self.path);
                 let data = v.pool.fill(|buf| {
                     if ff::engine_format(src_fmt) == Some(format) && (ow, oh) == (fw, fh) {
                         // Already in the negotiated format (a transcode's YUV 4:2:0): the
