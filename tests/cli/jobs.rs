@@ -55,6 +55,45 @@ pub(crate) fn vidflow(dir: &Path, args: &[&str]) -> Output {
         .expect("vidflow runs")
 }
 
+/// Runs `g.yaml` in `dir` on the CPU twice, plainly (`output=plain.mp4`) and as job `job` cut
+/// every 0.4 s (`output=job.mp4`, progress as JSON events), each checked to succeed; returns
+/// the job's output and the frames of the plain run and of the job.
+#[cfg(feature = "neural")]
+fn plain_and_job_on_cpu(dir: &Path) -> (Output, [Vec<(String, String)>; 2]) {
+    let run = |args: &[&str]| {
+        Command::new(crate::common::BIN)
+            .args(args)
+            .env("VIDFLOW_DEVICE", "cpu")
+            .current_dir(dir)
+            .output()
+            .expect("vidflow runs")
+    };
+    let plain = run(&[
+        "run",
+        "g.yaml",
+        "--progress",
+        "none",
+        "--set",
+        "output=plain.mp4",
+    ]);
+    assert_ok(&plain, "plain run");
+    let job = run(&[
+        "run",
+        "g.yaml",
+        "--progress",
+        "json",
+        "--set",
+        "output=job.mp4",
+        "--job",
+        "job",
+        "--chunk-seconds",
+        "0.4",
+    ]);
+    assert_ok(&job, "job");
+    let frames = [frames(&dir.join("plain.mp4")), frames(&dir.join("job.mp4"))];
+    (job, frames)
+}
+
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -537,41 +576,8 @@ nodes:
     inputs: { frames: sr.frames, audio_packets: dec.audio_packets }
 ",
     );
-    let env = [("VIDFLOW_DEVICE", "cpu")];
-    let run = |args: &[&str]| {
-        Command::new(crate::common::BIN)
-            .args(args)
-            .envs(env)
-            .current_dir(&*d)
-            .output()
-            .unwrap()
-    };
-    assert_ok(
-        &run(&[
-            "run",
-            "g.yaml",
-            "--progress",
-            "none",
-            "--set",
-            "output=plain.mp4",
-        ]),
-        "plain run",
-    );
-    let job = run(&[
-        "run",
-        "g.yaml",
-        "--progress",
-        "json",
-        "--set",
-        "output=job.mp4",
-        "--job",
-        "job",
-        "--chunk-seconds",
-        "0.4",
-    ]);
-    assert_ok(&job, "job");
+    let (job, [a, b]) = plain_and_job_on_cpu(&d);
     assert_eq!(chunks_of(&events(&job), "chunk_done").len(), 5);
-    let (a, b) = (frames(&d.path("plain.mp4")), frames(&d.path("job.mp4")));
     assert_eq!(a.len(), 99, "multi 2 on 50 frames");
     assert_eq!(a, b, "frames across the seams differ");
 }
@@ -658,39 +664,8 @@ nodes:
         &vidflow(&d, &["check", "--job", &shipped]),
         "check --job graphs/lipsync.yaml",
     );
-    let env = [("VIDFLOW_DEVICE", "cpu")];
-    let run = |args: &[&str]| {
-        Command::new(crate::common::BIN)
-            .args(args)
-            .envs(env)
-            .current_dir(&*d)
-            .output()
-            .unwrap()
-    };
-    let plain = run(&[
-        "run",
-        "g.yaml",
-        "--progress",
-        "none",
-        "--set",
-        "output=plain.mp4",
-    ]);
-    assert_ok(&plain, "plain run");
-    let job = run(&[
-        "run",
-        "g.yaml",
-        "--progress",
-        "json",
-        "--set",
-        "output=job.mp4",
-        "--job",
-        "job",
-        "--chunk-seconds",
-        "0.4",
-    ]);
-    assert_ok(&job, "job");
+    let (job, [a, b]) = plain_and_job_on_cpu(&d);
     assert_eq!(chunks_of(&events(&job), "chunk_done"), vec![0, 1, 2, 3]);
-    let (a, b) = (frames(&d.path("plain.mp4")), frames(&d.path("job.mp4")));
     assert_eq!(a.len(), 40);
     assert_eq!(a, b, "the chunked run made other frames");
     // The soundtrack is the speech, copied once.
