@@ -13,8 +13,7 @@
 //! residual and activation are applied to each block as it comes out of the product, while it
 //! is in cache.
 
-use crate::winograd::{Activation, OutPtr};
-use gemm::Parallelism;
+use crate::winograd::{Activation, OutPtr, product};
 use rayon::prelude::*;
 use std::ops::Range;
 
@@ -456,48 +455,6 @@ impl Split {
             c0..(c0 + self.col_len).min(self.cols),
             r0..(r0 + self.row_len).min(self.rows),
         )
-    }
-}
-
-/// `dst = lhs · rhs` for `[m, n, k]`: `lhs` m × k with rows k apart, `rhs` k × n with rows
-/// `rhs_rs` apart, `dst` m × n with rows `dst_rs` apart; one thread (the callers split the
-/// work themselves).
-///
-/// # Safety
-/// The three matrices lie inside their buffers, and no other thread touches `dst`'s.
-unsafe fn product(
-    [m, n, k]: [usize; 3],
-    dst: *mut f32,
-    dst_rs: usize,
-    lhs: *const f32,
-    rhs: *const f32,
-    rhs_rs: usize,
-) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst,
-            1,
-            dst_rs as isize,
-            false,
-            lhs,
-            1,
-            k as isize,
-            rhs,
-            1,
-            rhs_rs as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
-            Parallelism::None,
-        );
     }
 }
 

@@ -9,8 +9,7 @@
 //! rayon's threads.
 
 use crate::simd::with_avx2;
-use crate::winograd::{Activation, OutPtr};
-use gemm::Parallelism;
+use crate::winograd::{Activation, OutPtr, product};
 use rayon::prelude::*;
 
 /// Output pixels per block: the gathered input of a 28-channel layer (252 rows) is then
@@ -113,26 +112,13 @@ impl Conv3x3s2 {
                 // the parallel loop. The three matrices lie inside their buffers.
                 unsafe {
                     let dst = out.at(b * cout * oh * ow + oy * ow + j0);
-                    gemm::gemm(
-                        cout,
-                        len,
-                        k,
+                    product(
+                        [cout, len, k],
                         dst,
-                        1,
-                        (oh * ow) as isize,
-                        false,
+                        oh * ow,
                         self.weight.as_ptr(),
-                        1,
-                        k as isize,
                         cols.as_ptr(),
-                        1,
-                        COLS as isize,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
-                        Parallelism::None,
+                        COLS,
                     );
                     with_avx2(|| {
                         for co in 0..cout {

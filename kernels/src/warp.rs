@@ -234,21 +234,13 @@ impl Grid {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testutil::noise;
 
     #[test]
     fn warping_at_the_resized_points_equals_warping_then_resizing() {
         let (c, h, w) = (3, 16, 24);
-        let mut s = 7u64;
-        let mut noise = |len: usize, amp: f32| -> Vec<f32> {
-            (0..len)
-                .map(|_| {
-                    s = s.wrapping_mul(6364136223846793005).wrapping_add(1);
-                    ((s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0) * amp
-                })
-                .collect()
-        };
-        let x = noise(c * h * w, 1.0);
-        let flow = noise(2 * h * w, 6.0);
+        let x = noise(c * h * w, 7);
+        let flow: Vec<f32> = noise(2 * h * w, 8).iter().map(|v| v * 6.0).collect();
         let warped = backward_warp(&x, &flow, 1, c, h, w);
         for (oh, ow) in [(h, w), (h / 2, w / 2), (h / 8, w / 8)] {
             let want = crate::resize_bilinear(&warped, 1, c, h, w, oh, ow);

@@ -318,26 +318,13 @@ impl Conv3x3 {
             // SAFETY: the three matrices lie inside their buffers: U[ξ] is cout·cin floats
             // at ξ·cout·cin, V[ξ] and M[ξ] are cin (cout) rows of BLOCK ≥ tiles floats.
             unsafe {
-                gemm::gemm(
-                    cout,
-                    tiles,
-                    cin,
+                product(
+                    [cout, tiles, cin],
                     s.m.as_mut_ptr().add(xi * cout * BLOCK),
-                    1,
-                    BLOCK as isize,
-                    false,
+                    BLOCK,
                     self.u.as_ptr().add(xi * cout * cin),
-                    1,
-                    cin as isize,
                     s.v.as_ptr().add(xi * cin * BLOCK),
-                    1,
-                    BLOCK as isize,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    Parallelism::None,
+                    BLOCK,
                 );
             }
         }
@@ -493,6 +480,48 @@ impl OutPtr {
     #[allow(clippy::mut_from_ref)]
     pub(crate) unsafe fn slice<'a>(self, offset: usize, len: usize) -> &'a mut [f32] {
         unsafe { std::slice::from_raw_parts_mut(self.0.add(offset), len) }
+    }
+}
+
+/// `dst = lhs · rhs` for `[m, n, k]`: `lhs` m × k with rows k apart, `rhs` k × n with rows
+/// `rhs_rs` apart, `dst` m × n with rows `dst_rs` apart; one thread (the callers split the
+/// work themselves).
+///
+/// # Safety
+/// The three matrices lie inside their buffers, and no other thread touches `dst`'s.
+pub(crate) unsafe fn product(
+    [m, n, k]: [usize; 3],
+    dst: *mut f32,
+    dst_rs: usize,
+    lhs: *const f32,
+    rhs: *const f32,
+    rhs_rs: usize,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_rs as isize,
+            false,
+            lhs,
+            1,
+            k as isize,
+            rhs,
+            1,
+            rhs_rs as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        );
     }
 }
 
