@@ -77,18 +77,7 @@ fn plain_and_job_on_cpu(dir: &Path) -> (Output, [Vec<(String, String)>; 2]) {
         "output=plain.mp4",
     ]);
     assert_ok(&plain, "plain run");
-    let job = run(&[
-        "run",
-        "g.yaml",
-        "--progress",
-        "json",
-        "--set",
-        "output=job.mp4",
-        "--job",
-        "job",
-        "--chunk-seconds",
-        "0.4",
-    ]);
+    let job = run(&job_args("job", &["--set", "output=job.mp4"]));
     assert_ok(&job, "job");
     let frames = [frames(&dir.join("plain.mp4")), frames(&dir.join("job.mp4"))];
     (job, frames)
