@@ -18,7 +18,7 @@
 //! `teacher.*` and `caltime.*` keys are ignored, a `module.` prefix is stripped by the loader)
 //! or the same keys in a `.safetensors` file.
 
-use crate::models::{cpu_floats, cpu_kernel, cpu_tensor, run_cpu_kernel, upload};
+use crate::models::upload;
 use crate::weights::{Checkpoint, WeightsError};
 use burn::tensor::activation::{leaky_relu, sigmoid};
 use burn::tensor::module::{conv2d, interpolate};
@@ -26,7 +26,6 @@ use burn::tensor::ops::{ConvOptions, InterpolateMode, InterpolateOptions};
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use std::sync::Arc;
 use vidflow_kernels::warp::linspace;
-use vidflow_kernels::{Activation, Conv3x3, backward_warp, resize_bilinear};
 
 mod cpu;
 
@@ -60,29 +59,20 @@ struct Conv {
     bias: Tensor<1>,
     stride: usize,
     padding: usize,
-    /// The CPU Winograd kernel, for the 3x3 stride-1 convolutions on the CPU device.
-    cpu: Option<Arc<Conv3x3>>,
 }
 
 impl Conv {
     fn load(ck: &Checkpoint, name: &str, device: &Device, stride: usize, padding: usize) -> Conv {
         let w = &ck.tensors[&format!("{name}.weight")];
         let b = &ck.tensors[&format!("{name}.bias")];
-        let cpu = (stride, padding) == (1, 1);
         Conv {
             weight: upload(w, device, DType::F32),
             bias: upload(b, device, DType::F32),
             stride,
             padding,
-            cpu: cpu
-                .then(|| cpu_kernel(&w.data, &b.data, &w.shape, device, DType::F32))
-                .flatten(),
         }
     }
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        if let Some(k) = &self.cpu {
-            return run_cpu_kernel(k, x, Activation::None);
-        }
         conv2d(
             x,
             self.weight.clone(),
@@ -105,7 +95,6 @@ impl Conv {
 struct ConvT {
     weight: Tensor<4>,
     bias: Tensor<1>,
-    cpu: Option<Arc<Conv3x3>>,
 }
 
 /// For output phase `a` (0 or 1) and input offset `d` (-1, 0, 1): the transposed kernel's tap,
@@ -120,54 +109,57 @@ fn tap(a: usize, d: i32) -> Option<usize> {
     }
 }
 
-impl ConvT {
-    fn load(ck: &Checkpoint, name: &str, device: &Device) -> ConvT {
-        let w = &ck.tensors[&format!("{name}.weight")];
-        let b = &ck.tensors[&format!("{name}.bias")];
-        let (cin, cout) = (w.shape[0], w.shape[1]);
-        // W3[(co, a, b), ci, dh + 1, dw + 1] = W[ci, co, tap(a, dh), tap(b, dw)].
-        let mut w3 = vec![0.0f32; cout * 4 * cin * 9];
-        for co in 0..cout {
-            for a in 0..2 {
-                for bb in 0..2 {
-                    let oc = (co * 2 + a) * 2 + bb;
-                    for ci in 0..cin {
-                        for dh in -1..=1i32 {
-                            for dw in -1..=1i32 {
-                                if let (Some(kh), Some(kw)) = (tap(a, dh), tap(bb, dw)) {
-                                    w3[((oc * cin + ci) * 3 + (dh + 1) as usize) * 3
-                                        + (dw + 1) as usize] =
-                                        w.data[((ci * cout + co) * 4 + kh) * 4 + kw];
-                                }
+/// The weights of `nn.ConvTranspose2d(cin, cout, 4, 2, 1)` `name` as the 3x3 convolution to
+/// `4·cout` channels that [`ConvT`] runs before its pixel shuffle: (weights
+/// `[4·cout, cin, 3, 3]`, bias `[4·cout]`, `4·cout`, `cin`).
+fn convt_as_conv3(ck: &Checkpoint, name: &str) -> (Vec<f32>, Vec<f32>, usize, usize) {
+    let w = &ck.tensors[&format!("{name}.weight")];
+    let b = &ck.tensors[&format!("{name}.bias")];
+    let (cin, cout) = (w.shape[0], w.shape[1]);
+    // W3[(co, a, b), ci, dh + 1, dw + 1] = W[ci, co, tap(a, dh), tap(b, dw)].
+    let mut w3 = vec![0.0f32; cout * 4 * cin * 9];
+    for co in 0..cout {
+        for a in 0..2 {
+            for bb in 0..2 {
+                let oc = (co * 2 + a) * 2 + bb;
+                for ci in 0..cin {
+                    for dh in -1..=1i32 {
+                        for dw in -1..=1i32 {
+                            if let (Some(kh), Some(kw)) = (tap(a, dh), tap(bb, dw)) {
+                                w3[((oc * cin + ci) * 3 + (dh + 1) as usize) * 3
+                                    + (dw + 1) as usize] =
+                                    w.data[((ci * cout + co) * 4 + kh) * 4 + kw];
                             }
                         }
                     }
                 }
             }
         }
-        let bias: Vec<f32> = (0..cout * 4).map(|oc| b.data[oc / 4]).collect();
-        let cpu = cpu_kernel(&w3, &bias, &[cout * 4, cin, 3, 3], device, DType::F32);
+    }
+    let bias: Vec<f32> = (0..cout * 4).map(|oc| b.data[oc / 4]).collect();
+    (w3, bias, cout * 4, cin)
+}
+
+impl ConvT {
+    fn load(ck: &Checkpoint, name: &str, device: &Device) -> ConvT {
+        let (w3, bias, cout4, cin) = convt_as_conv3(ck, name);
         ConvT {
-            cpu,
             weight: Tensor::<4>::from_data(
-                TensorData::new(w3, [cout * 4, cin, 3, 3]),
+                TensorData::new(w3, [cout4, cin, 3, 3]),
                 (device, DType::F32),
             ),
-            bias: Tensor::<1>::from_data(TensorData::new(bias, [cout * 4]), (device, DType::F32)),
+            bias: Tensor::<1>::from_data(TensorData::new(bias, [cout4]), (device, DType::F32)),
         }
     }
     /// # Shapes
     /// `[N, Cin, H, W]` → `[N, Cout, 2H, 2W]`
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        let y = match &self.cpu {
-            Some(k) => run_cpu_kernel(k, x, Activation::None),
-            None => conv2d(
-                x,
-                self.weight.clone(),
-                Some(self.bias.clone()),
-                ConvOptions::new([1, 1], [1, 1], [1, 1], 1),
-            ),
-        };
+        let y = conv2d(
+            x,
+            self.weight.clone(),
+            Some(self.bias.clone()),
+            ConvOptions::new([1, 1], [1, 1], [1, 1], 1),
+        );
         pixel_shuffle2(y)
     }
 }
@@ -205,25 +197,10 @@ impl Head {
 struct ResConv {
     conv: Conv,
     beta: Tensor<4>,
-    /// `beta` as floats, for the CPU kernel, which does all of it in one pass.
-    beta_cpu: Vec<f32>,
 }
 
 impl ResConv {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        if let Some(k) = &self.conv.cpu {
-            let [n, c, h, w] = x.dims();
-            let device = x.device();
-            let y = k.forward_scaled_residual(
-                &cpu_floats(x),
-                n,
-                h,
-                w,
-                &self.beta_cpu,
-                Activation::Leaky(0.2),
-            );
-            return cpu_tensor(y, [n, c, h, w], &device);
-        }
         lrelu(self.conv.forward(x.clone()) * self.beta.clone() + x)
     }
 }
@@ -242,13 +219,13 @@ impl IfBlock {
             conv0a: Conv::load(ck, &format!("{prefix}.conv0.0.0"), device, 2, 1),
             conv0b: Conv::load(ck, &format!("{prefix}.conv0.1.0"), device, 2, 1),
             res: (0..8)
-                .map(|i| {
-                    let beta = &ck.tensors[&format!("{prefix}.convblock.{i}.beta")];
-                    ResConv {
-                        conv: Conv::load(ck, &format!("{prefix}.convblock.{i}.conv"), device, 1, 1),
-                        beta: upload(beta, device, DType::F32),
-                        beta_cpu: beta.data.clone(),
-                    }
+                .map(|i| ResConv {
+                    conv: Conv::load(ck, &format!("{prefix}.convblock.{i}.conv"), device, 1, 1),
+                    beta: upload(
+                        &ck.tensors[&format!("{prefix}.convblock.{i}.beta")],
+                        device,
+                        DType::F32,
+                    ),
                 })
                 .collect(),
             last: ConvT::load(ck, &format!("{prefix}.lastconv.0"), device),
@@ -301,21 +278,11 @@ fn pixel_shuffle2(x: Tensor<4>) -> Tensor<4> {
 }
 
 /// `F.interpolate(x, size, mode='bilinear', align_corners=False)`; the identity when the
-/// size does not change. On the CPU device, `vidflow_kernels::resize_bilinear`.
-///
-/// Not a second bilinear resize: a tensor front for the one in `vidflow-kernels`, which it
-/// runs where that kernel applies (f32 on the CPU device) and which Burn's `interpolate` with
-/// the same `align_corners=False` coordinates replaces on the GPU, where the data never leaves
-/// the device.
+/// size does not change.
 fn resize_bilinear_tensor(x: Tensor<4>, h: usize, w: usize) -> Tensor<4> {
-    let [n, c, xh, xw] = x.dims();
+    let [_, _, xh, xw] = x.dims();
     if (xh, xw) == (h, w) {
         return x;
-    }
-    if x.dtype() == DType::F32 && x.device() == Device::flex() {
-        let device = x.device();
-        let y = resize_bilinear(&cpu_floats(x), n, c, xh, xw, h, w);
-        return cpu_tensor(y, [n, c, h, w], &device);
     }
     interpolate(
         x,
@@ -332,9 +299,6 @@ struct WarpGrid {
     /// `[1, 1, H, W]`: linspace over the height.
     gy: Tensor<4>,
     div: (f32, f32),
-    /// On the CPU device the warp is `vidflow_kernels::backward_warp`, one pass instead of
-    /// thirty tensor operations (the same arithmetic).
-    cpu: bool,
 }
 
 impl WarpGrid {
@@ -350,7 +314,6 @@ impl WarpGrid {
             gx: t(gx),
             gy: t(gy),
             div: ((w as f32 - 1.0) / 2.0, (h as f32 - 1.0) / 2.0),
-            cpu: *device == Device::flex(),
         }
     }
 
@@ -358,17 +321,13 @@ impl WarpGrid {
     /// `F.grid_sample(x, grid + flow / div, bilinear, padding_mode='border',
     /// align_corners=True)`, computed in f32 in the order PyTorch's CPU kernel uses (coordinates
     /// `(g + 1) * (size - 1) / 2` clipped to the border, then four gathers), so that the
-    /// chaotic parts of the flow (random textures) stay within 1e-4 of the reference.
+    /// chaotic parts of the flow (random textures) stay within 1e-4 of the reference. (The
+    /// CPU network's `vidflow_kernels::warp` does the same arithmetic in one pass.)
     ///
     /// # Shapes
     /// `x` `[N, C, H, W]`, `flow` `[N, 2, H, W]` → `[N, C, H, W]`
     fn warp(&self, x: Tensor<4>, flow: Tensor<4>) -> Tensor<4> {
         let [n, c, h, w] = x.dims();
-        if self.cpu && x.dtype() == DType::F32 {
-            let device = x.device();
-            let y = backward_warp(&cpu_floats(x), &cpu_floats(flow), n, c, h, w);
-            return cpu_tensor(y, [n, c, h, w], &device);
-        }
         let gx = self.gx.clone() + flow.clone().narrow(1, 0, 1) / self.div.0;
         let gy = self.gy.clone() + flow.narrow(1, 1, 1) / self.div.1;
         let ix = ((gx + 1.0) * self.div.0).clamp(0.0, (w - 1) as f32);
@@ -401,11 +360,19 @@ impl WarpGrid {
 /// IFNet v4.25 with its Head, loaded on one device.
 #[derive(Clone, Debug)]
 pub struct IfNet {
-    head: Head,
-    blocks: Vec<IfBlock>,
+    net: Net,
     device: Device,
-    /// On the CPU device: the same network on plain buffers, which runs instead.
-    cpu: Option<Arc<cpu::Net>>,
+}
+
+/// The network in the form that runs on the device: Burn's layers, or on the CPU device the
+/// same network on plain buffers (its weights held once, in its kernels).
+#[derive(Clone, Debug)]
+enum Net {
+    Burn {
+        head: Box<Head>,
+        blocks: Vec<IfBlock>,
+    },
+    Cpu(Arc<cpu::Net>),
 }
 
 /// A frame prepared for [`IfNet::interpolate_encoded`] by [`IfNet::encode`]: padded, clamped
@@ -489,20 +456,42 @@ pub fn check(ck: &Checkpoint) -> Result<(), WeightsError> {
     Ok(())
 }
 
+/// Writes planar frame `frame` (`[3, h, w]`) into `out` (`[3, ph, pw]`) clamped to [0, 1], with
+/// zeros at the bottom and right: every element of `out` is written.
+fn pad_clamped(frame: &[f32], [h, w]: [usize; 2], [ph, pw]: [usize; 2], out: &mut [f32]) {
+    for (c, plane) in out.chunks_exact_mut(ph * pw).take(3).enumerate() {
+        for (y, row) in plane.chunks_exact_mut(pw).enumerate() {
+            let (left, right) = row.split_at_mut(w);
+            if y < h {
+                let src = &frame[(c * h + y) * w..][..w];
+                for (d, s) in left.iter_mut().zip(src) {
+                    *d = s.clamp(0.0, 1.0);
+                }
+            } else {
+                left.fill(0.0);
+            }
+            right.fill(0.0);
+        }
+    }
+}
+
 impl IfNet {
     /// Builds the network from a checked checkpoint (see [`check`]).
     pub fn load(ck: &Checkpoint, device: &Device) -> Result<IfNet, WeightsError> {
         check(ck)?;
-        let head = Head::load(ck, device);
-        let blocks: Vec<IfBlock> = (0..5)
-            .map(|i| IfBlock::load(ck, &format!("block{i}"), device))
-            .collect();
-        let cpu = (*device == Device::flex()).then(|| Arc::new(cpu::Net::new(ck, &head, &blocks)));
+        let net = if *device == Device::flex() {
+            Net::Cpu(Arc::new(cpu::Net::new(ck)))
+        } else {
+            Net::Burn {
+                head: Box::new(Head::load(ck, device)),
+                blocks: (0..5)
+                    .map(|i| IfBlock::load(ck, &format!("block{i}"), device))
+                    .collect(),
+            }
+        };
         Ok(IfNet {
-            head,
-            blocks,
+            net,
             device: device.clone(),
-            cpu,
         })
     }
 
@@ -510,15 +499,16 @@ impl IfNet {
         &self.device
     }
 
-    /// Runs the network on padded frames.
+    /// Runs Burn's network on padded frames.
     ///
     /// `img0`, `img1`: `[P, 3, H, W]` pairs with H and W multiples of [`pad_multiple`]`(scale)`;
     /// `items`: (pair index, timestep) per output frame, the batch dimension of the result.
     ///
     /// # Shapes
     /// → `[items.len(), 3, H, W]`, not clamped
-    pub fn forward_padded(
+    fn forward_padded(
         &self,
+        (head, blocks): (&Head, &[IfBlock]),
         img0: Tensor<4>,
         img1: Tensor<4>,
         items: &[(usize, f32)],
@@ -528,8 +518,8 @@ impl IfNet {
         let b = items.len();
         let img0 = img0.clamp(0.0, 1.0);
         let img1 = img1.clamp(0.0, 1.0);
-        let f0 = self.head.forward(img0.clone());
-        let f1 = self.head.forward(img1.clone());
+        let f0 = head.forward(img0.clone());
+        let f1 = head.forward(img1.clone());
         // Spread the pairs over the batch of timesteps.
         let identity = items.iter().enumerate().all(|(i, &(k, _))| k == i) && b == p;
         let pick = |x: Tensor<4>| {
@@ -555,7 +545,7 @@ impl IfNet {
         let mut feat: Option<Tensor<4>> = None;
         let mut warped0 = img0.clone();
         let mut warped1 = img1.clone();
-        for (i, block) in self.blocks.iter().enumerate() {
+        for (i, block) in blocks.iter().enumerate() {
             let s = SCALE_LIST[i] / scale;
             match flow.take() {
                 None => {
@@ -605,19 +595,14 @@ impl IfNet {
         assert_eq!(frame.len(), 3 * h * w, "the frame is not [3, {h}, {w}]");
         let m = pad_multiple(scale);
         let (ph, pw) = (round_up(h, m), round_up(w, m));
-        let mut data = vec![0.0f32; 3 * ph * pw];
-        for c in 0..3 {
-            for y in 0..h {
-                let src = &frame[(c * h + y) * w..][..w];
-                let dst = &mut data[(c * ph + y) * pw..][..w];
-                for (d, s) in dst.iter_mut().zip(src) {
-                    *d = s.clamp(0.0, 1.0);
-                }
+        let data = match &self.net {
+            Net::Cpu(net) => net.encode(frame, [h, w], [ph, pw]),
+            Net::Burn { .. } => {
+                let mut data = vec![0.0f32; 3 * ph * pw];
+                pad_clamped(frame, [h, w], [ph, pw], &mut data);
+                data
             }
-        }
-        if let Some(net) = &self.cpu {
-            data = net.encode(&data, ph, pw);
-        }
+        };
         Encoded {
             size: [h, w],
             padded: [ph, pw],
@@ -629,7 +614,7 @@ impl IfNet {
     /// Hands a frame that is no longer needed back, so that its buffer serves the next one
     /// (on the CPU device; a fresh buffer is fresh pages the kernel has to fault in).
     pub fn recycle(&self, frame: Encoded) {
-        if let Some(net) = &self.cpu {
+        if let Net::Cpu(net) = &self.net {
             net.recycle(frame.data);
         }
     }
@@ -666,16 +651,19 @@ impl IfNet {
                 })
                 .collect()
         };
-        if let Some(net) = &self.cpu {
-            let frames: Vec<(&[f32], &[f32])> = pairs
-                .iter()
-                .map(|(a, b)| (a.data.as_slice(), b.data.as_slice()))
-                .collect();
-            let out = net.forward(&frames, [ph, pw], items, scale);
-            let result = crop(&out);
-            net.recycle(out);
-            return result;
-        }
+        let (head, blocks) = match &self.net {
+            Net::Burn { head, blocks } => (head.as_ref(), blocks.as_slice()),
+            Net::Cpu(net) => {
+                let frames: Vec<(&[f32], &[f32])> = pairs
+                    .iter()
+                    .map(|(a, b)| (a.data.as_slice(), b.data.as_slice()))
+                    .collect();
+                let out = net.forward(&frames, [ph, pw], items, scale);
+                let result = crop(&out);
+                net.recycle(out);
+                return result;
+            }
+        };
         let upload = |frames: Vec<&Encoded>| {
             let mut data = Vec::with_capacity(frames.len() * 3 * ph * pw);
             for f in &frames {
@@ -688,7 +676,7 @@ impl IfNet {
         };
         let img0 = upload(pairs.iter().map(|p| p.0).collect());
         let img1 = upload(pairs.iter().map(|p| p.1).collect());
-        let out = self.forward_padded(img0, img1, items, scale);
+        let out = self.forward_padded((head, blocks), img0, img1, items, scale);
         crop(
             &out.into_data()
                 .try_into_vec::<f32>()
@@ -736,7 +724,10 @@ impl IfNet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::models::{cpu_floats, cpu_tensor};
 
+    /// The CPU network's one-pass warp kernel and Burn's tensor warp (the GPU path) are the
+    /// same arithmetic.
     #[test]
     fn the_cpu_warp_kernel_equals_the_tensor_warp() {
         let device = Device::flex();
@@ -751,18 +742,39 @@ mod tests {
                 .collect()
         };
         // Flows up to ±30 pixels: most samples land between pixels, some beyond the border.
-        let x = cpu_tensor(noise(n * c * h * w, 1.0), [n, c, h, w], &device);
-        let flow = cpu_tensor(noise(n * 2 * h * w, 30.0), [n, 2, h, w], &device);
-        let mut grid = WarpGrid::new(h, w, &device);
-        assert!(grid.cpu);
-        let fast = cpu_floats(grid.warp(x.clone(), flow.clone()));
-        grid.cpu = false;
-        let tensor = cpu_floats(grid.warp(x, flow));
+        let (x, flow) = (noise(n * c * h * w, 1.0), noise(n * 2 * h * w, 30.0));
+        let fast = vidflow_kernels::backward_warp(&x, &flow, n, c, h, w);
+        let grid = WarpGrid::new(h, w, &device);
+        let tensor = cpu_floats(grid.warp(
+            cpu_tensor(x, [n, c, h, w], &device),
+            cpu_tensor(flow, [n, 2, h, w], &device),
+        ));
         let d = fast
             .iter()
             .zip(&tensor)
             .map(|(a, b)| (a - b).abs())
             .fold(0.0f32, f32::max);
         assert!(d <= 1e-6, "max diff {d}");
+    }
+
+    #[test]
+    fn padding_clamps_the_frame_and_zeroes_the_rest_of_a_used_buffer() {
+        let (h, w, ph, pw) = (2, 3, 4, 4);
+        let frame: Vec<f32> = (0..3 * h * w).map(|i| i as f32 * 0.25 - 1.0).collect();
+        // A reused buffer holds old values: padding must overwrite every one of them.
+        let mut out = vec![9.0f32; 3 * ph * pw];
+        pad_clamped(&frame, [h, w], [ph, pw], &mut out);
+        for c in 0..3 {
+            for y in 0..ph {
+                for x in 0..pw {
+                    let want = if y < h && x < w {
+                        frame[(c * h + y) * w + x].clamp(0.0, 1.0)
+                    } else {
+                        0.0
+                    };
+                    assert_eq!(out[(c * ph + y) * pw + x], want, "c {c} y {y} x {x}");
+                }
+            }
+        }
     }
 }

@@ -14,10 +14,10 @@
 //!   flow update rides on the resize that brings a level's output to full resolution;
 //! - a frame is encoded once ([`Net::encode`]), so a frame shared by two pairs is not.
 
-use super::{Conv, ConvT, Head, IfBlock, SCALE_LIST};
+use super::{SCALE_LIST, convt_as_conv3, pad_clamped};
 use crate::weights::Checkpoint;
 use rayon::prelude::*;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use vidflow_kernels::resize::resize_bilinear_with;
 use vidflow_kernels::warp::backward_warp_resized;
 use vidflow_kernels::{Activation, Conv3x3, Conv3x3s2};
@@ -27,7 +27,7 @@ pub(super) const ENCODED: usize = 7;
 
 const LEAKY: Activation<'static> = Activation::Leaky(0.2);
 
-/// The network's CPU kernels; the 3x3 stride-1 ones are shared with the Burn layers.
+/// The network's CPU kernels.
 #[derive(Debug)]
 pub(super) struct Net {
     head: HeadCpu,
@@ -39,10 +39,10 @@ pub(super) struct Net {
 #[derive(Debug)]
 struct HeadCpu {
     cnn0: Conv3x3s2,
-    cnn1: Arc<Conv3x3>,
-    cnn2: Arc<Conv3x3>,
+    cnn1: Conv3x3,
+    cnn2: Conv3x3,
     /// The transposed convolution as a 3x3 convolution to 4·4 channels (see `ConvT`).
-    cnn3: Arc<Conv3x3>,
+    cnn3: Conv3x3,
 }
 
 #[derive(Debug)]
@@ -50,9 +50,9 @@ struct Block {
     conv0a: Conv3x3s2,
     conv0b: Conv3x3s2,
     /// Each `ResConv`'s convolution and `beta`.
-    res: Vec<(Arc<Conv3x3>, Vec<f32>)>,
+    res: Vec<(Conv3x3, Vec<f32>)>,
     /// The transposed convolution as a 3x3 convolution to 4·52 channels (see `ConvT`).
-    last: Arc<Conv3x3>,
+    last: Conv3x3,
 }
 
 fn stride2(ck: &Checkpoint, name: &str) -> Conv3x3s2 {
@@ -61,36 +61,40 @@ fn stride2(ck: &Checkpoint, name: &str) -> Conv3x3s2 {
     Conv3x3s2::new(&w.data, &b.data, w.shape[0], w.shape[1])
 }
 
-fn kernel(c: &Option<Arc<Conv3x3>>) -> Arc<Conv3x3> {
-    c.clone()
-        .expect("the Burn layers hold CPU kernels on the CPU device")
+fn conv(ck: &Checkpoint, name: &str) -> Conv3x3 {
+    let w = &ck.tensors[&format!("{name}.weight")];
+    let b = &ck.tensors[&format!("{name}.bias")];
+    Conv3x3::new(&w.data, &b.data, w.shape[0], w.shape[1])
+}
+
+/// A transposed convolution as the 3x3 convolution `ConvT` runs.
+fn convt(ck: &Checkpoint, name: &str) -> Conv3x3 {
+    let (w3, bias, cout4, cin) = convt_as_conv3(ck, name);
+    Conv3x3::new(&w3, &bias, cout4, cin)
 }
 
 impl Net {
-    /// The CPU kernels of `head` and `blocks` (loaded on the CPU device) and the strided
-    /// convolutions from `ck`.
-    pub(super) fn new(ck: &Checkpoint, head: &Head, blocks: &[IfBlock]) -> Net {
-        let conv = |c: &Conv| kernel(&c.cpu);
-        let convt = |c: &ConvT| kernel(&c.cpu);
+    /// The kernels of a checked v4.25 checkpoint.
+    pub(super) fn new(ck: &Checkpoint) -> Net {
         Net {
             head: HeadCpu {
                 cnn0: stride2(ck, "encode.cnn0"),
-                cnn1: conv(&head.cnn1),
-                cnn2: conv(&head.cnn2),
-                cnn3: convt(&head.cnn3),
+                cnn1: conv(ck, "encode.cnn1"),
+                cnn2: conv(ck, "encode.cnn2"),
+                cnn3: convt(ck, "encode.cnn3"),
             },
-            blocks: blocks
-                .iter()
-                .enumerate()
-                .map(|(i, b)| Block {
+            blocks: (0..5)
+                .map(|i| Block {
                     conv0a: stride2(ck, &format!("block{i}.conv0.0.0")),
                     conv0b: stride2(ck, &format!("block{i}.conv0.1.0")),
-                    res: b
-                        .res
-                        .iter()
-                        .map(|r| (conv(&r.conv), r.beta_cpu.clone()))
+                    res: (0..8)
+                        .map(|r| {
+                            let name = format!("block{i}.convblock.{r}");
+                            let beta = ck.tensors[&format!("{name}.beta")].data.clone();
+                            (conv(ck, &format!("{name}.conv")), beta)
+                        })
                         .collect(),
-                    last: convt(&b.last),
+                    last: convt(ck, &format!("block{i}.lastconv.0")),
                 })
                 .collect(),
             pool: Mutex::new(Pool::default()),
@@ -118,14 +122,14 @@ impl Net {
             .give(buf);
     }
 
-    /// The `encode` Head of one padded frame: `[3, ph, pw]`, already clamped to [0, 1] →
-    /// `[7, ph, pw]`, the frame then its features.
-    pub(super) fn encode(&self, frame: &[f32], ph: usize, pw: usize) -> Vec<f32> {
+    /// One frame `[3, h, w]` padded to `[ph, pw]` and clamped to [0, 1] (as `IfNet::encode`
+    /// says), then its `encode` Head features: `[7, ph, pw]`, the frame then its features.
+    pub(super) fn encode(&self, frame: &[f32], size: [usize; 2], [ph, pw]: [usize; 2]) -> Vec<f32> {
         let plane = ph * pw;
-        assert_eq!(frame.len(), 3 * plane);
         let mut pool = self.pool();
         let mut out = pool.take(ENCODED * plane);
-        out[..3 * plane].copy_from_slice(frame);
+        pad_clamped(frame, size, [ph, pw], &mut out[..3 * plane]);
+        let frame = &out[..3 * plane];
         let (h2, w2) = Conv3x3s2::out_size(ph, pw);
         let mut a = pool.take(16 * h2 * w2);
         let mut b = pool.take(16 * h2 * w2);
