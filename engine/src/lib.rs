@@ -43,7 +43,7 @@ pub use node::{
     NodeParams, ParamSpec, ParamType, Params, Problem, Process, Runtime, SessionId, SessionState,
     SessionStore, SessionUse, Source, Temporal, Timeline, ValidateCtx, WholeInput,
 };
-pub use payload::{AudioChunk, Frame, Payload, PixelFormat, PortType, Rate};
+pub use payload::{AudioChunk, Frame, Payload, PixelFormat, Plane, PortType, Rate};
 pub use plan::Plan;
 pub use registry::Registry;
 

@@ -67,10 +67,27 @@ impl PixelFormat {
 
     /// Bytes of a `width` × `height` picture.
     pub fn byte_len(self, width: u32, height: u32) -> usize {
+        let last = *self
+            .planes(width, height)
+            .last()
+            .expect("a format has planes");
+        last.offset + last.row * last.rows
+    }
+    /// Where each plane of a `width` × `height` picture lies in its buffer, in order: RGB24
+    /// has one, YUV 4:2:0 three (Y, U, V), one after another with no padding.
+    pub fn planes(self, width: u32, height: u32) -> smallvec::SmallVec<[Plane; 3]> {
         let (w, h) = (width as usize, height as usize);
+        let plane = |offset, row, rows| Plane { offset, row, rows };
         match self {
-            PixelFormat::Rgb24 => w * h * 3,
-            PixelFormat::Yuv420p => w * h + 2 * w.div_ceil(2) * h.div_ceil(2),
+            PixelFormat::Rgb24 => smallvec::smallvec![plane(0, w * 3, h)],
+            PixelFormat::Yuv420p => {
+                let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+                smallvec::smallvec![
+                    plane(0, w, h),
+                    plane(w * h, cw, ch),
+                    plane(w * h + cw * ch, cw, ch)
+                ]
+            }
         }
     }
     /// The name the CLI and FFmpeg use for it.
@@ -80,6 +97,16 @@ impl PixelFormat {
             PixelFormat::Yuv420p => "yuv420p",
         }
     }
+}
+
+/// One plane of a picture in its buffer (see [`PixelFormat::planes`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Plane {
+    /// Where its first row starts, in bytes.
+    pub offset: usize,
+    /// Bytes of one row.
+    pub row: usize,
+    pub rows: usize,
 }
 
 /// One video frame, 8 bits per sample, in `format` (RGB24 unless the plan negotiated another

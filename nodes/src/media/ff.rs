@@ -475,25 +475,17 @@ pub fn engine_format(f: ffi::AVPixelFormat) -> Option<PixelFormat> {
 }
 
 /// Byte offset, row length and row count of each plane of a `w` × `h` frame buffer.
-fn plane_layout(format: PixelFormat, w: u32, h: u32) -> Vec<(usize, usize, usize)> {
-    let (w, h) = (w as usize, h as usize);
-    match format {
-        PixelFormat::Rgb24 => vec![(0, w * 3, h)],
-        PixelFormat::Yuv420p => {
-            let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
-            vec![(0, w, h), (w * h, cw, ch), (w * h + cw * ch, cw, ch)]
-        }
-    }
-}
-
 /// swscale's plane pointers and strides over a frame buffer.
 fn planes(format: PixelFormat, w: u32, h: u32, data: &[u8]) -> ([*const u8; 4], [c_int; 4]) {
     let mut ptrs = [ptr::null(); 4];
     let mut strides = [0; 4];
-    for (i, (off, row, rows)) in plane_layout(format, w, h).into_iter().enumerate() {
-        assert!(off + row * rows <= data.len(), "frame buffer too short");
-        ptrs[i] = data[off..].as_ptr();
-        strides[i] = row as c_int;
+    for (i, p) in format.planes(w, h).into_iter().enumerate() {
+        assert!(
+            p.offset + p.row * p.rows <= data.len(),
+            "frame buffer too short"
+        );
+        ptrs[i] = data[p.offset..].as_ptr();
+        strides[i] = p.row as c_int;
     }
     (ptrs, strides)
 }
@@ -517,11 +509,12 @@ pub unsafe fn copy_to_buffer(
 ) {
     // A reused buffer is not cleared: every byte is written below.
     out.resize(format.byte_len(w, h), 0);
-    for (i, (off, row, rows)) in plane_layout(format, w, h).into_iter().enumerate() {
+    for (i, p) in format.planes(w, h).into_iter().enumerate() {
         let (src, stride) = unsafe { ((*frame).data[i], (*frame).linesize[i] as isize) };
-        for r in 0..rows {
-            let line = unsafe { std::slice::from_raw_parts(src.offset(r as isize * stride), row) };
-            out[off + r * row..off + (r + 1) * row].copy_from_slice(line);
+        for r in 0..p.rows {
+            let line =
+                unsafe { std::slice::from_raw_parts(src.offset(r as isize * stride), p.row) };
+            out[p.offset + r * p.row..][..p.row].copy_from_slice(line);
         }
     }
 }
@@ -601,9 +594,9 @@ pub unsafe fn wrap_buffer(
         (*frame).width = w as c_int;
         (*frame).height = h as c_int;
         (*frame).format = av_format(format).0;
-        for (i, (off, row, _)) in plane_layout(format, w, h).into_iter().enumerate() {
-            (*frame).data[i] = base.add(off);
-            (*frame).linesize[i] = row as c_int;
+        for (i, p) in format.planes(w, h).into_iter().enumerate() {
+            (*frame).data[i] = base.add(p.offset);
+            (*frame).linesize[i] = p.row as c_int;
         }
     }
     Ok(())

@@ -109,6 +109,9 @@ impl Span {
     pub fn after(&self, index: u64, pts: f64) -> bool {
         self.end_frame.is_some_and(|e| index >= e) || self.end.is_some_and(|e| pts + EPS >= e)
     }
+    /// The rate a frame window is timed at when there is no video stream to take it from.
+    pub const NOMINAL_FPS: f64 = 25.0;
+
     /// The window in seconds, frame windows converted at `fps` (the audio is cut by it).
     pub fn secs(&self, fps: f64) -> (f64, f64) {
         let start = self

@@ -142,14 +142,15 @@ impl ChunkSource for DecodeChunks {
         };
     }
 
-    /// The audio of `start..end` within the node's own window (a frame window timed at 25
-    /// fps, as a `decode` whose frames are not taken times it). A `start` at or before the
-    /// beginning, with no window start of its own, leaves `start` out: the node then decodes
-    /// from the very first sample, as the unrestricted run does (some streams start before 0).
+    /// The audio of `start..end` within the node's own window (a frame window timed at
+    /// `Span::NOMINAL_FPS`, as a `decode` whose frames are not taken times it). A `start` at
+    /// or before the beginning, with no window start of its own, leaves `start` out: the node
+    /// then decodes from the very first sample, as the unrestricted run does (some streams
+    /// start before 0).
     fn restrict_audio(&self, params: &mut Params, start: f64, end: Option<f64>) {
         #[cfg(feature = "media")]
         let (own_start, own_end) = match DecodeParams::from_params(params) {
-            Ok(p) => p.span().secs(25.0),
+            Ok(p) => p.span().secs(crate::media::probe::Span::NOMINAL_FPS),
             Err(_) => return,
         };
         // Without `media` no job can run a `decode`, so this is moot.
@@ -176,7 +177,7 @@ impl ChunkSource for DecodeChunks {
         let p = DecodeParams::from_params(params)?;
         #[cfg(feature = "media")]
         return Ok(crate::media::probe::audio_end(node_id, &p.path, p.rate)?
-            .map(|e| e.min(p.span().secs(25.0).1)));
+            .map(|e| e.min(p.span().secs(crate::media::probe::Span::NOMINAL_FPS).1)));
         #[cfg(not(feature = "media"))]
         let _ = (node_id, p);
         #[cfg(not(feature = "media"))]
@@ -522,7 +523,11 @@ mod imp {
 
         /// The window's start and end in seconds (frame windows converted with the nominal rate).
         fn window_secs(&self) -> (f64, f64) {
-            let fps = self.video.as_ref().map(|v| v.rate.fps()).unwrap_or(25.0);
+            let fps = self
+                .video
+                .as_ref()
+                .map(|v| v.rate.fps())
+                .unwrap_or(Span::NOMINAL_FPS);
             self.window.span.secs(fps)
         }
 
