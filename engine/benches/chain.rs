@@ -189,6 +189,54 @@ fn run_hand(items: usize, queue: usize, vec_per_item: bool) -> Duration {
     t.elapsed()
 }
 
+/// The hand-written chain with edges that carry up to `k` items per channel message (the
+/// source fills a message, each stage moves a message's items into a new one), in channels of
+/// `queue / k` messages, so an edge holds as many items as the plain chain's: what carrying
+/// several items per channel operation would gain the engine.
+fn run_hand_packets(items: usize, queue: usize, k: usize) -> Duration {
+    let t = Instant::now();
+    let slots = (queue / k).max(1);
+    std::thread::scope(|s| {
+        let (tx, mut rx) = bounded::<Vec<Payload>>(slots);
+        s.spawn(move || {
+            let data = Arc::new(vec![7u8; Frame::byte_len(4, 2)]);
+            let mut packet = Vec::with_capacity(k);
+            for i in 0..items as u64 {
+                packet.push(frame(i, &data));
+                if packet.len() == k {
+                    let full = std::mem::replace(&mut packet, Vec::with_capacity(k));
+                    tx.send(full).expect("consumer alive");
+                }
+            }
+            if !packet.is_empty() {
+                tx.send(packet).expect("consumer alive");
+            }
+        });
+        for _ in 0..STAGES {
+            let (tx, next) = bounded::<Vec<Payload>>(slots);
+            let input = std::mem::replace(&mut rx, next);
+            s.spawn(move || {
+                for packet in input {
+                    let mut out = Vec::with_capacity(k);
+                    for item in packet {
+                        out.push(std::hint::black_box(item));
+                    }
+                    tx.send(out).expect("consumer alive");
+                }
+            });
+        }
+        let sink = s.spawn(move || {
+            let mut expected = 0;
+            for item in rx.iter().flatten() {
+                check(&mut expected, &item);
+            }
+            expected
+        });
+        assert_eq!(sink.join().unwrap(), items as u64);
+    });
+    t.elapsed()
+}
+
 // --- report ----------------------------------------------------------------------------------
 
 fn median(v: &[Duration]) -> Duration {
@@ -217,13 +265,15 @@ fn main() {
         &seen,
     );
 
-    // For profiling one side alone: VIDFLOW_BENCH_ONLY=engine|hand|hand-vec.
+    // For profiling one side alone: VIDFLOW_BENCH_ONLY=engine|hand|hand-vec|hand-packets (8
+    // items a channel message).
     let only = std::env::var("VIDFLOW_BENCH_ONLY").unwrap_or_default();
     if !only.is_empty() {
         for _ in 0..rounds {
             let t = match only.as_str() {
                 "engine" => run_engine(&graph, items, &seen),
                 "hand-vec" => run_hand(items, queue, true),
+                "hand-packets" => run_hand_packets(items, queue, 8),
                 _ => run_hand(items, queue, false),
             };
             println!("  {only}: {:.1} ms", t.as_secs_f64() * 1e3);
