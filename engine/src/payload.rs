@@ -106,6 +106,7 @@ pub struct Plane {
     pub offset: usize,
     /// Bytes of one row.
     pub row: usize,
+    /// How many rows.
     pub rows: usize,
 }
 
@@ -273,5 +274,26 @@ impl PortType {
 impl fmt::Display for PortType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn planes_lie_one_after_another_with_chroma_rounded_up() {
+        let plane = |offset, row, rows| Plane { offset, row, rows };
+        assert_eq!(
+            PixelFormat::Yuv420p.planes(5, 3).as_slice(),
+            [plane(0, 5, 3), plane(15, 3, 2), plane(21, 3, 2)]
+        );
+        assert_eq!(PixelFormat::Yuv420p.byte_len(5, 3), 27);
+        assert_eq!(
+            PixelFormat::Rgb24.planes(5, 3).as_slice(),
+            [plane(0, 15, 3)]
+        );
+        assert_eq!(PixelFormat::Rgb24.byte_len(5, 3), 45);
+        assert_eq!(PixelFormat::Yuv420p.byte_len(1280, 720), 1280 * 720 * 3 / 2);
     }
 }

@@ -5,10 +5,10 @@
 //! operation that dominates every super-resolution and lip-sync network, the 3x3 stride-1
 //! convolution, has a faster kernel here: [`Conv3x3`], Winograd F(2x2, 3x3) on the GEMM
 //! crate Burn itself uses. The models call it when their tensors live on the CPU device and
-//! fall back to Burn's `conv2d` everywhere else, so the GPU path is unchanged. RIFE's
-//! backward warp ([`backward_warp`], thirty tensor passes in Burn, one here) and its bilinear
-//! resizing ([`resize_bilinear`]) are the others, and [`Conv3x3s2`], the 3x3 stride-2 convolution
-//! (im2col + GEMM) of RIFE's downsampling layers. [`Conv2d`] and [`ConvTranspose2d`] run any
+//! fall back to Burn's `conv2d` everywhere else, so the GPU path is unchanged. RIFE runs on
+//! the CPU entirely on this crate's kernels: the Winograd convolutions, [`Conv3x3s2`] (the 3x3
+//! stride-2 convolution, im2col + GEMM, of its downsampling layers), its backward warp
+//! ([`warp`], thirty tensor passes in Burn, one here) and its bilinear resizing ([`resize`]). [`Conv2d`] and [`ConvTranspose2d`] run any
 //! other convolution of a batch as one GEMM (Wav2Lip's), where Burn runs one per image.
 //!
 //! This crate has no Burn dependency and is compiled with optimisations in the dev profile

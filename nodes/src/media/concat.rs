@@ -488,7 +488,7 @@ impl SourceAudio {
             .streams()
             .best(ffmpeg::media::Type::Video)
             .map(|st| probe::video_rate(&st).fps())
-            .unwrap_or(25.0);
+            .unwrap_or(probe::Span::NOMINAL_FPS);
         let (start, end) = p.span().secs(fps);
         let end = end.min(w.end.unwrap_or(f64::INFINITY));
         let (stream, params, in_tb, tb) = {

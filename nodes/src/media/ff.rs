@@ -474,7 +474,6 @@ pub fn engine_format(f: ffi::AVPixelFormat) -> Option<PixelFormat> {
     }
 }
 
-/// Byte offset, row length and row count of each plane of a `w` × `h` frame buffer.
 /// swscale's plane pointers and strides over a frame buffer.
 fn planes(format: PixelFormat, w: u32, h: u32, data: &[u8]) -> ([*const u8; 4], [c_int; 4]) {
     let mut ptrs = [ptr::null(); 4];

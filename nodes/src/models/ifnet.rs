@@ -457,9 +457,19 @@ pub fn check(ck: &Checkpoint) -> Result<(), WeightsError> {
 }
 
 /// Writes planar frame `frame` (`[3, h, w]`) into `out` (`[3, ph, pw]`) clamped to [0, 1], with
-/// zeros at the bottom and right: every element of `out` is written.
+/// zeros at the bottom and right: every element of `out` is written (a pooled buffer holds an
+/// earlier frame's values).
 fn pad_clamped(frame: &[f32], [h, w]: [usize; 2], [ph, pw]: [usize; 2], out: &mut [f32]) {
-    for (c, plane) in out.chunks_exact_mut(ph * pw).take(3).enumerate() {
+    assert!(
+        h > 0 && w > 0 && h <= ph && w <= pw,
+        "a {w}x{h} frame padded to {pw}x{ph}"
+    );
+    assert_eq!(
+        out.len(),
+        3 * ph * pw,
+        "the padded buffer is not [3, {ph}, {pw}]"
+    );
+    for (c, plane) in out.chunks_exact_mut(ph * pw).enumerate() {
         for (y, row) in plane.chunks_exact_mut(pw).enumerate() {
             let (left, right) = row.split_at_mut(w);
             if y < h {
@@ -484,7 +494,7 @@ impl IfNet {
         } else {
             Net::Burn {
                 head: Box::new(Head::load(ck, device)),
-                blocks: (0..5)
+                blocks: (0..BLOCK_CHANNELS.len())
                     .map(|i| IfBlock::load(ck, &format!("block{i}"), device))
                     .collect(),
             }

@@ -14,7 +14,7 @@
 //!   flow update rides on the resize that brings a level's output to full resolution;
 //! - a frame is encoded once ([`Net::encode`]), so a frame shared by two pairs is not.
 
-use super::{SCALE_LIST, convt_as_conv3, pad_clamped};
+use super::{BLOCK_CHANNELS, SCALE_LIST, convt_as_conv3, pad_clamped};
 use crate::weights::Checkpoint;
 use rayon::prelude::*;
 use std::sync::Mutex;
@@ -83,7 +83,7 @@ impl Net {
                 cnn2: conv(ck, "encode.cnn2"),
                 cnn3: convt(ck, "encode.cnn3"),
             },
-            blocks: (0..5)
+            blocks: (0..BLOCK_CHANNELS.len())
                 .map(|i| Block {
                     conv0a: stride2(ck, &format!("block{i}.conv0.0.0")),
                     conv0b: stride2(ck, &format!("block{i}.conv0.1.0")),
