@@ -9,9 +9,9 @@
 //!
 //! Targets: engine/hand-written throughput ≥ 0.8, engine overhead < 2 µs per item per stage.
 
-use crossbeam_channel::bounded;
+use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError, bounded};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::SeqCst, fence};
 use std::time::{Duration, Instant};
 use vidflow_engine::Emitter;
 use vidflow_engine::exec::{self, RunOptions};
@@ -237,6 +237,119 @@ fn run_hand_packets(items: usize, queue: usize, k: usize) -> Duration {
     t.elapsed()
 }
 
+/// One edge of [`run_hand_lazy`], its receiving side: the consumer sleeps (parks) until
+/// `threshold` items wait or its producer would wait or ends, instead of spinning and yielding
+/// as crossbeam's blocking calls do.
+struct LazyEdge {
+    rx: Receiver<Payload>,
+    sleeping: AtomicBool,
+    consumer: std::sync::OnceLock<std::thread::Thread>,
+    threshold: usize,
+}
+
+impl LazyEdge {
+    fn wake(&self) {
+        if self.sleeping.load(SeqCst)
+            && let Some(t) = self.consumer.get()
+        {
+            t.unpark();
+        }
+    }
+    fn send(&self, tx: &Sender<Payload>, item: Payload) {
+        if let Err(TrySendError::Full(item)) = tx.try_send(item) {
+            fence(SeqCst);
+            self.wake();
+            tx.send(item).expect("consumer alive");
+        }
+        fence(SeqCst);
+        if tx.len() >= self.threshold {
+            self.wake();
+        }
+    }
+    /// The next item, or `None` at the end; `before_wait` runs before the thread sleeps.
+    fn recv(&self, before_wait: impl Fn()) -> Option<Payload> {
+        loop {
+            match self.rx.try_recv() {
+                Ok(p) => return Some(p),
+                Err(TryRecvError::Disconnected) => return None,
+                Err(TryRecvError::Empty) => {}
+            }
+            before_wait();
+            self.sleeping.store(true, SeqCst);
+            fence(SeqCst);
+            // Looked at again once it says it sleeps: an item sent just before was not woken for.
+            let again = self.rx.try_recv();
+            if !matches!(again, Err(TryRecvError::Empty)) {
+                self.sleeping.store(false, SeqCst);
+                return again.ok();
+            }
+            std::thread::park();
+            self.sleeping.store(false, SeqCst);
+        }
+    }
+}
+
+/// The hand-written chain on [`LazyEdge`]s woken at half a queue: whether fewer wake-ups
+/// than crossbeam's make a chain faster.
+fn run_hand_lazy(items: usize, queue: usize) -> Duration {
+    let t = Instant::now();
+    let (senders, edges): (Vec<Sender<Payload>>, Vec<LazyEdge>) = (0..=STAGES)
+        .map(|_| {
+            let (tx, rx) = bounded(queue);
+            let edge = LazyEdge {
+                rx,
+                sleeping: AtomicBool::new(false),
+                consumer: Default::default(),
+                threshold: (queue / 2).max(1),
+            };
+            (tx, edge)
+        })
+        .unzip();
+    let edges = &edges;
+    std::thread::scope(|s| {
+        let mut senders = senders.into_iter();
+        let tx = senders.next().expect("edge 0");
+        s.spawn(move || {
+            let data = Arc::new(vec![7u8; Frame::byte_len(4, 2)]);
+            for i in 0..items as u64 {
+                edges[0].send(&tx, frame(i, &data));
+            }
+            // Dropping the sender ends the edge; the consumer must be awake to see it.
+            drop(tx);
+            edges[0].wake();
+        });
+        for k in 0..STAGES {
+            let tx = senders.next().expect("one edge a stage");
+            s.spawn(move || {
+                let (input, output) = (&edges[k], &edges[k + 1]);
+                input
+                    .consumer
+                    .set(std::thread::current())
+                    .expect("one consumer");
+                while let Some(item) = input.recv(|| output.wake()) {
+                    output.send(&tx, item);
+                }
+                drop(tx);
+                output.wake();
+            });
+        }
+        let sink = s.spawn(move || {
+            let input = &edges[STAGES];
+            input
+                .consumer
+                .set(std::thread::current())
+                .expect("one consumer");
+            let mut expected = 0;
+            while let Some(item) = input.recv(|| {}) {
+                check(&mut expected, &item);
+            }
+            expected
+        });
+        assert_eq!(sink.join().unwrap(), items as u64);
+    });
+    t.elapsed()
+}
+
 // --- report ----------------------------------------------------------------------------------
 
 fn median(v: &[Duration]) -> Duration {
@@ -265,8 +378,9 @@ fn main() {
         &seen,
     );
 
-    // For profiling one side alone: VIDFLOW_BENCH_ONLY=engine|hand|hand-vec|hand-packets (8
-    // items a channel message).
+    // For profiling one side alone: VIDFLOW_BENCH_ONLY=engine|hand|hand-vec, or an edge design
+    // tried on the hand-written chain: hand-packets (8 items a channel message), hand-lazy
+    // (consumers woken at half a queue).
     let only = std::env::var("VIDFLOW_BENCH_ONLY").unwrap_or_default();
     if !only.is_empty() {
         for _ in 0..rounds {
@@ -274,6 +388,7 @@ fn main() {
                 "engine" => run_engine(&graph, items, &seen),
                 "hand-vec" => run_hand(items, queue, true),
                 "hand-packets" => run_hand_packets(items, queue, 8),
+                "hand-lazy" => run_hand_lazy(items, queue),
                 _ => run_hand(items, queue, false),
             };
             println!("  {only}: {:.1} ms", t.as_secs_f64() * 1e3);
