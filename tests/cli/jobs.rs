@@ -68,14 +68,7 @@ fn plain_and_job_on_cpu(dir: &Path) -> (Output, [Vec<(String, String)>; 2]) {
             .output()
             .expect("vidflow runs")
     };
-    let plain = run(&[
-        "run",
-        "g.yaml",
-        "--progress",
-        "none",
-        "--set",
-        "output=plain.mp4",
-    ]);
+    let plain = run(PLAIN_RUN);
     assert_ok(&plain, "plain run");
     let job = run(&job_args("job", &["--set", "output=job.mp4"]));
     assert_ok(&job, "job");
@@ -90,6 +83,17 @@ fn stderr(o: &Output) -> String {
 pub(crate) fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
+
+/// `g.yaml` run as a plain run (no job) into `plain.mp4`: the reference a job's output is
+/// compared with.
+const PLAIN_RUN: &[&str] = &[
+    "run",
+    "g.yaml",
+    "--progress",
+    "none",
+    "--set",
+    "output=plain.mp4",
+];
 
 /// `run g.yaml --progress json --job JOB --chunk-seconds 0.4`, then `extra`.
 pub(crate) fn job_args<'a>(job: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
@@ -235,17 +239,7 @@ fn chunk_seams_are_exact_and_audio_is_whole() {
     let d = tmp("seams");
     clip(&d.path("in.mp4"), "160x120", 4, 10, "");
     d.write("g.yaml", LOSSLESS);
-    let plain = vidflow(
-        &d,
-        &[
-            "run",
-            "g.yaml",
-            "--progress",
-            "none",
-            "--set",
-            "output=plain.mp4",
-        ],
-    );
+    let plain = vidflow(&d, PLAIN_RUN);
     assert_ok(&plain, "plain run");
     let job = vidflow(
         &d,
